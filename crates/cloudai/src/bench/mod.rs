@@ -1,0 +1,29 @@
+//! Load generators: `cloudai bench …`. Each prints one JSON line of results last.
+
+pub mod heartbeats;
+
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Simulate N workers that register and heartbeat over real gRPC.
+    Heartbeats(heartbeats::HeartbeatArgs),
+}
+
+impl BenchCommand {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let result = match self {
+            BenchCommand::Heartbeats(args) => heartbeats::run(args).await?,
+        };
+        println!("{result}");
+        Ok(())
+    }
+}
+
+/// Resident memory of a process in bytes, from `/proc/PID/status` (Linux).
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

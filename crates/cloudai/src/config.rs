@@ -1,0 +1,265 @@
+//! Configuration: flags, environment and `.env` (flags win over the environment,
+//! which wins over `.env`). Every option names its environment variable, so a bad
+//! value produces a message naming it and exit code 2 (clap's usage error).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Parses `500ms`, `5s`, `1m`, `1h30m`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(raw.trim()).map_err(|e| {
+        format!("invalid duration {raw:?} ({e}); use a number with a unit, e.g. 500ms, 5s, 1m")
+    })?;
+    if d.is_zero() {
+        return Err(format!("invalid duration {raw:?}: must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// A listen address: `:PORT` (all interfaces) or `HOST:PORT`; port 0 picks a free port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ListenAddr {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let (host, port) = raw
+            .rsplit_once(':')
+            .ok_or_else(|| format!("invalid address {raw:?}: expected :PORT or HOST:PORT"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("invalid address {raw:?}: port {port:?} is not a number 0-65535"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        Ok(Self { host: host.to_string(), port })
+    }
+
+    /// Binds a TCP listener on this address.
+    pub async fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind((self.host.as_str(), self.port)).await
+    }
+
+    pub fn loopback(port: u16) -> Self {
+        Self { host: "127.0.0.1".into(), port }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `http://HOST:PORT` for gRPC / HTTP clients; a bare `HOST:PORT` gets `http://`.
+pub fn parse_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim().trim_end_matches('/');
+    let url = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("invalid address {raw:?}: only http:// and https:// are supported"))?;
+    if rest.is_empty() || rest.starts_with(':') && rest.len() == 1 {
+        return Err(format!("invalid address {raw:?}: missing host"));
+    }
+    Ok(url)
+}
+
+fn parse_capacity(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("invalid capacity {raw:?}: expected a whole number from 1 to 100000")),
+    }
+}
+
+fn parse_cpus(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("invalid CPU count {raw:?}: expected a number greater than 0, e.g. 4 or 0.5")),
+    }
+}
+
+fn parse_positive_u64(raw: &str) -> Result<u64, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("invalid value {raw:?}: expected a whole number greater than 0")),
+    }
+}
+
+fn parse_gpu_count(raw: &str) -> Result<u32, String> {
+    match raw.trim().parse::<u32>() {
+        Ok(n) if n <= 64 => Ok(n),
+        _ => Err(format!("invalid GPU count {raw:?}: expected a whole number from 0 to 64")),
+    }
+}
+
+fn parse_worker_id(raw: &str) -> Result<crate::ids::WorkerId, String> {
+    crate::ids::WorkerId::parse(raw).map_err(|e| format!("invalid worker id {raw:?}: {e}"))
+}
+
+/// `k=v,k2=v2`.
+fn parse_labels(raw: &str) -> Result<Labels, String> {
+    let mut labels = Vec::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) =
+            pair.split_once('=').ok_or_else(|| format!("invalid label {pair:?}: expected KEY=VALUE"))?;
+        if k.trim().is_empty() {
+            return Err(format!("invalid label {pair:?}: empty key"));
+        }
+        labels.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(Labels(labels))
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels(pub Vec<(String, String)>);
+
+/// Task drivers a worker may enable.
+pub const KNOWN_DRIVERS: &[&str] = &["process", "docker"];
+
+fn parse_drivers(raw: &str) -> Result<Drivers, String> {
+    let mut drivers = Vec::new();
+    for d in raw.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !KNOWN_DRIVERS.contains(&d) {
+            return Err(format!(
+                "unknown driver {d:?}: expected a comma-separated list of {KNOWN_DRIVERS:?}"
+            ));
+        }
+        if !drivers.iter().any(|x| x == d) {
+            drivers.push(d.to_string());
+        }
+    }
+    Ok(Drivers(drivers))
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drivers(pub Vec<String>);
+
+/// Options of the master (`cloudai master`, and the master half of `cloudai dev`).
+#[derive(Args, Clone, Debug)]
+pub struct MasterArgs {
+    /// HTTP API address (:PORT or HOST:PORT; :0 picks a free port).
+    #[arg(long = "http-port", env = "HTTP_PORT", value_name = "HTTP_PORT", default_value = ":8080", value_parser = ListenAddr::parse)]
+    pub http_addr: ListenAddr,
+
+    /// gRPC address for workers (:PORT or HOST:PORT).
+    #[arg(long = "grpc-port", env = "GRPC_PORT", value_name = "GRPC_PORT", default_value = ":50051", value_parser = ListenAddr::parse)]
+    pub grpc_addr: ListenAddr,
+
+    /// A worker with no heartbeat for this long is marked inactive.
+    #[arg(long, env = "INACTIVITY_TIMEOUT", value_name = "INACTIVITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub inactivity_timeout: Duration,
+
+    /// Capacity of each worker's heartbeat channel on the master.
+    #[arg(long, env = "TELEMETRY_CHANNEL_CAPACITY", value_name = "TELEMETRY_CHANNEL_CAPACITY", default_value = "10", value_parser = parse_capacity)]
+    pub telemetry_channel_capacity: usize,
+
+    /// Data folder of the master.
+    #[arg(long, env = "CLOUDAI_DATA_DIR", value_name = "CLOUDAI_DATA_DIR", default_value = "./cloudai-data")]
+    pub data_dir: PathBuf,
+
+    /// Never start the interactive console, even on a terminal.
+    #[arg(long)]
+    pub no_console: bool,
+}
+
+/// Options of a worker (`cloudai worker`, and the worker half of `cloudai dev`).
+#[derive(Args, Clone, Debug)]
+pub struct WorkerArgs {
+    /// The worker's stable id (default: the host name).
+    #[arg(long, env = "WORKER_ID", value_name = "WORKER_ID", value_parser = parse_worker_id)]
+    pub worker_id: Option<crate::ids::WorkerId>,
+
+    /// Heartbeat period.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", value_name = "HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Task drivers to enable (comma-separated: process, docker).
+    #[arg(long, env = "CLOUDAI_DRIVERS", value_name = "CLOUDAI_DRIVERS", value_parser = parse_drivers)]
+    pub drivers: Option<Drivers>,
+
+    /// CPU cores to advertise (default: what the machine has).
+    #[arg(long = "cpus", env = "WORKER_CPUS", value_name = "WORKER_CPUS", value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+
+    /// Memory to advertise in MB (default: what the machine has).
+    #[arg(long = "memory-mb", env = "WORKER_MEMORY_MB", value_name = "WORKER_MEMORY_MB", value_parser = parse_positive_u64)]
+    pub memory_mb: Option<u64>,
+
+    /// Report this many simulated GPUs instead of NVML's (tests, benchmarks).
+    #[arg(long, env = "CLOUDAI_SIMULATED_GPUS", value_name = "CLOUDAI_SIMULATED_GPUS", value_parser = parse_gpu_count)]
+    pub simulated_gpus: Option<u32>,
+
+    /// Labels to advertise (KEY=VALUE,KEY2=VALUE2).
+    #[arg(long, env = "WORKER_LABELS", value_name = "WORKER_LABELS", value_parser = parse_labels)]
+    pub labels: Option<Labels>,
+}
+
+/// The address a worker dials.
+#[derive(Args, Clone, Debug)]
+pub struct MasterAddrArg {
+    /// Where the worker dials the master's gRPC port.
+    #[arg(long, env = "MASTER_ADDR", value_name = "MASTER_ADDR", default_value = "http://127.0.0.1:50051", value_parser = parse_url)]
+    pub master_addr: String,
+}
+
+/// The address client commands send requests to.
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// The master's HTTP API.
+    #[arg(long = "addr", env = "CLOUDAI_ADDR", value_name = "CLOUDAI_ADDR", default_value = "http://127.0.0.1:8080", value_parser = parse_url, global = true)]
+    pub addr: String,
+}
+
+/// Resolves a bound listener's address to something a local client can dial
+/// (0.0.0.0 → 127.0.0.1).
+pub fn dialable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(ListenAddr::parse(":8080"), Ok(ListenAddr { host: "0.0.0.0".into(), port: 8080 }));
+        assert_eq!(ListenAddr::parse("127.0.0.1:0"), Ok(ListenAddr::loopback(0)));
+        assert_eq!(ListenAddr::parse("[::1]:9"), Ok(ListenAddr { host: "::1".into(), port: 9 }));
+        assert!(ListenAddr::parse("8080").is_err());
+        assert!(ListenAddr::parse(":99999").is_err());
+    }
+
+    #[test]
+    fn urls_labels_drivers() {
+        assert_eq!(parse_url("127.0.0.1:50051").as_deref(), Ok("http://127.0.0.1:50051"));
+        assert!(parse_url("ftp://x").is_err());
+        assert_eq!(parse_labels("zone=a, gpu=a100").map(|l| l.0.len()), Ok(2));
+        assert!(parse_labels("novalue").is_err());
+        assert_eq!(parse_drivers("process,docker,process").map(|d| d.0.len()), Ok(2));
+        assert!(parse_drivers("k8s").is_err());
+    }
+}

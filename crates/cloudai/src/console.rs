@@ -1,0 +1,168 @@
+//! The master's interactive console (`master> `), with line editing and history,
+//! on its own thread so it never holds up the async runtime.
+
+use std::io::IsTerminal;
+
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::WorkerId;
+use crate::telemetry::{TelemetryManager, WorkerInfo, WorkerTelemetry};
+use crate::time::unix_secs;
+
+const HELP: &str = "\
+commands:
+  help              this list
+  workers           every worker: id, active, CPU, memory, GPU, tasks, last seen
+  status <worker>   one worker in detail
+  quit              stop the master";
+
+/// Whether to run the console: only on a terminal, and not when turned off.
+pub fn wanted(no_console: bool) -> bool {
+    !no_console && std::io::stdin().is_terminal()
+}
+
+/// Starts the console thread; `quit` (or end of input) cancels `shutdown`.
+pub fn spawn(telemetry: TelemetryManager, shutdown: CancellationToken) {
+    let spawned = std::thread::Builder::new().name("console".into()).spawn(move || {
+        if let Err(e) = run(&telemetry, &shutdown) {
+            tracing::warn!(error = %e, "console stopped");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the console");
+    }
+}
+
+fn run(telemetry: &TelemetryManager, shutdown: &CancellationToken) -> rustyline::Result<()> {
+    let mut editor = DefaultEditor::new()?;
+    println!("CloudAI master console. Type 'help' for commands.");
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        match editor.readline("master> ") {
+            Ok(line) => {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let _ = editor.add_history_entry(line);
+                match execute(telemetry, line) {
+                    Outcome::Print(text) => println!("{text}"),
+                    Outcome::Quit => {
+                        shutdown.cancel();
+                        return Ok(());
+                    }
+                }
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => {
+                shutdown.cancel();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Print(String),
+    Quit,
+}
+
+/// Runs one console command and returns what to print.
+pub fn execute(telemetry: &TelemetryManager, line: &str) -> Outcome {
+    let mut words = line.split_whitespace();
+    let command = words.next().unwrap_or_default();
+    let arg = words.next();
+    match (command, arg) {
+        ("help", _) => Outcome::Print(HELP.into()),
+        ("workers", _) => Outcome::Print(workers_table(&telemetry.list_workers())),
+        ("status", Some(id)) => Outcome::Print(status(telemetry, id)),
+        ("status", None) => Outcome::Print("usage: status <worker>".into()),
+        ("quit" | "exit", _) => Outcome::Quit,
+        (other, _) => Outcome::Print(format!("unknown command {other:?}; type 'help'")),
+    }
+}
+
+fn ago(unix: i64) -> String {
+    if unix == 0 {
+        return "never".into();
+    }
+    format!("{}s ago", (unix_secs() - unix).max(0))
+}
+
+pub fn workers_table(workers: &[(WorkerInfo, WorkerTelemetry)]) -> String {
+    if workers.is_empty() {
+        return "no workers registered".into();
+    }
+    let width = workers.iter().map(|(i, _)| i.worker_id.as_str().len()).max().unwrap_or(2).max(9);
+    let mut out = format!(
+        "{:<width$}  {:<6}  {:>6}  {:>6}  {:>6}  {:>5}  {}\n",
+        "WORKER ID", "ACTIVE", "CPU%", "MEM%", "GPU%", "TASKS", "LAST SEEN"
+    );
+    for (info, t) in workers {
+        out.push_str(&format!(
+            "{:<width$}  {:<6}  {:>6.1}  {:>6.1}  {:>6.1}  {:>5}  {}\n",
+            info.worker_id.as_str(),
+            if t.is_active { "yes" } else { "no" },
+            t.cpu_usage,
+            t.memory_usage,
+            t.gpu_usage,
+            t.running_tasks.len(),
+            ago(t.last_update),
+        ));
+    }
+    let active = workers.iter().filter(|(_, t)| t.is_active).count();
+    out.push_str(&format!("{} workers, {} active", workers.len(), active));
+    out
+}
+
+fn status(telemetry: &TelemetryManager, raw: &str) -> String {
+    let Ok(id) = WorkerId::parse(raw) else {
+        return format!("worker {raw:?} not found");
+    };
+    let (Some(info), Some(t)) = (telemetry.get_worker_info(&id), telemetry.get_worker_telemetry(&id)) else {
+        return format!("worker {raw:?} not found");
+    };
+    let mut out = format!(
+        "worker:     {}\nhost:       {}\nactive:     {}\nlast seen:  {}\nversion:    {}\ndrivers:    {}\n\
+         capacity:   {} CPUs, {} MB, {} GPUs\ncpu:        {:.1}%\nmemory:     {:.1}% ({} / {} MB)\ngpu:        {:.1}%\n\
+         heartbeats: {} received, {} dropped\ntasks:      {}",
+        info.worker_id,
+        info.hostname,
+        if t.is_active { "yes" } else { "no" },
+        ago(t.last_update),
+        info.version,
+        info.drivers.join(","),
+        info.cpu_cores,
+        info.memory_mb,
+        info.gpus.len(),
+        t.cpu_usage,
+        t.memory_usage,
+        t.memory_used_mb,
+        t.memory_total_mb,
+        t.gpu_usage,
+        t.heartbeats_received,
+        t.heartbeats_dropped,
+        t.running_tasks.len(),
+    );
+    for g in &t.gpus {
+        out.push_str(&format!(
+            "\n  gpu {}: {} {:.0}% util, {} / {} MB{}",
+            g.index,
+            g.model,
+            g.utilization_percent,
+            g.memory_used_mb,
+            g.memory_total_mb,
+            g.temperature_c.map(|c| format!(", {c:.0}°C")).unwrap_or_default()
+        ));
+    }
+    for task in &t.running_tasks {
+        out.push_str(&format!("\n  task {} ({})", task.task_id, task.status));
+    }
+    out
+}

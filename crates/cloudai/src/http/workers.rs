@@ -1,0 +1,81 @@
+//! `/api/workers…`: registration details plus live figures, for clients and the CLI.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::telemetry::worker_id;
+use super::{ApiError, ApiState};
+use crate::telemetry::{GpuStats, WorkerInfo, WorkerTelemetry};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/workers", get(list))
+        .route("/api/workers/{worker_id}", get(one))
+        .route("/api/workers/{worker_id}/metrics", get(metrics))
+}
+
+#[derive(Serialize)]
+pub struct WorkerDetail {
+    #[serde(flatten)]
+    pub info: WorkerInfo,
+    pub is_active: bool,
+    pub telemetry: WorkerTelemetry,
+}
+
+async fn list(State(state): State<ApiState>) -> Json<Vec<WorkerDetail>> {
+    Json(
+        state
+            .telemetry
+            .list_workers()
+            .into_iter()
+            .map(|(info, telemetry)| WorkerDetail { info, is_active: telemetry.is_active, telemetry })
+            .collect(),
+    )
+}
+
+fn lookup(state: &ApiState, raw: &str) -> Result<(WorkerInfo, WorkerTelemetry), ApiError> {
+    let id = worker_id(raw)?;
+    let info = state.telemetry.get_worker_info(&id);
+    let telemetry = state.telemetry.get_worker_telemetry(&id);
+    info.zip(telemetry).ok_or_else(|| ApiError::not_found(format!("worker {raw:?} not found")))
+}
+
+async fn one(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Json<WorkerDetail>, ApiError> {
+    let (info, telemetry) = lookup(&state, &raw)?;
+    Ok(Json(WorkerDetail { info, is_active: telemetry.is_active, telemetry }))
+}
+
+#[derive(Serialize)]
+struct WorkerMetrics {
+    worker_id: String,
+    is_active: bool,
+    last_update: i64,
+    cpu_usage: f64,
+    cpu_cores: f64,
+    memory_usage: f64,
+    memory_used_mb: u64,
+    memory_total_mb: u64,
+    gpu_usage: f64,
+    gpus: Vec<GpuStats>,
+}
+
+async fn metrics(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<WorkerMetrics>, ApiError> {
+    let (info, t) = lookup(&state, &raw)?;
+    Ok(Json(WorkerMetrics {
+        worker_id: t.worker_id.to_string(),
+        is_active: t.is_active,
+        last_update: t.last_update,
+        cpu_usage: t.cpu_usage,
+        cpu_cores: info.cpu_cores,
+        memory_usage: t.memory_usage,
+        memory_used_mb: t.memory_used_mb,
+        memory_total_mb: t.memory_total_mb,
+        gpu_usage: t.gpu_usage,
+        gpus: t.gpus,
+    }))
+}

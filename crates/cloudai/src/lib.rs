@@ -1,0 +1,22 @@
+//! CloudAI: a cluster manager for AI compute.
+//!
+//! Data flows one way: worker → [`rpc`] → [`telemetry`] → [`http`] / [`console`].
+//! Every server is a function of (config, bound listeners, shutdown token), so the
+//! master and any number of workers can run in one process (tests, `cloudai dev`).
+
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod config;
+pub mod console;
+pub mod events;
+pub mod http;
+pub mod ids;
+pub mod master;
+pub mod rpc;
+pub mod telemetry;
+pub mod time;
+pub mod worker;
+
+/// Software version reported by workers and the API.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,158 @@
+//! `cloudai`: the one binary (master, worker, dev, clients, benchmarks).
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cloudai::config::{MasterAddrArg, MasterArgs, WorkerArgs};
+use cloudai::master::Master;
+use cloudai::worker::{self, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "cloudai", version, about = "CloudAI: a cluster manager for AI compute")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the master: gRPC for workers, HTTP API, console on a terminal.
+    Master {
+        #[command(flatten)]
+        master: MasterArgs,
+    },
+    /// Run a worker: registers with the master, heartbeats, runs tasks.
+    Worker {
+        #[command(flatten)]
+        worker: WorkerArgs,
+        #[command(flatten)]
+        master_addr: MasterAddrArg,
+    },
+    /// Master and one local worker in one process: the one-command demo.
+    Dev {
+        #[command(flatten)]
+        master: MasterArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Load generators against a running master; the last line printed is JSON.
+    #[command(subcommand)]
+    Bench(cloudai::bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    // `.env` never overrides the environment; flags override both (clap).
+    let dotenv = dotenvy::dotenv();
+    let cli = Cli::parse();
+    init_tracing();
+    if let Err(e) = &dotenv
+        && !e.not_found()
+    {
+        tracing::warn!(error = %e, "ignoring unreadable .env");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Master { master } => run_master(master).await,
+        Command::Worker { worker, master_addr } => {
+            let config = WorkerConfig::from_args(&worker, master_addr.master_addr, &["docker"]);
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            worker::run(config, shutdown).await.context("worker failed")
+        }
+        Command::Dev { master, worker } => run_dev(master, worker).await,
+        Command::Bench(bench) => bench.run().await,
+    }
+}
+
+async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
+    let master = Master::bind_and_start(&args).await?;
+    let shutdown = CancellationToken::new();
+    if cloudai::console::wanted(args.no_console) {
+        cloudai::console::spawn(master.telemetry.clone(), shutdown.clone());
+    }
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    shutdown.cancelled().await;
+    master.shutdown().await;
+    Ok(())
+}
+
+async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Result<()> {
+    let master = Master::bind_and_start(&master_args).await?;
+    let grpc = cloudai::config::dialable(master.grpc_addr);
+    let config = WorkerConfig::from_args(&worker_args, format!("http://{grpc}"), &["process", "docker"]);
+    let shutdown = CancellationToken::new();
+    let worker_stop = CancellationToken::new();
+    let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));
+    if cloudai::console::wanted(master_args.no_console) {
+        cloudai::console::spawn(master.telemetry.clone(), shutdown.clone());
+    }
+    tracing::info!(
+        "dev cluster up: try `curl http://{}/workers`",
+        cloudai::config::dialable(master.http_addr)
+    );
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    shutdown.cancelled().await;
+    worker_stop.cancel();
+    match worker_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "local worker failed"),
+        Err(e) => tracing::warn!(error = %e, "local worker task failed"),
+    }
+    master.shutdown().await;
+    Ok(())
+}
+
+/// First SIGTERM/Ctrl-C: graceful shutdown. Second: exit at once.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("signal received, shutting down (again to exit at once)");
+    shutdown.cancel();
+    wait_for_signal().await;
+    eprintln!("second signal: exiting now");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,180 @@
+//! The master's gRPC service: the edge where wire types become domain types.
+//!
+//! Every handler returns without waiting on anything slow: heartbeats are handed to
+//! the [`TelemetryManager`] with a non-blocking send.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudai_proto::v1 as pb;
+use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
+use futures::Stream;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+
+use crate::ids::WorkerId;
+use crate::telemetry::{HeartbeatSample, TelemetryError, TelemetryManager, WorkerInfo};
+use crate::time::unix_secs;
+
+/// Largest message the master accepts from a worker.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Commands buffered per worker stream before the sender must wait.
+const COMMAND_BUFFER: usize = 256;
+
+impl From<TelemetryError> for Status {
+    fn from(e: TelemetryError) -> Self {
+        match e {
+            TelemetryError::UnknownWorker(id) => {
+                Status::not_found(format!("worker {id} is not registered; register again"))
+            }
+            TelemetryError::ShuttingDown => Status::unavailable("master is shutting down"),
+        }
+    }
+}
+
+fn bad_id(field: &str, e: crate::ids::IdError) -> Status {
+    Status::invalid_argument(format!("{field}: {e}"))
+}
+
+/// Open command streams, one per connected worker.
+#[derive(Clone, Default)]
+pub struct CommandHub {
+    streams: Arc<Mutex<HashMap<WorkerId, mpsc::Sender<Result<pb::WorkerCommand, Status>>>>>,
+}
+
+impl CommandHub {
+    fn attach(&self, worker_id: WorkerId) -> mpsc::Receiver<Result<pb::WorkerCommand, Status>> {
+        let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
+        // A newer stream from the same worker replaces the old one.
+        self.streams.lock().insert(worker_id, tx);
+        rx
+    }
+
+    pub fn is_connected(&self, worker_id: &WorkerId) -> bool {
+        self.streams.lock().get(worker_id).is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// Queues a command for a worker; `false` if it has no open stream or its buffer is full.
+    pub fn send(&self, worker_id: &WorkerId, command: pb::WorkerCommand) -> bool {
+        let tx = self.streams.lock().get(worker_id).cloned();
+        tx.is_some_and(|tx| tx.try_send(Ok(command)).is_ok())
+    }
+}
+
+/// State shared by the gRPC handlers.
+#[derive(Clone)]
+pub struct MasterRpc {
+    telemetry: TelemetryManager,
+    commands: CommandHub,
+    master_id: String,
+    shutdown: CancellationToken,
+}
+
+impl MasterRpc {
+    pub fn new(
+        telemetry: TelemetryManager,
+        commands: CommandHub,
+        master_id: String,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { telemetry, commands, master_id, shutdown }
+    }
+
+    pub fn into_server(self) -> MasterServiceServer<Self> {
+        MasterServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+    }
+}
+
+type CommandStream = Pin<Box<dyn Stream<Item = Result<pb::WorkerCommand, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl MasterService for MasterRpc {
+    async fn register_worker(
+        &self,
+        request: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        let info = WorkerInfo::from_request(request.into_inner(), unix_secs())
+            .map_err(|e| bad_id("worker_id", e))?;
+        self.telemetry.register_worker(info)?;
+        Ok(Response::new(pb::RegisterWorkerResponse {
+            master_id: self.master_id.clone(),
+            heartbeat_interval_ms: 0,
+        }))
+    }
+
+    async fn unregister_worker(
+        &self,
+        request: Request<pb::UnregisterWorkerRequest>,
+    ) -> Result<Response<pb::UnregisterWorkerResponse>, Status> {
+        let id = WorkerId::parse(&request.into_inner().worker_id).map_err(|e| bad_id("worker_id", e))?;
+        if !self.telemetry.unregister_worker(&id) {
+            return Err(Status::not_found(format!("worker {id} is not registered")));
+        }
+        Ok(Response::new(pb::UnregisterWorkerResponse {}))
+    }
+
+    async fn send_heartbeat(
+        &self,
+        request: Request<pb::Heartbeat>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let sample = HeartbeatSample::try_from(request.into_inner()).map_err(|e| bad_id("worker_id", e))?;
+        self.telemetry.process_heartbeat(sample)?;
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+
+    type StreamCommandsStream = CommandStream;
+
+    async fn stream_commands(
+        &self,
+        request: Request<pb::StreamCommandsRequest>,
+    ) -> Result<Response<Self::StreamCommandsStream>, Status> {
+        let id = WorkerId::parse(&request.into_inner().worker_id).map_err(|e| bad_id("worker_id", e))?;
+        if !self.telemetry.is_registered(&id) {
+            return Err(TelemetryError::UnknownWorker(id).into());
+        }
+        debug!(worker_id = %id, "command stream opened");
+        let rx = self.commands.attach(id);
+        // End the stream on shutdown so the gRPC server's graceful stop does not wait on it.
+        let stream = ReceiverStream::new(rx).take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_task_status(
+        &self,
+        _request: Request<pb::TaskStatusReport>,
+    ) -> Result<Response<pb::TaskStatusAck>, Status> {
+        Err(Status::unimplemented("this master does not run tasks yet"))
+    }
+
+    async fn ship_logs(&self, _request: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
+        Err(Status::unimplemented("this master does not run tasks yet"))
+    }
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` fires, then drains in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    rpc: MasterRpc,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(rpc.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    info!("grpc server stopped");
+    result
+}

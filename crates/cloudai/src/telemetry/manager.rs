@@ -1,0 +1,378 @@
+//! The TelemetryManager: one async task per registered worker, each draining a
+//! bounded channel, plus an inactivity checker.
+//!
+//! `process_heartbeat` is called on the RPC path and never waits: it stamps the
+//! heartbeat with a per-worker sequence number and `try_send`s it. When the channel
+//! is full the heartbeat goes to a one-element overflow slot (replacing an older one
+//! there), so the newest figures always win and a slow consumer never makes a worker
+//! look dead. Sequence numbers let the worker task discard anything older than what
+//! it already applied; everything not applied is counted as dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, warn};
+
+use super::model::{HeartbeatSample, WorkerInfo, WorkerTelemetry};
+use crate::events::{ClusterEvent, EventBus};
+use crate::ids::WorkerId;
+use crate::time::unix_secs;
+
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// A worker with no heartbeat for this long is marked inactive.
+    pub inactivity_timeout: Duration,
+    /// Capacity of each worker's heartbeat channel.
+    pub channel_capacity: usize,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { inactivity_timeout: Duration::from_secs(30), channel_capacity: 10 }
+    }
+}
+
+impl TelemetryConfig {
+    /// How often the inactivity checker looks: often enough to be within ~10% of the timeout.
+    fn check_interval(&self) -> Duration {
+        (self.inactivity_timeout / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TelemetryError {
+    #[error("worker {0} is not registered")]
+    UnknownWorker(WorkerId),
+    #[error("the telemetry manager is shutting down")]
+    ShuttingDown,
+}
+
+/// Called from a worker's task after each applied heartbeat.
+pub type UpdateCallback = Arc<dyn Fn(&WorkerTelemetry) + Send + Sync>;
+
+/// Cluster-wide counters.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct TelemetryStats {
+    pub workers: usize,
+    pub active_workers: usize,
+    pub heartbeats_received: u64,
+    pub heartbeats_dropped: u64,
+    pub heartbeats_rejected: u64,
+}
+
+struct Queued {
+    seq: u64,
+    received_at: i64,
+    sample: HeartbeatSample,
+}
+
+struct WorkerSlot {
+    info: RwLock<WorkerInfo>,
+    telemetry: Mutex<WorkerTelemetry>,
+    tx: mpsc::Sender<Box<Queued>>,
+    overflow: Mutex<Option<Box<Queued>>>,
+    wake: Notify,
+    next_seq: AtomicU64,
+    /// Milliseconds since the manager's epoch at the latest heartbeat's arrival.
+    last_seen_ms: AtomicU64,
+    active: AtomicBool,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    cancel: CancellationToken,
+}
+
+impl WorkerSlot {
+    fn snapshot(&self) -> WorkerTelemetry {
+        let mut t = self.telemetry.lock().clone();
+        t.is_active = self.active.load(Ordering::Relaxed);
+        t.heartbeats_received = self.received.load(Ordering::Relaxed);
+        t.heartbeats_dropped = self.dropped.load(Ordering::Relaxed);
+        t
+    }
+}
+
+struct Inner {
+    config: TelemetryConfig,
+    workers: RwLock<HashMap<WorkerId, Arc<WorkerSlot>>>,
+    events: EventBus,
+    callback: RwLock<Option<UpdateCallback>>,
+    epoch: Instant,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    started: AtomicBool,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Handle to the telemetry state; cheap to clone.
+#[derive(Clone)]
+pub struct TelemetryManager {
+    inner: Arc<Inner>,
+}
+
+impl TelemetryManager {
+    pub fn new(config: TelemetryConfig, events: EventBus) -> Self {
+        let config = TelemetryConfig { channel_capacity: config.channel_capacity.max(1), ..config };
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                workers: RwLock::new(HashMap::new()),
+                events,
+                callback: RwLock::new(None),
+                epoch: Instant::now(),
+                cancel: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                started: AtomicBool::new(false),
+                received: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &TelemetryConfig {
+        &self.inner.config
+    }
+
+    /// Starts the inactivity checker. Idempotent.
+    pub fn start(&self) {
+        if self.inner.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        self.inner.tracker.spawn(inactivity_checker(inner));
+    }
+
+    /// Sets the hook called after every applied heartbeat (store writer, history, alerts).
+    pub fn set_update_callback(&self, callback: UpdateCallback) {
+        *self.inner.callback.write() = Some(callback);
+    }
+
+    /// Registers a worker, or refreshes its registration. Returns `true` if it was new.
+    pub fn register_worker(&self, info: WorkerInfo) -> Result<bool, TelemetryError> {
+        let inner = &self.inner;
+        if inner.cancel.is_cancelled() {
+            return Err(TelemetryError::ShuttingDown);
+        }
+        let worker_id = info.worker_id.clone();
+        let now = inner.now_ms();
+        let mut workers = inner.workers.write();
+        let is_new = match workers.get(&worker_id) {
+            Some(slot) => {
+                *slot.info.write() = info;
+                slot.last_seen_ms.store(now, Ordering::Relaxed);
+                slot.active.store(true, Ordering::Relaxed);
+                false
+            }
+            None => {
+                let (tx, rx) = mpsc::channel(inner.config.channel_capacity);
+                let slot = Arc::new(WorkerSlot {
+                    info: RwLock::new(info),
+                    telemetry: Mutex::new(WorkerTelemetry::empty(worker_id.clone())),
+                    tx,
+                    overflow: Mutex::new(None),
+                    wake: Notify::new(),
+                    next_seq: AtomicU64::new(0),
+                    last_seen_ms: AtomicU64::new(now),
+                    active: AtomicBool::new(true),
+                    received: AtomicU64::new(0),
+                    dropped: AtomicU64::new(0),
+                    cancel: inner.cancel.child_token(),
+                });
+                workers.insert(worker_id.clone(), Arc::clone(&slot));
+                let span = tracing::info_span!("worker", worker_id = %worker_id);
+                inner.tracker.spawn(worker_loop(Arc::clone(inner), slot, rx).instrument(span));
+                true
+            }
+        };
+        drop(workers);
+        info!(worker_id = %worker_id, new = is_new, "worker registered");
+        inner.events.publish(ClusterEvent::WorkerRegistered { worker_id });
+        Ok(is_new)
+    }
+
+    /// Forgets a worker and stops its task. Returns `false` if it was not registered.
+    pub fn unregister_worker(&self, worker_id: &WorkerId) -> bool {
+        let Some(slot) = self.inner.workers.write().remove(worker_id) else {
+            return false;
+        };
+        slot.cancel.cancel();
+        info!(worker_id = %worker_id, "worker unregistered");
+        self.inner.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone() });
+        true
+    }
+
+    /// Hands a heartbeat to the worker's task. Never blocks and never waits.
+    pub fn process_heartbeat(&self, sample: HeartbeatSample) -> Result<(), TelemetryError> {
+        let inner = &self.inner;
+        let slot = inner.workers.read().get(&sample.worker_id).cloned();
+        let Some(slot) = slot else {
+            inner.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(TelemetryError::UnknownWorker(sample.worker_id));
+        };
+        slot.last_seen_ms.store(inner.now_ms(), Ordering::Relaxed);
+        slot.received.fetch_add(1, Ordering::Relaxed);
+        inner.received.fetch_add(1, Ordering::Relaxed);
+        if !slot.active.swap(true, Ordering::AcqRel) {
+            info!(worker_id = %sample.worker_id, "worker active again");
+            inner.events.publish(ClusterEvent::WorkerActive { worker_id: sample.worker_id.clone() });
+        }
+        let queued = Box::new(Queued {
+            seq: slot.next_seq.fetch_add(1, Ordering::Relaxed),
+            received_at: unix_secs(),
+            sample,
+        });
+        match slot.tx.try_send(queued) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(queued)) => {
+                // Coalesce: the newest heartbeat waits in the overflow slot.
+                if slot.overflow.lock().replace(queued).is_some() {
+                    slot.dropped.fetch_add(1, Ordering::Relaxed);
+                    inner.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                slot.wake.notify_one();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(queued)) => {
+                Err(TelemetryError::UnknownWorker(queued.sample.worker_id))
+            }
+        }
+    }
+
+    pub fn get_worker_telemetry(&self, worker_id: &WorkerId) -> Option<WorkerTelemetry> {
+        let slot = self.inner.workers.read().get(worker_id).cloned();
+        slot.map(|s| s.snapshot())
+    }
+
+    pub fn get_all_worker_telemetry(&self) -> HashMap<WorkerId, WorkerTelemetry> {
+        let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
+        slots.iter().map(|s| (s.info.read().worker_id.clone(), s.snapshot())).collect()
+    }
+
+    pub fn get_worker_info(&self, worker_id: &WorkerId) -> Option<WorkerInfo> {
+        let slot = self.inner.workers.read().get(worker_id).cloned();
+        slot.map(|s| s.info.read().clone())
+    }
+
+    /// Every registered worker with its latest telemetry, sorted by id.
+    pub fn list_workers(&self) -> Vec<(WorkerInfo, WorkerTelemetry)> {
+        let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
+        let mut all: Vec<_> = slots.iter().map(|s| (s.info.read().clone(), s.snapshot())).collect();
+        all.sort_by(|a, b| a.0.worker_id.cmp(&b.0.worker_id));
+        all
+    }
+
+    pub fn is_registered(&self, worker_id: &WorkerId) -> bool {
+        self.inner.workers.read().contains_key(worker_id)
+    }
+
+    pub fn stats(&self) -> TelemetryStats {
+        let inner = &self.inner;
+        let workers = inner.workers.read();
+        TelemetryStats {
+            workers: workers.len(),
+            active_workers: workers.values().filter(|s| s.active.load(Ordering::Relaxed)).count(),
+            heartbeats_received: inner.received.load(Ordering::Relaxed),
+            heartbeats_dropped: inner.dropped.load(Ordering::Relaxed),
+            heartbeats_rejected: inner.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the checker and every worker task, and waits until all have ended.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        info!("telemetry manager stopped");
+    }
+}
+
+async fn worker_loop(inner: Arc<Inner>, slot: Arc<WorkerSlot>, mut rx: mpsc::Receiver<Box<Queued>>) {
+    let mut last_applied: Option<u64> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = slot.cancel.cancelled() => break,
+            msg = rx.recv() => match msg {
+                Some(q) => apply(&inner, &slot, &mut last_applied, q),
+                None => break,
+            },
+            _ = slot.wake.notified() => {}
+        }
+        let overflow = slot.overflow.lock().take();
+        if let Some(q) = overflow {
+            apply(&inner, &slot, &mut last_applied, q);
+        }
+    }
+}
+
+fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Box<Queued>) {
+    if last_applied.is_some_and(|last| q.seq < last) {
+        // Older than what is already applied (it sat in the channel behind the overflow).
+        slot.dropped.fetch_add(1, Ordering::Relaxed);
+        inner.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    *last_applied = Some(q.seq);
+    let Queued { received_at, sample, .. } = *q;
+    {
+        let mut t = slot.telemetry.lock();
+        t.cpu_usage = sample.cpu_usage;
+        t.memory_usage = sample.memory_usage;
+        t.gpu_usage = sample.gpu_usage;
+        t.memory_used_mb = sample.memory_used_mb;
+        t.memory_total_mb = sample.memory_total_mb;
+        t.gpus = sample.gpus;
+        t.running_tasks = sample.running_tasks;
+        t.last_update = received_at;
+        t.sample_time_ms = sample.timestamp_ms;
+    }
+    let callback = inner.callback.read().clone();
+    if let Some(callback) = callback {
+        callback(&slot.snapshot());
+    }
+}
+
+async fn inactivity_checker(inner: Arc<Inner>) {
+    let timeout_ms = inner.config.inactivity_timeout.as_millis() as u64;
+    let mut tick = tokio::time::interval(inner.config.check_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = inner.now_ms();
+        let silent: Vec<Arc<WorkerSlot>> = inner
+            .workers
+            .read()
+            .values()
+            .filter(|s| {
+                s.active.load(Ordering::Relaxed)
+                    && now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms
+            })
+            .cloned()
+            .collect();
+        for slot in silent {
+            if slot.active.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                let worker_id = slot.info.read().worker_id.clone();
+                let silent_for = now.saturating_sub(slot.last_seen_ms.load(Ordering::Relaxed));
+                warn!(worker_id = %worker_id, silent_ms = silent_for, "worker inactive");
+                inner.events.publish(ClusterEvent::WorkerInactive { worker_id });
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Per-worker telemetry on the master: the latest figures of every worker, kept
+//! without ever blocking the RPC path.
+
+mod manager;
+mod model;
+
+pub use manager::{TelemetryConfig, TelemetryError, TelemetryManager, TelemetryStats, UpdateCallback};
+pub use model::{GpuInfo, GpuStats, HeartbeatSample, RunningTask, WorkerInfo, WorkerTelemetry};

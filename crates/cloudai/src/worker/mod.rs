@@ -1,0 +1,321 @@
+//! The worker agent: registers with the master (retrying while it is down),
+//! heartbeats on its own task, re-registers when the master forgets it, keeps a
+//! command stream open, and unregisters on shutdown.
+
+pub mod collector;
+pub mod gpu;
+
+use std::time::Duration;
+
+use cloudai_proto::v1 as pb;
+use cloudai_proto::v1::master_service_client::MasterServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tracing::{debug, info, warn};
+
+use self::collector::Collector;
+use crate::config::WorkerArgs;
+use crate::ids::WorkerId;
+use crate::time::unix_ms;
+
+/// Longest wait between registration attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const UNREGISTER_DEADLINE: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub master_addr: String,
+    pub worker_id: WorkerId,
+    pub heartbeat_interval: Duration,
+    pub drivers: Vec<String>,
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<u64>,
+    pub simulated_gpus: Option<u32>,
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid MASTER_ADDR {addr:?}")]
+    BadMasterAddr {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the master refused registration")]
+    Refused(#[source] Status),
+    #[error("the worker's collector task failed")]
+    Collector(#[source] tokio::task::JoinError),
+}
+
+impl WorkerConfig {
+    /// Builds the config from flags; `default_drivers` differs between `worker` and `dev`.
+    pub fn from_args(args: &WorkerArgs, master_addr: String, default_drivers: &[&str]) -> Self {
+        Self {
+            master_addr,
+            worker_id: args.worker_id.clone().unwrap_or_else(default_worker_id),
+            heartbeat_interval: args.heartbeat_interval,
+            drivers: args
+                .drivers
+                .as_ref()
+                .map(|d| d.0.clone())
+                .unwrap_or_else(|| default_drivers.iter().map(|d| d.to_string()).collect()),
+            cpus: args.cpus,
+            memory_mb: args.memory_mb,
+            simulated_gpus: args.simulated_gpus,
+            labels: args.labels.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// The host name as a worker id, or `worker` if it is unusable.
+pub fn default_worker_id() -> WorkerId {
+    sysinfo::System::host_name()
+        .and_then(|h| WorkerId::parse(&h).ok())
+        .or_else(|| WorkerId::parse("worker").ok())
+        .expect("\"worker\" is a valid id")
+}
+
+fn hostname() -> String {
+    sysinfo::System::host_name().unwrap_or_default()
+}
+
+/// Runs a worker until `shutdown` fires, then unregisters.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let channel = Endpoint::from_shared(config.master_addr.clone())
+        .map_err(|source| WorkerError::BadMasterAddr { addr: config.master_addr.clone(), source })?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let client = MasterServiceClient::new(channel);
+
+    let simulated = config.simulated_gpus;
+    let collector = tokio::task::spawn_blocking(move || {
+        let mut c = Collector::new(gpu::detect(simulated));
+        c.sample(); // primes CPU usage, measured between two samples
+        c
+    })
+    .await
+    .map_err(WorkerError::Collector)?;
+
+    let registration = pb::RegisterWorkerRequest {
+        worker_id: config.worker_id.to_string(),
+        hostname: hostname(),
+        cpu_cores: config.cpus.unwrap_or_else(|| collector.cpu_cores()),
+        memory_mb: config.memory_mb.unwrap_or_else(|| collector.memory_total_mb()),
+        gpus: collector.gpu_inventory().into_iter().map(Into::into).collect(),
+        labels: config.labels.iter().cloned().collect(),
+        version: crate::VERSION.to_string(),
+        protocol_version: cloudai_proto::PROTOCOL_VERSION,
+        drivers: config.drivers.clone(),
+        running_tasks: Vec::new(),
+    };
+    info!(
+        worker_id = %config.worker_id,
+        master = %config.master_addr,
+        cpus = registration.cpu_cores,
+        memory_mb = registration.memory_mb,
+        gpus = %collector.describe_gpus(),
+        drivers = ?config.drivers,
+        "worker starting"
+    );
+
+    let agent =
+        Agent { client, registration, worker_id: config.worker_id.clone(), shutdown: shutdown.clone() };
+    if !agent.register_until_accepted().await? {
+        return Ok(()); // shut down before the master answered
+    }
+
+    let heartbeats = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.heartbeat_loop(collector, config.heartbeat_interval).await }
+    });
+    let commands = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.command_loop().await }
+    });
+
+    shutdown.cancelled().await;
+    let _ = heartbeats.await;
+    let _ = commands.await;
+    agent.unregister().await;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Agent {
+    client: MasterServiceClient<Channel>,
+    registration: pb::RegisterWorkerRequest,
+    worker_id: WorkerId,
+    shutdown: CancellationToken,
+}
+
+impl Agent {
+    /// Registers, retrying with backoff while the master is unreachable.
+    /// Returns `Ok(false)` if shutdown came first.
+    async fn register_until_accepted(&self) -> Result<bool, WorkerError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempts = 0u32;
+        loop {
+            let mut client = self.client.clone();
+            let call = client.register_worker(self.registration.clone());
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(false),
+                r = call => r,
+            };
+            match result {
+                Ok(resp) => {
+                    info!(worker_id = %self.worker_id, master_id = %resp.get_ref().master_id, "registered with master");
+                    return Ok(true);
+                }
+                Err(status) if status.code() == Code::InvalidArgument => {
+                    return Err(WorkerError::Refused(status));
+                }
+                Err(status) => {
+                    attempts += 1;
+                    if attempts == 1 || attempts % 20 == 0 {
+                        warn!(code = ?status.code(), message = status.message(), attempts, "master unreachable, retrying registration");
+                    }
+                }
+            }
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(backoff + jitter) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn heartbeat_loop(&self, collector: Collector, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        // The collector moves into each blocking sample call and back.
+        let mut owned = Some(collector);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let Some(mut c) = owned.take() else { break };
+            let Ok((c, sample)) = tokio::task::spawn_blocking(move || {
+                let s = c.sample();
+                (c, s)
+            })
+            .await
+            else {
+                warn!("telemetry collection panicked; stopping heartbeats");
+                break;
+            };
+            owned = Some(c);
+            let heartbeat = pb::Heartbeat {
+                worker_id: self.worker_id.to_string(),
+                timestamp_ms: unix_ms(),
+                cpu_usage: sample.cpu_usage,
+                memory_usage: sample.memory_usage,
+                gpu_usage: sample.gpu_usage(),
+                memory_used_mb: sample.memory_used_mb,
+                memory_total_mb: sample.memory_total_mb,
+                gpus: sample.gpus.into_iter().map(Into::into).collect(),
+                running_tasks: Vec::new(),
+            };
+            let mut client = self.client.clone();
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = client.send_heartbeat(heartbeat) => r,
+            };
+            match result {
+                Ok(_) => {
+                    if failing {
+                        info!("heartbeats reach the master again");
+                        failing = false;
+                    }
+                }
+                Err(status) if status.code() == Code::NotFound => {
+                    info!("master does not know this worker (restarted?): registering again");
+                    match self.register_until_accepted().await {
+                        Ok(true) => failing = false,
+                        Ok(false) => break,
+                        Err(e) => {
+                            warn!(error = %format!("{e:#}"), "re-registration refused");
+                        }
+                    }
+                }
+                Err(status) => {
+                    if !failing {
+                        warn!(code = ?status.code(), message = status.message(), "heartbeat failed; will keep trying");
+                        failing = true;
+                    } else {
+                        debug!(code = ?status.code(), "heartbeat failed again");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the command stream open, reopening it after errors.
+    async fn command_loop(&self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut client = self.client.clone();
+            let open =
+                client.stream_commands(pb::StreamCommandsRequest { worker_id: self.worker_id.to_string() });
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = open => r,
+            };
+            match result {
+                Ok(resp) => {
+                    backoff = Duration::from_millis(200);
+                    let mut stream = resp.into_inner();
+                    loop {
+                        let next = tokio::select! {
+                            _ = self.shutdown.cancelled() => return,
+                            n = stream.message() => n,
+                        };
+                        match next {
+                            Ok(Some(command)) => self.handle_command(command),
+                            Ok(None) => break,
+                            Err(status) => {
+                                debug!(code = ?status.code(), "command stream ended");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => debug!(code = ?status.code(), "cannot open command stream yet"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn handle_command(&self, command: pb::WorkerCommand) {
+        match command.command {
+            Some(pb::worker_command::Command::StartTask(t)) => {
+                warn!(task_id = %t.task_id, "this worker cannot run tasks yet; ignoring start command");
+            }
+            Some(pb::worker_command::Command::CancelTask(t)) => {
+                debug!(task_id = %t.task_id, "cancel for a task this worker does not run");
+            }
+            None => debug!("empty command"),
+        }
+    }
+
+    async fn unregister(&self) {
+        let mut client = self.client.clone();
+        let call =
+            client.unregister_worker(pb::UnregisterWorkerRequest { worker_id: self.worker_id.to_string() });
+        match tokio::time::timeout(UNREGISTER_DEADLINE, call).await {
+            Ok(Ok(_)) => info!(worker_id = %self.worker_id, "unregistered from master"),
+            Ok(Err(status)) => warn!(code = ?status.code(), message = status.message(), "unregister failed"),
+            Err(_) => warn!("unregister timed out"),
+        }
+    }
+}
