@@ -11,12 +11,13 @@ pub mod config;
 pub mod console;
 pub mod events;
 pub mod http;
-pub mod ids;
 pub mod master;
 pub mod rpc;
 pub mod telemetry;
 pub mod time;
 pub mod worker;
+
+pub use cloudai_domain::ids;
 
 /// Software version reported by workers and the API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -47,6 +47,39 @@ impl WorkerId {
     }
 }
 
+/// A task's id: a UUIDv7, so ids sort by submission time.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(Arc<str>);
+
+impl TaskId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Arc::from(uuid::Uuid::now_v7().to_string()))
+    }
+
+    /// Validates an id coming from a user or the network (same alphabet as worker ids).
+    pub fn parse(raw: &str) -> Result<Self, IdError> {
+        WorkerId::parse(raw).map(|w| Self(w.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
 impl fmt::Display for WorkerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -70,5 +103,7 @@ mod tests {
         assert_eq!(WorkerId::parse(""), Err(IdError::Empty));
         assert_eq!(WorkerId::parse("a b"), Err(IdError::BadChar(' ')));
         assert_eq!(WorkerId::parse(&"x".repeat(200)), Err(IdError::TooLong));
+        let a = TaskId::generate();
+        assert_eq!(TaskId::parse(a.as_str()), Ok(a));
     }
 }
