@@ -1,0 +1,185 @@
+//! Helpers for integration tests: real masters and workers on loopback.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudai::master::{Master, MasterConfig};
+use cloudai::telemetry::TelemetryConfig;
+use cloudai::worker::{self, WorkerConfig};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn master_config(inactivity: Duration) -> MasterConfig {
+    MasterConfig { telemetry: TelemetryConfig { inactivity_timeout: inactivity, channel_capacity: 10 } }
+}
+
+/// A master on loopback with ephemeral ports.
+pub async fn start_master(config: MasterConfig) -> Master {
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+    Master::start(config, http, grpc).await.expect("master starts")
+}
+
+/// A master on given ports (for restarts on the same address).
+pub async fn start_master_on(config: MasterConfig, http_port: u16, grpc_port: u16) -> Master {
+    let http = tokio::net::TcpListener::bind(("127.0.0.1", http_port)).await.expect("bind http");
+    let grpc = tokio::net::TcpListener::bind(("127.0.0.1", grpc_port)).await.expect("bind grpc");
+    Master::start(config, http, grpc).await.expect("master starts")
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfig {
+    WorkerConfig {
+        master_addr: format!("http://{master_grpc}"),
+        worker_id: cloudai::ids::WorkerId::parse(id).expect("valid id"),
+        heartbeat_interval: Duration::from_millis(200),
+        drivers: vec!["process".into()],
+        cpus: None,
+        memory_mb: None,
+        simulated_gpus: None,
+        labels: Vec::new(),
+    }
+}
+
+/// A worker agent running in this process.
+pub struct InProcessWorker {
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), cloudai::worker::WorkerError>>,
+}
+
+impl InProcessWorker {
+    pub fn start(config: WorkerConfig) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(worker::run(config, stop.clone()));
+        Self { stop, task }
+    }
+
+    /// Graceful stop: the worker unregisters.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("worker task").expect("worker ends cleanly");
+    }
+
+    /// Abrupt stop: no unregistration, as if the process died.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+}
+
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let resp = http_client().get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or_else(|e| panic!("GET {url}: body is not JSON: {e}"));
+    (status, body)
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cloudai")
+}
+
+/// A `cloudai` child process whose stderr lines are collected.
+pub struct Proc {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)], dir: Option<&std::path::Path>) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().expect("spawn cloudai");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    pub fn output(&self) -> String {
+        self.lines.lock().join("\n")
+    }
+
+    /// Waits for a stderr line containing `needle`; returns the text after it.
+    pub async fn wait_for_line(&self, needle: &str) -> String {
+        let lines = self.lines.clone();
+        let needle_owned = needle.to_string();
+        wait_until(DEADLINE, &format!("a log line with {needle:?}"), || {
+            let lines = lines.clone();
+            let needle = needle_owned.clone();
+            async move {
+                lines.lock().iter().find_map(|l| l.split_once(needle.as_str()).map(|(_, rest)| rest.trim().to_string()))
+            }
+        })
+        .await
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal child");
+    }
+
+    /// Waits for exit and returns the exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("process did not exit within {timeout:?}; output:\n{}", self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
