@@ -1,2 +1,161 @@
-//! Placeholder: being written.
+//! CloudAI persistence: the [`Store`] trait (the master's source of truth for tasks, their
+//! events and logs, the workers seen, and a small key/value space) and [`SqliteStore`], the
+//! embedded implementation.
+//!
+//! Writes go through one writer thread that group-commits whatever is queued, so many
+//! concurrent callers share one transaction; reads use their own connections and never wait
+//! behind the writer.
+
 #![forbid(unsafe_code)]
+
+mod error;
+mod migrations;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus, WorkerId};
+use serde::{Deserialize, Serialize};
+
+pub use error::StoreError;
+pub use migrations::SCHEMA_VERSION;
+pub use sqlite::{SqliteStore, sqlite_path_from_url};
+
+/// Tuning of a store. `Default` gives production values.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Log bytes kept per task; the oldest chunks are deleted past it.
+    pub max_log_bytes_per_task: u64,
+    /// Most write operations committed in one transaction.
+    pub max_batch_ops: usize,
+    /// Write operations that may wait for the writer before callers are held back.
+    pub write_queue: usize,
+    /// Read connections (each used by one blocking read at a time).
+    pub read_connections: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_log_bytes_per_task: 8 * 1024 * 1024,
+            max_batch_ops: 512,
+            write_queue: 4096,
+            read_connections: 2,
+        }
+    }
+}
+
+/// Which tasks [`Store::list_tasks`] returns. Empty means all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub worker_id: Option<WorkerId>,
+    /// The first `limit` tasks in creation order.
+    pub limit: Option<usize>,
+}
+
+/// Which output stream a log chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// Output of a task as shipped by its worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    pub task_id: TaskId,
+    pub stream: LogStream,
+    pub data: Vec<u8>,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+}
+
+/// A kept log chunk. `seq` counts from 1 per task and never repeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub seq: u64,
+    pub stream: LogStream,
+    pub data: Vec<u8>,
+    pub time_ms: i64,
+}
+
+/// What part of a task's log [`Store::read_logs`] returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Only chunks with a greater seq (a follower passes the previous page's `next_seq`).
+    pub after_seq: Option<u64>,
+    /// Only the last N bytes (of the chunks after `after_seq`); the first chunk is cut to fit.
+    pub tail_bytes: Option<u64>,
+    /// At most this many bytes, except that one chunk is always returned when there is one,
+    /// so a follower always makes progress.
+    pub limit_bytes: Option<u64>,
+}
+
+/// A page of a task's log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogPage {
+    pub chunks: Vec<StoredChunk>,
+    /// Bytes of this task's output deleted to respect the per-task bound, since it started.
+    pub dropped_bytes: u64,
+    /// Pass as [`LogQuery::after_seq`] to get only newer output: the seq of the last chunk
+    /// returned; when nothing was returned, the greater of the `after_seq` asked for and the
+    /// log's last seq (0 for a task without output).
+    pub next_seq: u64,
+}
+
+/// A worker as last registered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub worker_id: WorkerId,
+    pub hostname: String,
+    pub cpu_cores: f64,
+    pub memory_mb: u64,
+    pub gpus: u32,
+    pub drivers: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+    /// Unix milliseconds; kept from the first registration on upsert.
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// The master's persistent state. Every write is committed when its future resolves.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a new task with its first event. [`StoreError::AlreadyExists`] if the id is taken.
+    async fn insert_task(&self, task: &Task, event: &TaskEvent) -> Result<(), StoreError>;
+    /// Replaces the task's row and appends the transition event, atomically.
+    /// [`StoreError::NotFound`] if the task was never inserted.
+    async fn update_task(&self, task: &Task, event: &TaskEvent) -> Result<(), StoreError>;
+    async fn get_task(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError>;
+    /// Tasks in creation order.
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
+    /// Pending, queued and running tasks in creation order (what a restarted master resumes).
+    async fn unfinished_tasks(&self) -> Result<Vec<Task>, StoreError>;
+    /// The task's events in the order they were recorded.
+    async fn task_events(&self, task_id: &TaskId) -> Result<Vec<TaskEvent>, StoreError>;
+    /// Number of tasks in each status; every status is present, zero included.
+    async fn count_by_status(&self) -> Result<BTreeMap<TaskStatus, u64>, StoreError>;
+
+    /// Appends chunks in the order given; empty chunks are skipped.
+    async fn append_logs(&self, chunks: Vec<LogChunk>) -> Result<(), StoreError>;
+    async fn read_logs(&self, task_id: &TaskId, query: LogQuery) -> Result<LogPage, StoreError>;
+
+    /// Inserts or replaces a worker, keeping the stored `first_seen_ms`.
+    async fn upsert_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
+    /// Workers ordered by id.
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+
+    async fn put_kv(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    async fn get_kv(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn delete_kv(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
+    /// All pairs of a namespace, ordered by key.
+    async fn scan_kv(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Flushes queued writes and stops accepting new ones; later calls fail with
+    /// [`StoreError::Closed`]. Calling it twice is harmless.
+    async fn close(&self);
+}

@@ -1,0 +1,42 @@
+use std::path::PathBuf;
+
+use cloudai_domain::TaskId;
+
+/// Why a store operation failed. Messages never repeat their source: print the chain (`{:#}`
+/// with anyhow, or walk `source()`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("i/o error at {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored row cannot be decoded: the file was edited or damaged.
+    #[error("corrupt row in table {table} (id {id}): {reason}")]
+    Corrupt { table: &'static str, id: String, reason: String },
+    #[error("cannot encode {what} for storage")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("unsupported DATABASE_URL {url:?}: {reason}")]
+    UnsupportedUrl { url: String, reason: &'static str },
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+    #[error("task {0} does not exist")]
+    NotFound(TaskId),
+    #[error("task {0} already exists")]
+    AlreadyExists(TaskId),
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(table: &'static str, id: impl Into<String>, reason: impl ToString) -> Self {
+        StoreError::Corrupt { table, id: id.into(), reason: reason.to_string() }
+    }
+}

@@ -1,0 +1,114 @@
+//! Queries run on the read connections.
+
+use std::collections::BTreeMap;
+
+use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{
+    EVENT_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, col, decode_event, decode_task, decode_worker,
+    type_error_is_corrupt,
+};
+use crate::{StoreError, TaskFilter, WorkerRecord};
+
+pub(crate) fn get_task(conn: &Connection, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?1"))?;
+    let mut rows = stmt.query([task_id.as_str()])?;
+    rows.next()?.map(decode_task).transpose()
+}
+
+pub(crate) fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+    // One (cached) statement per filter shape, so the planner can use the status or worker
+    // index. SQLite allows unused lower-numbered parameters, so the binding is the same.
+    let mut clauses = Vec::new();
+    if filter.status.is_some() {
+        clauses.push("status = ?1");
+    }
+    if filter.worker_id.is_some() {
+        clauses.push("worker_id = ?2");
+    }
+    let where_ = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks {where_} ORDER BY created_at_ms, seq LIMIT ?3");
+    let limit = filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![
+        filter.status.map(TaskStatus::as_str),
+        filter.worker_id.as_ref().map(|w| w.as_str()),
+        limit
+    ])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode_task(row)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn unfinished_tasks(conn: &Connection) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ('pending', 'queued', 'running') \
+         ORDER BY created_at_ms, seq"
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode_task(row)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn task_events(conn: &Connection, task_id: &TaskId) -> Result<Vec<TaskEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ?1 ORDER BY seq"
+    ))?;
+    let mut rows = stmt.query([task_id.as_str()])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode_event(row, task_id)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn count_by_status(conn: &Connection) -> Result<BTreeMap<TaskStatus, u64>, StoreError> {
+    let mut counts: BTreeMap<TaskStatus, u64> = TaskStatus::ALL.into_iter().map(|s| (s, 0)).collect();
+    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let status: String = col(row, 0, "tasks", "?")?;
+        let n: i64 = col(row, 1, "tasks", &status)?;
+        let parsed: TaskStatus = status
+            .parse()
+            .map_err(|e: String| StoreError::corrupt("tasks", format!("status {status:?}"), e))?;
+        *counts.entry(parsed).or_default() += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(counts)
+}
+
+pub(crate) fn list_workers(conn: &Connection) -> Result<Vec<WorkerRecord>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {WORKER_COLUMNS} FROM workers ORDER BY worker_id"))?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode_worker(row)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn get_kv(conn: &Connection, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    conn.prepare_cached("SELECT value FROM kv WHERE namespace = ?1 AND key = ?2")?
+        .query_row([namespace, key], |r| r.get(0))
+        .optional()
+        .map_err(|e| type_error_is_corrupt(e, "kv", &format!("{namespace}/{key}")))
+}
+
+pub(crate) fn scan_kv(conn: &Connection, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT key, value FROM kv WHERE namespace = ?1 ORDER BY key")?;
+    let mut rows = stmt.query([namespace])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let key: String = col(row, 0, "kv", namespace)?;
+        let value: Vec<u8> = col(row, 1, "kv", &format!("{namespace}/{key}"))?;
+        out.push((key, value));
+    }
+    Ok(out)
+}

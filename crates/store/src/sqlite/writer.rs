@@ -1,0 +1,261 @@
+//! The writer thread: owns the only write connection and group-commits.
+//!
+//! Callers queue operations on a bounded channel, each with a oneshot reply. The thread
+//! takes everything queued (up to `max_batch_ops`) into ONE transaction, commits, then
+//! answers every reply. While it commits, new operations pile up for the next batch, so
+//! the batch grows with the load and the cost of a commit is shared.
+//!
+//! Durability: WAL with `synchronous=NORMAL`. A commit is in the WAL file (the OS page
+//! cache) when it returns, so it survives the process being killed (SIGKILL, panic, OOM);
+//! the WAL is fsynced at checkpoints, so an OS crash or power loss can lose the last
+//! commits but never corrupts the database. That is what we promise.
+
+use std::collections::BTreeMap;
+
+use cloudai_domain::{TaskEvent, TaskId};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::logs;
+use super::rows::{TaskRow, WorkerRow};
+use crate::{LogChunk, StoreError};
+
+pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+pub(crate) enum WriteOp {
+    InsertTask(Box<TaskRow>, TaskEvent),
+    UpdateTask(Box<TaskRow>, TaskEvent),
+    AppendLogs(Vec<LogChunk>),
+    UpsertWorker(Box<WorkerRow>),
+    PutKv { namespace: String, key: String, value: Vec<u8> },
+    DeleteKv { namespace: String, key: String },
+}
+
+pub(crate) enum Msg {
+    Op(WriteOp, Reply),
+    /// Stop taking operations, finish the queued ones, close the connection, then answer.
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) struct WriterConfig {
+    pub max_batch_ops: usize,
+    pub max_log_bytes_per_task: u64,
+}
+
+/// Runs until every sender is dropped or a `Shutdown` arrives, and the queue is empty.
+pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Msg>, config: WriterConfig) {
+    let cap = config.max_batch_ops.max(1);
+    let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(cap);
+    let mut on_shutdown: Vec<oneshot::Sender<()>> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        take(first, &mut batch, &mut on_shutdown, &mut rx);
+        while batch.len() < cap {
+            let Ok(msg) = rx.try_recv() else { break };
+            take(msg, &mut batch, &mut on_shutdown, &mut rx);
+        }
+        if !batch.is_empty() {
+            commit_batch(&mut conn, &mut batch, &config);
+        }
+    }
+    // Fold the WAL back into the database so the next start has nothing to replay.
+    if let Err(e) = conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "store checkpoint at close failed");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the store's write connection failed");
+    }
+    tracing::debug!("store writer stopped");
+    for done in on_shutdown {
+        let _ = done.send(());
+    }
+}
+
+fn take(
+    msg: Msg,
+    batch: &mut Vec<(WriteOp, Reply)>,
+    on_shutdown: &mut Vec<oneshot::Sender<()>>,
+    rx: &mut mpsc::Receiver<Msg>,
+) {
+    match msg {
+        Msg::Op(op, reply) => batch.push((op, reply)),
+        Msg::Shutdown(done) => {
+            // Senders now fail with Closed; what is already queued is still written.
+            rx.close();
+            on_shutdown.push(done);
+        }
+    }
+}
+
+/// Commits the batch in one transaction. If that fails (disk full, I/O error, a bad row),
+/// retries each operation in its own transaction so one bad operation fails alone.
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<(WriteOp, Reply)>, config: &WriterConfig) {
+    let ops: Vec<&WriteOp> = batch.iter().map(|(op, _)| op).collect();
+    match apply_in_tx(conn, &ops, config) {
+        Ok(results) => {
+            for ((_, reply), result) in batch.drain(..).zip(results) {
+                // The caller may have gone away; the write is committed regardless.
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some((_, reply)) = batch.pop() {
+                let _ = reply.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, ops = batch.len(), "group commit failed; retrying operations one by one");
+            for (op, reply) in batch.drain(..) {
+                let result = apply_in_tx(conn, &[&op], config).and_then(|mut r| r.pop().unwrap_or(Ok(())));
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+/// Applies `ops` in one transaction. A refused operation (unknown or duplicate task) wrote
+/// nothing and gets its own error; any other error aborts the whole transaction.
+fn apply_in_tx(
+    conn: &mut Connection,
+    ops: &[&WriteOp],
+    config: &WriterConfig,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    // IMMEDIATE: take the write lock up front (another process, e.g. the sqlite3 shell,
+    // may hold it; busy_timeout then waits instead of failing mid-transaction).
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        match apply(&tx, op, config) {
+            Ok(()) => results.push(Ok(())),
+            Err(e @ (StoreError::NotFound(_) | StoreError::AlreadyExists(_))) => results.push(Err(e)),
+            // Dropping `tx` rolls back.
+            Err(e) => return Err(e),
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<(), StoreError> {
+    match op {
+        WriteOp::InsertTask(row, event) => {
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, status, worker_id, priority, spec, gpu_indices, attempt, \
+                     pending_reason, exit_code, error, created_at_ms, updated_at_ms, started_at_ms, \
+                     finished_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                     ON CONFLICT (task_id) DO NOTHING",
+                )?
+                .execute(params![
+                    row.task_id.as_str(),
+                    row.status,
+                    row.worker_id,
+                    row.priority,
+                    row.spec,
+                    row.gpu_indices,
+                    row.attempt,
+                    row.pending_reason,
+                    row.exit_code,
+                    row.error,
+                    row.created_at_ms,
+                    row.updated_at_ms,
+                    row.started_at_ms,
+                    row.finished_at_ms,
+                ])?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists(row.task_id.clone()));
+            }
+            insert_event(tx, event)
+        }
+        WriteOp::UpdateTask(row, event) => {
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE tasks SET status = ?2, worker_id = ?3, priority = ?4, spec = ?5, gpu_indices = ?6, \
+                     attempt = ?7, pending_reason = ?8, exit_code = ?9, error = ?10, created_at_ms = ?11, \
+                     updated_at_ms = ?12, started_at_ms = ?13, finished_at_ms = ?14 WHERE task_id = ?1",
+                )?
+                .execute(params![
+                    row.task_id.as_str(),
+                    row.status,
+                    row.worker_id,
+                    row.priority,
+                    row.spec,
+                    row.gpu_indices,
+                    row.attempt,
+                    row.pending_reason,
+                    row.exit_code,
+                    row.error,
+                    row.created_at_ms,
+                    row.updated_at_ms,
+                    row.started_at_ms,
+                    row.finished_at_ms,
+                ])?;
+            if updated == 0 {
+                return Err(StoreError::NotFound(row.task_id.clone()));
+            }
+            insert_event(tx, event)
+        }
+        WriteOp::AppendLogs(chunks) => {
+            // Group per task, keeping each task's order; tasks are independent.
+            let mut by_task: BTreeMap<&TaskId, Vec<&LogChunk>> = BTreeMap::new();
+            for c in chunks {
+                by_task.entry(&c.task_id).or_default().push(c);
+            }
+            for (task_id, chunks) in by_task {
+                logs::append(tx, task_id, &chunks, config.max_log_bytes_per_task)?;
+            }
+            Ok(())
+        }
+        WriteOp::UpsertWorker(w) => {
+            tx.prepare_cached(
+                "INSERT INTO workers (worker_id, hostname, cpu_cores, memory_mb, gpus, drivers, labels, \
+                 version, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT (worker_id) DO UPDATE SET hostname = excluded.hostname, \
+                 cpu_cores = excluded.cpu_cores, memory_mb = excluded.memory_mb, gpus = excluded.gpus, \
+                 drivers = excluded.drivers, labels = excluded.labels, version = excluded.version, \
+                 last_seen_ms = excluded.last_seen_ms",
+            )?
+            .execute(params![
+                w.worker_id,
+                w.hostname,
+                w.cpu_cores,
+                w.memory_mb,
+                w.gpus,
+                w.drivers,
+                w.labels,
+                w.version,
+                w.first_seen_ms,
+                w.last_seen_ms,
+            ])?;
+            Ok(())
+        }
+        WriteOp::PutKv { namespace, key, value } => {
+            tx.prepare_cached(
+                "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![namespace, key, value])?;
+            Ok(())
+        }
+        WriteOp::DeleteKv { namespace, key } => {
+            tx.prepare_cached("DELETE FROM kv WHERE namespace = ?1 AND key = ?2")?
+                .execute(params![namespace, key])?;
+            Ok(())
+        }
+    }
+}
+
+fn insert_event(tx: &Transaction<'_>, e: &TaskEvent) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO task_events (task_id, time_ms, from_status, to_status, reason, worker_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        e.task_id.as_str(),
+        e.time_ms,
+        e.from.map(|s| s.as_str()),
+        e.to.as_str(),
+        e.reason,
+        e.worker_id.as_ref().map(|w| w.as_str()),
+    ])?;
+    Ok(())
+}
