@@ -1,0 +1,21 @@
+//! What the scheduler refuses, and why.
+
+use cloudai_domain::{TaskId, WorkerId};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("unknown worker {0}")]
+    UnknownWorker(WorkerId),
+    #[error("task {0} is already pending")]
+    AlreadyPending(TaskId),
+    #[error("task {task_id} is already placed on worker {worker_id}")]
+    AlreadyPlaced { task_id: TaskId, worker_id: WorkerId },
+    #[error("{field} must be a finite number of cores between 0 and {max}, got {value}", max = crate::shape::MAX_CORES)]
+    InvalidCpu { field: &'static str, value: f64 },
+    #[error("GPU {gpu} is listed more than once")]
+    DuplicateGpu { gpu: u32 },
+    #[error("worker {worker_id} has no GPU {gpu}")]
+    UnknownGpu { worker_id: WorkerId, gpu: u32 },
+    #[error("GPU {gpu} on worker {worker_id} is held by task {task_id}")]
+    GpuInUse { worker_id: WorkerId, gpu: u32, task_id: TaskId },
+}
