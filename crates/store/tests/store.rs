@@ -1,0 +1,308 @@
+//! Tasks, events, workers, key/value, restart and open behaviour of the SQLite store.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cloudai_domain::{Outcome, TaskId, TaskStatus, WorkerId};
+use cloudai_store::{
+    SCHEMA_VERSION, SqliteStore, Store, StoreConfig, StoreError, TaskFilter, WorkerRecord,
+    sqlite_path_from_url,
+};
+use common::{open, task};
+
+fn wid(s: &str) -> WorkerId {
+    WorkerId::parse(s).expect("worker id")
+}
+
+#[tokio::test]
+async fn insert_get_and_list_by_status_and_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    // Inserted out of creation order: listing must follow created_at_ms.
+    let mut t3 = task(3);
+    let t1 = task(1);
+    let mut t2 = task(2);
+    for t in [&t3, &t1, &t2] {
+        store.insert_task(t, &t.created_event()).await.expect("insert");
+    }
+    let e = t2.place(wid("w1"), vec![0], 10).expect("place");
+    store.update_task(&t2, &e).await.expect("update");
+    let e = t3.place(wid("w2"), vec![], 11).expect("place");
+    store.update_task(&t3, &e).await.expect("update");
+
+    assert_eq!(store.get_task(&t2.task_id).await.expect("get"), Some(t2.clone()));
+    assert_eq!(store.get_task(&TaskId::generate()).await.expect("get"), None);
+
+    let ids = |v: Vec<cloudai_domain::Task>| v.into_iter().map(|t| t.task_id).collect::<Vec<_>>();
+    let all = store.list_tasks(&TaskFilter::default()).await.expect("list");
+    assert_eq!(ids(all), vec![t1.task_id.clone(), t2.task_id.clone(), t3.task_id.clone()]);
+    let queued = TaskFilter { status: Some(TaskStatus::Queued), ..Default::default() };
+    assert_eq!(
+        ids(store.list_tasks(&queued).await.expect("list")),
+        vec![t2.task_id.clone(), t3.task_id.clone()]
+    );
+    let on_w2 = TaskFilter { worker_id: Some(wid("w2")), ..Default::default() };
+    assert_eq!(store.list_tasks(&on_w2).await.expect("list"), vec![t3.clone()]);
+    let both = TaskFilter { status: Some(TaskStatus::Pending), worker_id: Some(wid("w1")), limit: None };
+    assert!(store.list_tasks(&both).await.expect("list").is_empty());
+    let first = TaskFilter { limit: Some(1), ..Default::default() };
+    assert_eq!(ids(store.list_tasks(&first).await.expect("list")), vec![t1.task_id.clone()]);
+
+    let counts = store.count_by_status().await.expect("count");
+    assert_eq!(counts.len(), TaskStatus::ALL.len());
+    assert_eq!(counts[&TaskStatus::Pending], 1);
+    assert_eq!(counts[&TaskStatus::Queued], 2);
+    assert_eq!(counts[&TaskStatus::Completed], 0);
+}
+
+#[tokio::test]
+async fn updates_append_events_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut t = task(100);
+    let mut events = vec![t.created_event()];
+    store.insert_task(&t, &events[0]).await.expect("insert");
+    events.push(t.place(wid("w1"), vec![1, 3], 101).expect("place"));
+    store.update_task(&t, events.last().expect("event")).await.expect("update");
+    events.push(t.transition(TaskStatus::Running, "started", Outcome::default(), 102).expect("run"));
+    store.update_task(&t, events.last().expect("event")).await.expect("update");
+    let outcome = Outcome { exit_code: Some(2), error: None };
+    events.push(t.transition(TaskStatus::Failed, "exited with code 2", outcome, 103).expect("fail"));
+    store.update_task(&t, events.last().expect("event")).await.expect("update");
+
+    assert_eq!(store.task_events(&t.task_id).await.expect("events"), events);
+    assert_eq!(store.get_task(&t.task_id).await.expect("get"), Some(t.clone()));
+    assert!(store.task_events(&TaskId::generate()).await.expect("events").is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_insert_and_unknown_update_are_refused_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let t = task(1);
+    store.insert_task(&t, &t.created_event()).await.expect("insert");
+    // Queue the refused operations among good ones, so they share a batch.
+    let mut joins = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(&store);
+        let dup = t.clone();
+        joins.push(tokio::spawn(async move {
+            let fresh = task(10 + i);
+            let good = store.insert_task(&fresh, &fresh.created_event()).await;
+            let dup = store.insert_task(&dup, &dup.created_event()).await;
+            let missing = task(0);
+            let unknown = store.update_task(&missing, &missing.created_event()).await;
+            (good, dup, unknown)
+        }));
+    }
+    for j in joins {
+        let (good, dup, unknown) = j.await.expect("join");
+        good.expect("good insert");
+        assert!(matches!(dup, Err(StoreError::AlreadyExists(_))), "{dup:?}");
+        assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
+    }
+    assert_eq!(store.list_tasks(&TaskFilter::default()).await.expect("list").len(), 21);
+    // The refused duplicates wrote no event.
+    assert_eq!(store.task_events(&t.task_id).await.expect("events").len(), 1);
+}
+
+#[tokio::test]
+async fn restart_keeps_tasks_and_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut expected_unfinished = Vec::new();
+    let mut expected_events = BTreeMap::new();
+    {
+        let store = open(dir.path());
+        for i in 0..12 {
+            let mut t = task(i);
+            let mut events = vec![t.created_event()];
+            store.insert_task(&t, &events[0]).await.expect("insert");
+            if i % 3 != 0 {
+                events.push(t.place(wid("w1"), vec![], 100 + i).expect("place"));
+                store.update_task(&t, events.last().expect("event")).await.expect("update");
+            }
+            if i % 3 == 2 {
+                let e =
+                    t.transition(TaskStatus::Completed, "exited", Outcome::default(), 200 + i).expect("done");
+                events.push(e);
+                store.update_task(&t, events.last().expect("event")).await.expect("update");
+            }
+            if !t.status.is_final() {
+                expected_unfinished.push(t.clone());
+            }
+            expected_events.insert(t.task_id.clone(), events);
+        }
+        // Dropped without close(), as after a crash of the caller.
+    }
+    let store = open(dir.path());
+    assert_eq!(store.unfinished_tasks().await.expect("unfinished"), expected_unfinished);
+    for (id, events) in expected_events {
+        assert_eq!(store.task_events(&id).await.expect("events"), events);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_all_land() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let joins: Vec<_> = (0..50)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let t = task(i);
+                    store.insert_task(&t, &t.created_event()).await.expect("insert");
+                }
+            })
+        })
+        .collect();
+    for j in joins {
+        j.await.expect("join");
+    }
+    assert_eq!(store.count_by_status().await.expect("count")[&TaskStatus::Pending], 2000);
+    assert_eq!(store.list_tasks(&TaskFilter::default()).await.expect("list").len(), 2000);
+}
+
+#[tokio::test]
+async fn close_flushes_queued_writes_then_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let joins: Vec<_> = (0..200)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let t = task(i);
+                store.insert_task(&t, &t.created_event()).await.map(|()| t.task_id)
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    store.close().await;
+    let mut acknowledged = Vec::new();
+    for j in joins {
+        match j.await.expect("join") {
+            Ok(id) => acknowledged.push(id),
+            Err(StoreError::Closed) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    let t = task(1);
+    assert!(matches!(store.insert_task(&t, &t.created_event()).await, Err(StoreError::Closed)));
+    assert!(matches!(store.get_task(&t.task_id).await, Err(StoreError::Closed)));
+    store.close().await;
+    drop(store);
+
+    // Every acknowledged write is in the file.
+    let store = open(dir.path());
+    for id in acknowledged {
+        assert!(store.get_task(&id).await.expect("get").is_some(), "task {id} lost");
+    }
+}
+
+#[tokio::test]
+async fn workers_upsert_keeps_first_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut w = WorkerRecord {
+        worker_id: wid("gpu-2"),
+        hostname: "gpu-2.lan".into(),
+        cpu_cores: 16.0,
+        memory_mb: 64_000,
+        gpus: 4,
+        drivers: vec!["docker".into(), "process".into()],
+        labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        version: "0.1.0".into(),
+        first_seen_ms: 1_000,
+        last_seen_ms: 1_000,
+    };
+    store.upsert_worker(&w).await.expect("upsert");
+    let other = WorkerRecord { worker_id: wid("cpu-1"), gpus: 0, ..w.clone() };
+    store.upsert_worker(&other).await.expect("upsert");
+    w.version = "0.2.0".into();
+    w.last_seen_ms = 5_000;
+    store.upsert_worker(&WorkerRecord { first_seen_ms: 4_000, ..w.clone() }).await.expect("upsert");
+    assert_eq!(store.list_workers().await.expect("list"), vec![other, w]);
+}
+
+#[tokio::test]
+async fn kv_put_get_scan_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.put_kv("telemetry", "w2", b"two").await.expect("put");
+    store.put_kv("telemetry", "w1", b"one").await.expect("put");
+    store.put_kv("other", "w1", b"x").await.expect("put");
+    store.put_kv("telemetry", "w2", b"TWO").await.expect("overwrite");
+    assert_eq!(store.get_kv("telemetry", "w2").await.expect("get"), Some(b"TWO".to_vec()));
+    assert_eq!(store.get_kv("telemetry", "nope").await.expect("get"), None);
+    let scan = store.scan_kv("telemetry").await.expect("scan");
+    assert_eq!(scan, vec![("w1".to_string(), b"one".to_vec()), ("w2".to_string(), b"TWO".to_vec())]);
+    store.delete_kv("telemetry", "w1").await.expect("delete");
+    assert_eq!(store.scan_kv("telemetry").await.expect("scan").len(), 1);
+}
+
+#[tokio::test]
+async fn corrupt_row_is_reported_with_its_table_and_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let t = task(1);
+    store.insert_task(&t, &t.created_event()).await.expect("insert");
+    let raw = rusqlite::Connection::open(store.path()).expect("raw open");
+    raw.execute("UPDATE tasks SET spec = '{not json' WHERE task_id = ?1", [t.task_id.as_str()])
+        .expect("damage");
+    let err = store.get_task(&t.task_id).await.expect_err("corrupt");
+    assert!(
+        matches!(err, StoreError::Corrupt { table: "tasks", ref id, .. } if id == t.task_id.as_str()),
+        "{err}"
+    );
+    raw.execute("UPDATE tasks SET spec = '{}', status = 'sleeping'", []).expect("damage");
+    assert!(matches!(store.count_by_status().await, Err(StoreError::Corrupt { .. })));
+}
+
+#[tokio::test]
+async fn reopen_is_idempotent_and_newer_schema_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = task(1);
+    let path = {
+        let store = open(dir.path());
+        store.insert_task(&t, &t.created_event()).await.expect("insert");
+        store.close().await;
+        store.path().to_path_buf()
+    };
+    for _ in 0..2 {
+        let store = open(dir.path());
+        assert!(store.get_task(&t.task_id).await.expect("get").is_some());
+    }
+    let raw = rusqlite::Connection::open(&path).expect("raw open");
+    let version: u32 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    assert_eq!(version, SCHEMA_VERSION);
+    raw.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1)).expect("bump");
+    drop(raw);
+    let err = SqliteStore::open(&path, StoreConfig::default()).err().expect("newer schema refused");
+    assert!(matches!(err, StoreError::Migration(ref m) if m.contains("newer")), "{err}");
+}
+
+#[tokio::test]
+async fn open_url_forms() {
+    let p = |u: &str| sqlite_path_from_url(u).map(|p| p.to_string_lossy().into_owned());
+    assert_eq!(p("sqlite:///abs/path.db").expect("abs"), "/abs/path.db");
+    assert_eq!(p("sqlite://relative/path.db").expect("rel"), "relative/path.db");
+    assert_eq!(p("sqlite:plain.db").expect("plain"), "plain.db");
+    assert_eq!(p("sqlite://data/c.db?mode=rwc").expect("options"), "data/c.db");
+    for bad in ["postgres://u@h/db", "postgresql://h/db"] {
+        let err = p(bad).expect_err("postgres");
+        assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err}");
+        assert!(err.to_string().contains("PostgreSQL is not built"), "{err}");
+    }
+    for bad in ["mysql://h/db", "cloudai.db", "sqlite://", "sqlite://:memory:"] {
+        assert!(matches!(p(bad), Err(StoreError::UnsupportedUrl { .. })), "{bad}");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/nested/dir/x.db", dir.path().display());
+    let store = SqliteStore::open_url(&url, StoreConfig::default()).expect("open_url");
+    let t = task(1);
+    store.insert_task(&t, &t.created_event()).await.expect("insert");
+    assert!(dir.path().join("nested/dir/x.db").exists());
+}
