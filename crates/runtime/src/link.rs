@@ -1,0 +1,102 @@
+//! The runtime's boundary to the master, and delivery with retries over it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloudai_proto::v1 as pb;
+use cloudai_proto::v1::master_service_client::MasterServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// What the runtime needs from the master. Production uses [`GrpcMasterLink`];
+/// tests use an in-memory recorder.
+#[async_trait]
+pub trait MasterLink: Send + Sync + 'static {
+    async fn report_status(&self, report: pb::TaskStatusReport) -> Result<pb::TaskStatusAck, Status>;
+    async fn ship_logs(&self, batch: pb::LogBatch) -> Result<(), Status>;
+}
+
+/// [`MasterLink`] over the worker's gRPC channel to the master.
+#[derive(Clone, Debug)]
+pub struct GrpcMasterLink {
+    client: MasterServiceClient<Channel>,
+}
+
+impl GrpcMasterLink {
+    pub fn new(client: MasterServiceClient<Channel>) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl MasterLink for GrpcMasterLink {
+    async fn report_status(&self, report: pb::TaskStatusReport) -> Result<pb::TaskStatusAck, Status> {
+        let mut client = self.client.clone();
+        Ok(client.report_task_status(report).await?.into_inner())
+    }
+
+    async fn ship_logs(&self, batch: pb::LogBatch) -> Result<(), Status> {
+        let mut client = self.client.clone();
+        client.ship_logs(batch).await.map(|_| ())
+    }
+}
+
+/// How deliveries to the master are retried.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RetryPolicy {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Deadline of one call; a hung call counts as a failure.
+    pub call_timeout: Duration,
+}
+
+/// Why a delivery ended without the master accepting it.
+#[derive(Debug)]
+pub(crate) enum Undelivered {
+    /// The master said no in a way retrying cannot fix.
+    Rejected(Status),
+    /// `give_up` was cancelled (worker shut down past its deadline, or the task went stale).
+    GaveUp,
+}
+
+/// Calls `op` until it succeeds, backing off between attempts.
+///
+/// Any error is retried (the master may be down or restarting, or may not know this
+/// worker until it registers again) except those saying the request itself is wrong.
+pub(crate) async fn deliver<T, F, Fut>(
+    policy: RetryPolicy,
+    give_up: &CancellationToken,
+    mut op: F,
+) -> Result<T, Undelivered>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let mut backoff = policy.initial_backoff.min(policy.max_backoff);
+    loop {
+        let result = tokio::select! {
+            _ = give_up.cancelled() => return Err(Undelivered::GaveUp),
+            r = tokio::time::timeout(policy.call_timeout, op()) => r,
+        };
+        let status = match result {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(status)) => status,
+            Err(_) => Status::deadline_exceeded("call to the master timed out"),
+        };
+        if is_permanent(status.code()) {
+            return Err(Undelivered::Rejected(status));
+        }
+        tracing::debug!(code = ?status.code(), message = status.message(), ?backoff, "master unreachable, will retry");
+        tokio::select! {
+            _ = give_up.cancelled() => return Err(Undelivered::GaveUp),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(policy.max_backoff);
+    }
+}
+
+fn is_permanent(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::OutOfRange | Code::Unimplemented)
+}

@@ -1,0 +1,52 @@
+//! Per-task status reports: delivered in order, each retried until the master accepts it.
+
+use std::sync::Arc;
+
+use cloudai_domain::TaskStatus;
+use cloudai_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver};
+
+/// Delivers one task's reports, in the order they were queued.
+pub(crate) struct Reporter {
+    pub reports: mpsc::UnboundedReceiver<pb::TaskStatusReport>,
+    pub link: Arc<dyn MasterLink>,
+    pub policy: RetryPolicy,
+    /// Cancelled when the reports are no longer wanted (stale task) or shutdown gave up.
+    pub give_up: CancellationToken,
+    /// Called when the master answers `keep_running = false` to a report of a live task.
+    pub on_stale: Box<dyn FnOnce() + Send>,
+}
+
+impl Reporter {
+    /// Runs until the queue is closed and drained, the task turns out stale, or `give_up`.
+    pub(crate) async fn run(mut self) {
+        while let Some(report) = self.reports.recv().await {
+            let link = &self.link;
+            let ack = deliver(self.policy, &self.give_up, || link.report_status(report.clone())).await;
+            match ack {
+                Ok(ack) if ack.keep_running || is_final(&report.status) => {}
+                Ok(_) => {
+                    info!(status = %report.status, "master no longer wants this task; stopping it");
+                    (self.on_stale)();
+                    return;
+                }
+                Err(Undelivered::Rejected(status)) => {
+                    warn!(report = %report.status, code = ?status.code(), message = status.message(), "master rejected a task status report; skipping it");
+                }
+                Err(Undelivered::GaveUp) => {
+                    // Stale task or shutdown past its deadline: whoever gave up logs why.
+                    debug!(report = %report.status, lost = 1 + self.reports.len(), "status reports abandoned");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn is_final(status: &str) -> bool {
+    status.parse::<TaskStatus>().is_ok_and(TaskStatus::is_final)
+}

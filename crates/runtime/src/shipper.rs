@@ -1,0 +1,185 @@
+//! Per-task log shipping: a bounded buffer that the task's supervisor fills and
+//! a shipper that drains it to the master in batches.
+//!
+//! The buffer never blocks the supervisor (so a task never blocks on its own
+//! output while the master is away): past `log_buffer_bytes` it drops the oldest
+//! bytes and the next batch starts with a marker line saying how many.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudai_domain::TaskId;
+use cloudai_proto::v1 as pb;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::driver::{OutputChunk, Stream};
+use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver};
+use crate::unix_ms;
+
+pub(crate) struct LogBuffer {
+    state: Mutex<BufferState>,
+    wake: Notify,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct BufferState {
+    chunks: VecDeque<OutputChunk>,
+    bytes: usize,
+    /// Bytes dropped since the last marker, per stream (stdout, stderr).
+    dropped: [u64; 2],
+    closed: bool,
+}
+
+impl LogBuffer {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self { state: Mutex::default(), wake: Notify::new(), limit: limit.max(1) }
+    }
+
+    /// Appends output, dropping the oldest bytes past the limit.
+    pub(crate) fn push(&self, chunk: OutputChunk) {
+        if chunk.data.is_empty() {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.bytes += chunk.data.len();
+        state.chunks.push_back(chunk);
+        while state.bytes > self.limit {
+            let excess = state.bytes - self.limit;
+            let Some(front) = state.chunks.front_mut() else { break };
+            let cut = excess.min(front.data.len());
+            let stream = front.stream;
+            if cut == front.data.len() {
+                state.chunks.pop_front();
+            } else {
+                front.data.drain(..cut);
+            }
+            state.bytes -= cut;
+            state.dropped[stream_index(stream)] += cut as u64;
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// No more output will come; the shipper ends once the rest is shipped.
+    pub(crate) fn close(&self) {
+        self.state.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits until `ready` holds, or `deadline` passes.
+    async fn wait_for(&self, ready: impl Fn(&BufferState) -> bool, deadline: Option<Instant>) {
+        loop {
+            if ready(&self.state.lock()) {
+                return;
+            }
+            match deadline {
+                Some(deadline) => tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep_until(deadline) => return,
+                },
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// Takes up to `max_bytes` of output, preceded by markers for dropped bytes.
+    /// Returns `None` when the buffer is closed and empty.
+    fn take_batch(&self, max_bytes: usize) -> Option<Vec<OutputChunk>> {
+        let mut state = self.state.lock();
+        let mut batch = Vec::new();
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let dropped = std::mem::take(&mut state.dropped[stream_index(stream)]);
+            if dropped > 0 {
+                let data = format!("[cloudai: {dropped} bytes of output dropped]\n").into_bytes();
+                batch.push(OutputChunk { stream, data, timestamp_ms: unix_ms() });
+            }
+        }
+        let mut taken = 0;
+        while taken < max_bytes {
+            let Some(front) = state.chunks.front_mut() else { break };
+            let room = max_bytes - taken;
+            let chunk = if front.data.len() <= room {
+                state.chunks.pop_front()
+            } else {
+                let rest = front.data.split_off(room);
+                let head = std::mem::replace(&mut front.data, rest);
+                Some(OutputChunk { stream: front.stream, data: head, timestamp_ms: front.timestamp_ms })
+            };
+            let Some(chunk) = chunk else { break };
+            taken += chunk.data.len();
+            batch.push(chunk);
+        }
+        state.bytes -= taken;
+        if batch.is_empty() && state.closed { None } else { Some(batch) }
+    }
+}
+
+fn stream_index(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+/// Drains one task's buffer to the master.
+pub(crate) struct Shipper {
+    pub buffer: Arc<LogBuffer>,
+    pub link: Arc<dyn MasterLink>,
+    pub worker_id: String,
+    pub task_id: TaskId,
+    pub batch_interval: Duration,
+    pub batch_bytes: usize,
+    pub policy: RetryPolicy,
+    /// Cancelled when the output is no longer wanted (stale task) or shutdown gave up.
+    pub give_up: CancellationToken,
+}
+
+impl Shipper {
+    /// Ships until the buffer is closed and empty, or `give_up` is cancelled.
+    pub(crate) async fn run(self) {
+        let batch_bytes = self.batch_bytes.max(1);
+        loop {
+            let wait = async {
+                self.buffer.wait_for(|s| !s.chunks.is_empty() || s.closed, None).await;
+                // Linger for more output: a batch goes when full, at the interval, or at the end.
+                let deadline = Instant::now() + self.batch_interval;
+                self.buffer.wait_for(|s| s.bytes >= batch_bytes || s.closed, Some(deadline)).await;
+            };
+            tokio::select! {
+                _ = self.give_up.cancelled() => return,
+                _ = wait => {}
+            }
+            let Some(chunks) = self.buffer.take_batch(batch_bytes) else { return };
+            if chunks.is_empty() {
+                continue;
+            }
+            let batch = pb::LogBatch {
+                worker_id: self.worker_id.clone(),
+                chunks: chunks.into_iter().map(|c| self.to_pb(c)).collect(),
+            };
+            let bytes: usize = batch.chunks.iter().map(|c| c.data.len()).sum();
+            match deliver(self.policy, &self.give_up, || self.link.ship_logs(batch.clone())).await {
+                Ok(()) => {}
+                Err(Undelivered::Rejected(status)) => {
+                    warn!(code = ?status.code(), message = status.message(), bytes, "master rejected task output; dropping it");
+                }
+                Err(Undelivered::GaveUp) => return,
+            }
+        }
+    }
+
+    fn to_pb(&self, chunk: OutputChunk) -> pb::LogChunk {
+        pb::LogChunk {
+            task_id: self.task_id.as_str().to_owned(),
+            stream: chunk.stream.as_str().to_owned(),
+            data: chunk.data,
+            timestamp_ms: chunk.timestamp_ms,
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! One task's supervisor: starts it, moves its output into the log buffer, applies
+//! stop requests (terminate, then kill after the grace period), and reports the end
+//! only after the task's output has been shipped.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudai_domain::{TaskId, TaskStatus};
+use cloudai_proto::v1 as pb;
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span, debug, info, warn};
+
+use crate::driver::{Driver, DriverError, Execution, ExitStatus, Launch, error_chain};
+use crate::runtime::{Inner, OUTPUT_DRAIN, Phase};
+use crate::shipper::{LogBuffer, Shipper};
+use crate::unix_ms;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// The master asked (CancelTask): report `cancelled` with this reason.
+    Cancel(String),
+    /// The worker shuts down: report `failed`.
+    Shutdown,
+    /// The master no longer wants the task here: report nothing.
+    Stale,
+}
+
+impl StopReason {
+    /// When several stops arrive, the strongest decides what is reported.
+    fn rank(&self) -> u8 {
+        match self {
+            StopReason::Shutdown => 0,
+            StopReason::Cancel(_) => 1,
+            StopReason::Stale => 2,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct StopRequest {
+    pub reason: StopReason,
+    /// Time between terminate and kill.
+    pub grace: Duration,
+}
+
+pub(crate) struct Supervisor {
+    pub inner: Arc<Inner>,
+    pub launch: Launch,
+    pub driver: Arc<dyn Driver>,
+    pub reports: mpsc::UnboundedSender<pb::TaskStatusReport>,
+    pub reporter: JoinHandle<()>,
+    pub stops: mpsc::UnboundedReceiver<StopRequest>,
+    /// Cancelled to drop the task's pending reports and output (stale task).
+    pub discard: CancellationToken,
+    /// The previous attempt of this task on this worker, still cleaning up.
+    pub prev_done: Option<CancellationToken>,
+    pub done: CancellationToken,
+}
+
+impl Supervisor {
+    pub(crate) async fn run(mut self) {
+        if let Some(prev) = self.prev_done.take() {
+            prev.cancelled().await;
+        }
+        match self.execute().await {
+            Some(last) => {
+                self.reports.send(last).ok();
+            }
+            None => self.discard.cancel(),
+        }
+        let Supervisor { inner, launch, reports, reporter, done, .. } = self;
+        // The reporter ends once everything queued is delivered (or given up on).
+        drop(reports);
+        if let Err(e) = reporter.await {
+            warn!(error = %e, "task reporter failed");
+        }
+        inner.set_phase(&launch.task_id, launch.attempt, Phase::Ending);
+        if !inner.config.keep_workdirs {
+            remove_workdir(&launch.workdir).await;
+        }
+        inner.finish(&launch.task_id, launch.attempt);
+        done.cancel();
+    }
+
+    /// Runs the task to its end; returns its final report, or `None` when none is wanted.
+    async fn execute(&mut self) -> Option<pb::TaskStatusReport> {
+        if let Err(e) = prepare_workdir(&self.launch.workdir).await {
+            let error = format!("cannot create working folder {}: {e}", self.launch.workdir.display());
+            warn!(error = %error, "task failed to start");
+            return Some(self.report(TaskStatus::Failed, None, error));
+        }
+        if let Some(reason) = self.stop_before_start() {
+            info!(?reason, "task stopped before it started");
+            return self.final_report(Ok(None), Some(reason));
+        }
+        let execution = match self.driver.start(&self.launch).await {
+            Ok(execution) => execution,
+            Err(e) => {
+                let error = error_chain(&e);
+                warn!(error = %error, "task failed to start");
+                return Some(self.report(TaskStatus::Failed, None, error));
+            }
+        };
+        let running = Phase::Running { started_ms: unix_ms(), control: execution.control.clone() };
+        self.inner.set_phase(&self.launch.task_id, self.launch.attempt, running);
+        self.reports.send(self.report(TaskStatus::Running, None, String::new())).ok();
+        info!(handle = %execution.handle, "task running");
+
+        let config = &self.inner.config;
+        let buffer = Arc::new(LogBuffer::new(config.log_buffer_bytes));
+        let shipper = Shipper {
+            buffer: buffer.clone(),
+            link: self.inner.link.clone(),
+            worker_id: config.worker_id.clone(),
+            task_id: self.launch.task_id.clone(),
+            batch_interval: config.log_batch_interval,
+            batch_bytes: config.log_batch_bytes,
+            policy: self.inner.policy,
+            give_up: self.discard.clone(),
+        };
+        let shipper = self.inner.tracker.spawn(shipper.run().instrument(Span::current()));
+
+        let (exit, stop) = self.watch(execution, &buffer).await;
+        let last = self.final_report(exit.map(Some), stop);
+        buffer.close();
+        if last.is_none() {
+            self.discard.cancel();
+        }
+        // All of the task's output reaches the master before its final status.
+        if let Err(e) = shipper.await {
+            warn!(error = %e, "task log shipper failed");
+        }
+        last
+    }
+
+    /// A stop that came while the task was queued: it then never starts.
+    fn stop_before_start(&mut self) -> Option<StopReason> {
+        let mut stop: Option<StopReason> = None;
+        if self.inner.stop_all.is_cancelled() {
+            stop = Some(StopReason::Shutdown);
+        }
+        while let Ok(request) = self.stops.try_recv() {
+            stop = Some(strongest(stop, request.reason));
+        }
+        stop
+    }
+
+    /// Follows the running task until it has exited and its output is closed.
+    async fn watch(
+        &mut self,
+        execution: Execution,
+        buffer: &LogBuffer,
+    ) -> (Result<ExitStatus, DriverError>, Option<StopReason>) {
+        let Execution { mut output, mut exit, control, .. } = execution;
+        let mut stop: Option<StopReason> = None;
+        let mut kill_at: Option<Instant> = None;
+        let mut output_open = true;
+        let mut stops_open = true;
+        let mut shutdown_seen = false;
+        let default_grace = self.inner.config.default_grace;
+        let stop_all = self.inner.stop_all.clone();
+
+        let result = loop {
+            let request = tokio::select! {
+                result = &mut exit => break result,
+                chunk = output.recv(), if output_open => {
+                    match chunk {
+                        Some(chunk) => buffer.push(chunk),
+                        None => output_open = false,
+                    }
+                    continue;
+                }
+                request = self.stops.recv(), if stops_open => match request {
+                    Some(request) => request,
+                    None => {
+                        stops_open = false;
+                        continue;
+                    }
+                },
+                _ = stop_all.cancelled(), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    StopRequest { reason: StopReason::Shutdown, grace: default_grace }
+                }
+                _ = sleep_until(kill_at) => {
+                    kill_at = None;
+                    info!("grace period over; killing the task");
+                    if let Err(e) = control.kill().await {
+                        warn!(error = %error_chain(&e), "cannot kill the task");
+                    }
+                    continue;
+                }
+            };
+            let first = stop.is_none();
+            stop = Some(strongest(stop, request.reason));
+            let at = Instant::now() + request.grace;
+            kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
+            if first {
+                info!(reason = ?stop, grace = ?request.grace, "stopping task");
+                if let Err(e) = control.terminate().await {
+                    warn!(error = %error_chain(&e), "cannot stop the task");
+                }
+            }
+        };
+
+        // The driver has already dealt with what the task left behind; only processes
+        // that escaped it could still hold the output open.
+        let drain_until = Instant::now() + OUTPUT_DRAIN;
+        while output_open {
+            tokio::select! {
+                chunk = output.recv() => match chunk {
+                    Some(chunk) => buffer.push(chunk),
+                    None => output_open = false,
+                },
+                _ = tokio::time::sleep_until(drain_until) => {
+                    warn!("task output still open after the task exited; not waiting for the rest");
+                    break;
+                }
+            }
+        }
+        (result, stop)
+    }
+
+    /// What to tell the master about the end; `exit` is `Ok(None)` when the task never ran.
+    fn final_report(
+        &self,
+        exit: Result<Option<ExitStatus>, DriverError>,
+        stop: Option<StopReason>,
+    ) -> Option<pb::TaskStatusReport> {
+        let exit = match exit {
+            Ok(exit) => exit,
+            Err(e) if stop != Some(StopReason::Stale) => {
+                let error = error_chain(&e);
+                warn!(error = %error, "lost track of the task");
+                return Some(self.report(TaskStatus::Failed, None, error));
+            }
+            Err(_) => None,
+        };
+        let code = exit.map(|exit| match exit {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(signal) => 128 + signal,
+        });
+        let (status, error) = match (stop, exit) {
+            (Some(StopReason::Stale), _) => {
+                info!(exit_code = ?code, "stale task stopped");
+                return None;
+            }
+            (Some(StopReason::Cancel(reason)), _) => (TaskStatus::Cancelled, reason),
+            (Some(StopReason::Shutdown), _) => (TaskStatus::Failed, "worker shut down".to_owned()),
+            (None, Some(ExitStatus::Exited(0))) => (TaskStatus::Completed, String::new()),
+            (None, Some(ExitStatus::Exited(code))) => {
+                (TaskStatus::Failed, format!("exited with code {code}"))
+            }
+            (None, Some(ExitStatus::Signaled(signal))) => {
+                (TaskStatus::Failed, format!("killed by signal {}", signal_name(signal)))
+            }
+            (None, None) => (TaskStatus::Failed, "the task never ran".to_owned()),
+        };
+        info!(status = %status, exit_code = ?code, error = %error, "task ended");
+        Some(self.report(status, code, error))
+    }
+
+    fn report(&self, status: TaskStatus, exit_code: Option<i32>, error: String) -> pb::TaskStatusReport {
+        let launch = &self.launch;
+        report(&self.inner.config.worker_id, &launch.task_id, launch.attempt, status, exit_code, error)
+    }
+}
+
+pub(crate) fn report(
+    worker_id: &str,
+    task_id: &TaskId,
+    attempt: u32,
+    status: TaskStatus,
+    exit_code: Option<i32>,
+    error: String,
+) -> pb::TaskStatusReport {
+    pb::TaskStatusReport {
+        worker_id: worker_id.to_owned(),
+        task_id: task_id.as_str().to_owned(),
+        attempt,
+        status: status.as_str().to_owned(),
+        exit_code,
+        error,
+        timestamp_ms: unix_ms(),
+    }
+}
+
+fn strongest(current: Option<StopReason>, new: StopReason) -> StopReason {
+    match current {
+        Some(current) if current.rank() >= new.rank() => current,
+        _ => new,
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A fresh attempt starts in an empty folder, whatever an earlier worker left there.
+async fn prepare_workdir(dir: &Path) -> std::io::Result<()> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    tokio::fs::create_dir_all(dir).await
+}
+
+async fn remove_workdir(dir: &Path) {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => debug!(dir = %dir.display(), "working folder removed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(dir = %dir.display(), error = %e, "cannot remove the task's working folder"),
+    }
+}
