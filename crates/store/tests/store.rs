@@ -306,3 +306,30 @@ async fn open_url_forms() {
     store.insert_task(&t, &t.created_event()).await.expect("insert");
     assert!(dir.path().join("nested/dir/x.db").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_fails_alone_in_its_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    // A trigger makes one key fail inside SQLite, after the batch has begun.
+    let raw = rusqlite::Connection::open(store.path()).expect("raw open");
+    raw.execute_batch(
+        "CREATE TRIGGER refuse_bad BEFORE INSERT ON kv WHEN NEW.key = 'bad' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    )
+    .expect("trigger");
+    let joins: Vec<_> = (0..100)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let key = if i == 50 { "bad".to_string() } else { format!("k{i:03}") };
+            tokio::spawn(async move { (key.clone(), store.put_kv("ns", &key, b"v").await) })
+        })
+        .collect();
+    for j in joins {
+        let (key, result) = j.await.expect("join");
+        match key.as_str() {
+            "bad" => assert!(matches!(result, Err(StoreError::Sqlite(_))), "{result:?}"),
+            _ => result.expect("good write"),
+        }
+    }
+    assert_eq!(store.scan_kv("ns").await.expect("scan").len(), 99);
+}
