@@ -183,3 +183,48 @@ impl Shipper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(stream: Stream, data: &[u8]) -> OutputChunk {
+        OutputChunk { stream, data: data.to_vec(), timestamp_ms: 1 }
+    }
+
+    fn text(batch: &[OutputChunk]) -> String {
+        batch.iter().map(|c| String::from_utf8_lossy(&c.data).into_owned()).collect()
+    }
+
+    #[test]
+    fn batches_split_chunks_at_the_size_limit() {
+        let buffer = LogBuffer::new(100);
+        buffer.push(chunk(Stream::Stdout, b"abcdef"));
+        buffer.push(chunk(Stream::Stderr, b"ghij"));
+        let first = buffer.take_batch(4).expect("open buffer");
+        assert_eq!(text(&first), "abcd");
+        let second = buffer.take_batch(4).expect("open buffer");
+        assert_eq!(text(&second), "efgh");
+        assert_eq!(second.iter().map(|c| c.stream).collect::<Vec<_>>(), [Stream::Stdout, Stream::Stderr]);
+        buffer.close();
+        assert_eq!(text(&buffer.take_batch(4).expect("rest")), "ij");
+        assert!(buffer.take_batch(4).is_none(), "closed and empty");
+    }
+
+    #[test]
+    fn overflow_drops_the_oldest_bytes_and_marks_each_stream() {
+        let buffer = LogBuffer::new(5);
+        buffer.push(chunk(Stream::Stderr, b"12"));
+        buffer.push(chunk(Stream::Stdout, b"3456789"));
+        let batch = buffer.take_batch(100).expect("open buffer");
+        assert_eq!(
+            text(&batch),
+            "[cloudai: 2 bytes of output dropped]\n[cloudai: 2 bytes of output dropped]\n56789"
+        );
+        assert_eq!(batch[0].stream, Stream::Stdout);
+        assert_eq!(batch[1].stream, Stream::Stderr);
+        // Marked once: the next batch has no marker.
+        buffer.push(chunk(Stream::Stdout, b"x"));
+        assert_eq!(text(&buffer.take_batch(100).expect("open buffer")), "x");
+    }
+}

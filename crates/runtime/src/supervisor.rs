@@ -126,6 +126,8 @@ impl Supervisor {
         let shipper = self.inner.tracker.spawn(shipper.run().instrument(Span::current()));
 
         let (exit, stop) = self.watch(execution, &buffer).await;
+        // Ended: no longer listed in heartbeats, though its final report may still be on its way.
+        self.inner.set_phase(&self.launch.task_id, self.launch.attempt, Phase::Ending);
         let last = self.final_report(exit.map(Some), stop);
         buffer.close();
         if last.is_none() {
