@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::driver::Driver;
 
+/// Build with [`RuntimeConfig::new`] (production defaults) and adjust fields.
+#[derive(Clone)]
 pub struct RuntimeConfig {
     pub worker_id: String,
     /// Tasks run in `<data_dir>/tasks/<task_id>/`.

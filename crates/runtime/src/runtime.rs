@@ -217,7 +217,9 @@ impl TaskRuntime {
         mark_stale(&Arc::downgrade(&self.inner), &task_id, None);
     }
 
-    /// Tasks queued or running here, for heartbeats and re-registration.
+    /// Tasks queued or running here, for heartbeats and re-registration. `started_at` is when
+    /// the task started running (for a queued task: when it was accepted). A task whose process
+    /// has ended is not listed, even while its final report is still being delivered.
     pub fn running_tasks(&self) -> Vec<pb::RunningTask> {
         let tasks = self.inner.tasks.lock();
         let mut running: Vec<_> = tasks
