@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cloudai_domain::TaskId;
 
@@ -8,6 +9,10 @@ use cloudai_domain::TaskId;
 pub enum StoreError {
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
+    /// Taking the write lock or committing failed; every write of the batch gets this
+    /// (shared) error and none of them was written.
+    #[error("write transaction failed")]
+    Transaction(#[source] Arc<rusqlite::Error>),
     #[error("i/o error at {}", path.display())]
     Io {
         path: PathBuf,

@@ -13,6 +13,7 @@ mod migrations;
 mod sqlite;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus, WorkerId};
@@ -33,6 +34,8 @@ pub struct StoreConfig {
     pub write_queue: usize,
     /// Read connections (each used by one blocking read at a time).
     pub read_connections: usize,
+    /// How long to wait for a lock held by another process (e.g. a `sqlite3` shell).
+    pub busy_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -42,6 +45,7 @@ impl Default for StoreConfig {
             max_batch_ops: 512,
             write_queue: 4096,
             read_connections: 2,
+            busy_timeout: Duration::from_secs(5),
         }
     }
 }

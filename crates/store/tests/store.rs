@@ -134,7 +134,9 @@ async fn restart_keeps_tasks_and_events() {
             }
             expected_events.insert(t.task_id.clone(), events);
         }
-        // Dropped without close(), as after a crash of the caller.
+        // Neither closed nor dropped: no flush or checkpoint runs, as when the master is
+        // killed. Acknowledged writes must already be in the WAL.
+        std::mem::forget(store);
     }
     let store = open(dir.path());
     assert_eq!(store.unfinished_tasks().await.expect("unfinished"), expected_unfinished);
@@ -332,4 +334,26 @@ async fn a_failing_write_fails_alone_in_its_batch() {
         }
     }
     assert_eq!(store.scan_kv("ns").await.expect("scan").len(), 99);
+}
+
+#[tokio::test]
+async fn a_lock_held_elsewhere_fails_the_batch_once_then_writes_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StoreConfig { busy_timeout: std::time::Duration::from_millis(100), ..Default::default() };
+    let store = Arc::new(common::open_with(dir.path(), config));
+    let raw = rusqlite::Connection::open(store.path()).expect("raw open");
+    raw.execute_batch("BEGIN IMMEDIATE").expect("hold the write lock");
+    let joins: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.put_kv("ns", &format!("k{i}"), b"v").await })
+        })
+        .collect();
+    for j in joins {
+        let result = j.await.expect("join");
+        assert!(matches!(result, Err(StoreError::Transaction(_))), "{result:?}");
+    }
+    raw.execute_batch("ROLLBACK").expect("release");
+    store.put_kv("ns", "after", b"v").await.expect("write after the lock is released");
+    assert_eq!(store.scan_kv("ns").await.expect("scan").len(), 1);
 }

@@ -22,9 +22,6 @@ use crate::{
     LogChunk, LogPage, LogQuery, Store, StoreConfig, StoreError, TaskFilter, WorkerRecord, migrations,
 };
 
-/// How long a connection waits for a lock held by another process (e.g. a `sqlite3` shell).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The SQLite [`Store`]. Dropping it finishes the queued writes and stops the writer thread
 /// (blocking briefly); prefer [`Store::close`] in async code.
 pub struct SqliteStore {
@@ -61,11 +58,11 @@ pub fn sqlite_path_from_url(url: &str) -> Result<PathBuf, StoreError> {
     Ok(PathBuf::from(path))
 }
 
-fn open_connection(path: &Path, writer: bool) -> Result<Connection, StoreError> {
+fn open_connection(path: &Path, writer: bool, busy_timeout: Duration) -> Result<Connection, StoreError> {
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(64);
     if writer {
         // WAL: readers see the last commit and never block the writer (nor it them).
@@ -110,10 +107,10 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .map_err(|source| StoreError::Io { path: parent.to_path_buf(), source })?;
         }
-        let mut conn = open_connection(path, true)?;
+        let mut conn = open_connection(path, true, config.busy_timeout)?;
         migrations::migrate(&mut conn)?;
         let conns = (0..config.read_connections.max(1))
-            .map(|_| open_connection(path, false).map(Mutex::new))
+            .map(|_| open_connection(path, false, config.busy_timeout).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::channel(config.write_queue.max(1));
         let writer_config = WriterConfig {

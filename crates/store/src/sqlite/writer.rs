@@ -11,6 +11,7 @@
 //! commits but never corrupts the database. That is what we promise.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cloudai_domain::{TaskEvent, TaskId};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
@@ -86,8 +87,17 @@ fn take(
     }
 }
 
-/// Commits the batch in one transaction. If that fails (disk full, I/O error, a bad row),
-/// retries each operation in its own transaction so one bad operation fails alone.
+/// Why a transaction did not commit.
+enum TxError {
+    /// BEGIN or COMMIT failed (lock held elsewhere past the busy timeout, I/O error): nothing
+    /// was written, and retrying operation by operation would fail the same way.
+    Tx(rusqlite::Error),
+    /// One operation failed; the transaction was rolled back.
+    Op(StoreError),
+}
+
+/// Commits the batch in one transaction. If an operation fails (disk full, a bad row),
+/// retries each operation in its own transaction so the bad one fails alone.
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<(WriteOp, Reply)>, config: &WriterConfig) {
     let ops: Vec<&WriteOp> = batch.iter().map(|(op, _)| op).collect();
     match apply_in_tx(conn, &ops, config) {
@@ -97,18 +107,35 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<(WriteOp, Reply)>, config
                 let _ = reply.send(result);
             }
         }
-        Err(e) if batch.len() == 1 => {
+        Err(TxError::Tx(e)) => fail_all(batch.drain(..), e),
+        Err(TxError::Op(e)) if batch.len() == 1 => {
             if let Some((_, reply)) = batch.pop() {
                 let _ = reply.send(Err(e));
             }
         }
-        Err(e) => {
+        Err(TxError::Op(e)) => {
             tracing::warn!(error = %e, ops = batch.len(), "group commit failed; retrying operations one by one");
-            for (op, reply) in batch.drain(..) {
-                let result = apply_in_tx(conn, &[&op], config).and_then(|mut r| r.pop().unwrap_or(Ok(())));
+            let mut rest = batch.drain(..);
+            while let Some((op, reply)) = rest.next() {
+                let result = match apply_in_tx(conn, &[&op], config) {
+                    Ok(mut results) => results.pop().unwrap_or(Ok(())),
+                    Err(TxError::Op(e)) => Err(e),
+                    Err(TxError::Tx(e)) => {
+                        fail_all(std::iter::once((op, reply)).chain(rest), e);
+                        return;
+                    }
+                };
                 let _ = reply.send(result);
             }
         }
+    }
+}
+
+fn fail_all(replies: impl Iterator<Item = (WriteOp, Reply)>, e: rusqlite::Error) {
+    tracing::warn!(error = %e, "write transaction failed");
+    let e = Arc::new(e);
+    for (_, reply) in replies {
+        let _ = reply.send(Err(StoreError::Transaction(Arc::clone(&e))));
     }
 }
 
@@ -118,20 +145,20 @@ fn apply_in_tx(
     conn: &mut Connection,
     ops: &[&WriteOp],
     config: &WriterConfig,
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+) -> Result<Vec<Result<(), StoreError>>, TxError> {
     // IMMEDIATE: take the write lock up front (another process, e.g. the sqlite3 shell,
     // may hold it; busy_timeout then waits instead of failing mid-transaction).
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(TxError::Tx)?;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         match apply(&tx, op, config) {
             Ok(()) => results.push(Ok(())),
             Err(e @ (StoreError::NotFound(_) | StoreError::AlreadyExists(_))) => results.push(Err(e)),
             // Dropping `tx` rolls back.
-            Err(e) => return Err(e),
+            Err(e) => return Err(TxError::Op(e)),
         }
     }
-    tx.commit()?;
+    tx.commit().map_err(TxError::Tx)?;
     Ok(results)
 }
 
