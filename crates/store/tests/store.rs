@@ -357,3 +357,54 @@ async fn a_lock_held_elsewhere_fails_the_batch_once_then_writes_resume() {
     store.put_kv("ns", "after", b"v").await.expect("write after the lock is released");
     assert_eq!(store.scan_kv("ns").await.expect("scan").len(), 1);
 }
+
+/// Child half of `acknowledged_writes_survive_sigkill`: inserts tasks forever, printing each
+/// id once its insert is acknowledged.
+#[tokio::test]
+#[ignore = "run by acknowledged_writes_survive_sigkill in a child process"]
+async fn sigkill_child_writer() {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("CLOUDAI_STORE_CRASH_DB") else { return };
+    let store = SqliteStore::open(std::path::Path::new(&path), StoreConfig::default()).expect("open");
+    let mut out = std::io::stdout().lock();
+    for i in 0.. {
+        let t = task(i);
+        store.insert_task(&t, &t.created_event()).await.expect("insert");
+        writeln!(out, "acked {}", t.task_id).and_then(|()| out.flush()).expect("stdout");
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("crash.db");
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "sigkill_child_writer", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("CLOUDAI_STORE_CRASH_DB", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut acked = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while acked.len() < 300 {
+        let line = lines.next().expect("child ended early").expect("read");
+        if let Some(id) = line.strip_prefix("acked ") {
+            acked.push(TaskId::parse(id).expect("id"));
+        }
+    }
+    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    child.wait().expect("reap");
+    // Lines still in the pipe were acknowledged before the kill too.
+    acked.extend(
+        lines.map_while(Result::ok).filter_map(|l| Some(TaskId::parse(l.strip_prefix("acked ")?).ok()?)),
+    );
+
+    let store = SqliteStore::open(&path, StoreConfig::default()).expect("reopen");
+    for id in &acked {
+        assert!(store.get_task(id).await.expect("get").is_some(), "acknowledged task {id} lost");
+    }
+}
