@@ -167,9 +167,33 @@ pub struct MasterArgs {
     #[arg(long, env = "CLOUDAI_DATA_DIR", value_name = "CLOUDAI_DATA_DIR", default_value = "./cloudai-data")]
     pub data_dir: PathBuf,
 
+    /// Store location (default: sqlite://<data dir>/cloudai.db).
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// An inactive worker's tasks are treated as lost (and re-queued) after this long.
+    #[arg(long, env = "TASK_LOSS_GRACE", value_name = "TASK_LOSS_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub task_loss_grace: Duration,
+
+    /// Time between SIGTERM and SIGKILL when a running task is cancelled.
+    #[arg(long, env = "CANCEL_GRACE", value_name = "CANCEL_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub cancel_grace: Duration,
+
+    /// Placement policy: bin-pack (fill workers) or spread (even out load).
+    #[arg(long, env = "PLACEMENT_POLICY", value_name = "PLACEMENT_POLICY", default_value = "bin-pack", value_parser = parse_policy)]
+    pub placement: cloudai_scheduler::Policy,
+
     /// Never start the interactive console, even on a terminal.
     #[arg(long)]
     pub no_console: bool,
+}
+
+fn parse_policy(raw: &str) -> Result<cloudai_scheduler::Policy, String> {
+    match raw.trim() {
+        "bin-pack" | "binpack" => Ok(cloudai_scheduler::Policy::BinPack),
+        "spread" => Ok(cloudai_scheduler::Policy::Spread),
+        other => Err(format!("unknown policy {other:?}: expected bin-pack or spread")),
+    }
 }
 
 /// Options of a worker (`cloudai worker`, and the worker half of `cloudai dev`).
@@ -202,6 +226,14 @@ pub struct WorkerArgs {
     /// Labels to advertise (KEY=VALUE,KEY2=VALUE2).
     #[arg(long, env = "WORKER_LABELS", value_name = "WORKER_LABELS", value_parser = parse_labels)]
     pub labels: Option<Labels>,
+
+    /// Worker data folder (task working folders); default: <CLOUDAI_DATA_DIR>/worker.
+    #[arg(long, env = "WORKER_DATA_DIR", value_name = "WORKER_DATA_DIR")]
+    pub worker_data_dir: Option<PathBuf>,
+
+    /// Keep task working folders after tasks end (debugging).
+    #[arg(long, env = "CLOUDAI_KEEP_WORKDIRS")]
+    pub keep_workdirs: bool,
 }
 
 /// The address a worker dials.

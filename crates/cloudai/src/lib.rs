@@ -13,6 +13,7 @@ pub mod events;
 pub mod http;
 pub mod master;
 pub mod rpc;
+pub mod tasks;
 pub mod telemetry;
 pub mod time;
 pub mod worker;

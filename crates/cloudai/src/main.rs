@@ -84,7 +84,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Master { master } => run_master(master).await,
         Command::Worker { worker, master_addr } => {
-            let config = WorkerConfig::from_args(&worker, master_addr.master_addr, &["docker"]);
+            let data_dir = std::path::PathBuf::from("cloudai-data/worker");
+            let config = WorkerConfig::from_args(&worker, master_addr.master_addr, &["docker"], data_dir);
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             worker::run(config, shutdown).await.context("worker failed")
@@ -109,7 +110,9 @@ async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
 async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Result<()> {
     let master = Master::bind_and_start(&master_args).await?;
     let grpc = cloudai::config::dialable(master.grpc_addr);
-    let config = WorkerConfig::from_args(&worker_args, format!("http://{grpc}"), &["process", "docker"]);
+    let data_dir = master_args.data_dir.join("worker");
+    let config =
+        WorkerConfig::from_args(&worker_args, format!("http://{grpc}"), &["process", "docker"], data_dir);
     let shutdown = CancellationToken::new();
     let worker_stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));

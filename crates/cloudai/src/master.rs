@@ -9,28 +9,70 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
+use cloudai_store::{SqliteStore, Store, StoreConfig};
+use tokio_util::task::TaskTracker;
+
 use crate::events::EventBus;
 use crate::http::{self, ApiState};
 use crate::rpc::{self, CommandHub, MasterRpc};
+use crate::tasks::{TaskConfig, TaskService};
 use crate::telemetry::{TelemetryConfig, TelemetryManager};
 
 /// How long each shutdown stage may take before it is abandoned.
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MasterConfig {
     pub telemetry: TelemetryConfig,
+    pub tasks: TaskConfig,
+    /// `sqlite://PATH` (the embedded store).
+    pub database_url: String,
 }
 
 impl MasterConfig {
-    pub fn from_args(args: &crate::config::MasterArgs) -> Self {
+    /// Defaults with the store in `data_dir`.
+    pub fn new(data_dir: &std::path::Path) -> Self {
         Self {
-            telemetry: TelemetryConfig {
-                inactivity_timeout: args.inactivity_timeout,
-                channel_capacity: args.telemetry_channel_capacity,
-            },
+            telemetry: TelemetryConfig::default(),
+            tasks: TaskConfig::default(),
+            database_url: format!("sqlite://{}", data_dir.join("cloudai.db").display()),
         }
     }
+
+    pub fn from_args(args: &crate::config::MasterArgs) -> Self {
+        let inactivity_timeout = args.inactivity_timeout;
+        Self {
+            telemetry: TelemetryConfig {
+                inactivity_timeout,
+                channel_capacity: args.telemetry_channel_capacity,
+            },
+            tasks: TaskConfig {
+                loss_grace: args.task_loss_grace,
+                cancel_grace: args.cancel_grace,
+                // Workers get at least the inactivity timeout to check in after a restart.
+                restart_grace: inactivity_timeout.max(args.task_loss_grace),
+                policy: args.placement,
+            },
+            database_url: args
+                .database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("cloudai.db").display())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("cannot open the store {url}")]
+    Store {
+        url: String,
+        #[source]
+        source: cloudai_store::StoreError,
+    },
+    #[error("cannot read the listeners' addresses")]
+    Io(#[from] std::io::Error),
 }
 
 /// A running master.
@@ -38,8 +80,12 @@ pub struct Master {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub telemetry: TelemetryManager,
+    pub tasks: TaskService,
     pub events: EventBus,
     pub commands: CommandHub,
+    store: Arc<dyn Store>,
+    tasks_stop: CancellationToken,
+    tasks_tracker: TaskTracker,
     http_stop: CancellationToken,
     grpc_stop: CancellationToken,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -49,22 +95,52 @@ pub struct Master {
 impl Master {
     /// Starts the master on already-bound listeners (port 0 works: the real addresses
     /// are logged and kept in `http_addr` / `grpc_addr`).
-    pub async fn start(config: MasterConfig, http: TcpListener, grpc: TcpListener) -> std::io::Result<Self> {
+    pub async fn start(
+        config: MasterConfig,
+        http: TcpListener,
+        grpc: TcpListener,
+    ) -> Result<Self, MasterError> {
         let http_addr = http.local_addr()?;
         let grpc_addr = grpc.local_addr()?;
+        let url = config.database_url.clone();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open_url(&url, StoreConfig::default()))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
+        let store: Arc<dyn Store> = Arc::new(store);
         let events = EventBus::default();
         let telemetry = TelemetryManager::new(config.telemetry.clone(), events.clone());
         telemetry.start();
         let commands = CommandHub::default();
         let master_id = format!("{:016x}", rand::random::<u64>());
 
+        let tasks_stop = CancellationToken::new();
+        let tasks_tracker = TaskTracker::new();
+        let tasks = TaskService::start(
+            config.tasks.clone(),
+            store.clone(),
+            telemetry.clone(),
+            events.clone(),
+            commands.clone(),
+            &tasks_tracker,
+            tasks_stop.clone(),
+        )
+        .await
+        .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
+
         let grpc_stop = CancellationToken::new();
-        let rpc = MasterRpc::new(telemetry.clone(), commands.clone(), master_id.clone(), grpc_stop.clone());
+        let rpc = MasterRpc::new(
+            telemetry.clone(),
+            tasks.clone(),
+            commands.clone(),
+            master_id.clone(),
+            grpc_stop.clone(),
+        );
         let grpc_task = tokio::spawn(rpc::serve(grpc, rpc, grpc_stop.clone()));
         info!("gRPC listening on {grpc_addr}");
 
         let http_stop = CancellationToken::new();
-        let state = ApiState { telemetry: telemetry.clone() };
+        let state = ApiState { telemetry: telemetry.clone(), tasks: tasks.clone() };
         let http_task = tokio::spawn(http::serve(http, state, http_stop.clone()));
         info!("HTTP API listening on {http_addr}");
         info!(master_id, inactivity_timeout = ?config.telemetry.inactivity_timeout, "master started");
@@ -73,8 +149,12 @@ impl Master {
             http_addr,
             grpc_addr,
             telemetry,
+            tasks,
             events,
             commands,
+            store,
+            tasks_stop,
+            tasks_tracker,
             http_stop,
             grpc_stop,
             http_task,
@@ -98,8 +178,8 @@ impl Master {
         Ok(Self::start(MasterConfig::from_args(args), http, grpc).await?)
     }
 
-    /// Ordered shutdown: HTTP server, then TelemetryManager (every worker task
-    /// joined), then the gRPC server.
+    /// Ordered shutdown: HTTP server, task actor (transitions flushed), TelemetryManager
+    /// (every worker task joined), gRPC server, store.
     pub async fn shutdown(self) {
         info!("master shutting down");
         self.http_stop.cancel();
@@ -108,6 +188,11 @@ impl Master {
             Ok(Ok(Err(e))) => warn!(error = %e, "http server ended with an error"),
             Ok(Err(e)) => warn!(error = %e, "http server task failed"),
             Err(_) => warn!("http server did not stop in time"),
+        }
+        self.tasks_stop.cancel();
+        self.tasks_tracker.close();
+        if tokio::time::timeout(STAGE_DEADLINE, self.tasks_tracker.wait()).await.is_err() {
+            warn!("task service did not stop in time");
         }
         if tokio::time::timeout(STAGE_DEADLINE, self.telemetry.shutdown()).await.is_err() {
             warn!("telemetry manager did not stop in time");
@@ -118,6 +203,9 @@ impl Master {
             Ok(Ok(Err(e))) => warn!(error = %e, "grpc server ended with an error"),
             Ok(Err(e)) => warn!(error = %e, "grpc server task failed"),
             Err(_) => warn!("grpc server did not stop in time"),
+        }
+        if tokio::time::timeout(STAGE_DEADLINE, self.store.close()).await.is_err() {
+            warn!("store did not close in time");
         }
         info!("master stopped");
     }

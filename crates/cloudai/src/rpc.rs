@@ -21,7 +21,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
-use crate::ids::WorkerId;
+use crate::ids::{TaskId, WorkerId};
+use crate::tasks::{TaskError, TaskService};
 use crate::telemetry::{HeartbeatSample, TelemetryError, TelemetryManager, WorkerInfo};
 use crate::time::unix_secs;
 
@@ -37,6 +38,20 @@ impl From<TelemetryError> for Status {
                 Status::not_found(format!("worker {id} is not registered; register again"))
             }
             TelemetryError::ShuttingDown => Status::unavailable("master is shutting down"),
+        }
+    }
+}
+
+impl From<TaskError> for Status {
+    fn from(e: TaskError) -> Self {
+        match e {
+            TaskError::NotFound(id) => Status::not_found(format!("task {id} not found")),
+            TaskError::Finished { .. } => Status::failed_precondition(e.to_string()),
+            TaskError::ShuttingDown => Status::unavailable("master is shutting down"),
+            TaskError::Store(source) => {
+                tracing::error!(error = %format!("{source:#}"), "store error");
+                Status::unavailable("the master cannot reach its store; retry")
+            }
         }
     }
 }
@@ -74,6 +89,7 @@ impl CommandHub {
 #[derive(Clone)]
 pub struct MasterRpc {
     telemetry: TelemetryManager,
+    tasks: TaskService,
     commands: CommandHub,
     master_id: String,
     shutdown: CancellationToken,
@@ -82,11 +98,12 @@ pub struct MasterRpc {
 impl MasterRpc {
     pub fn new(
         telemetry: TelemetryManager,
+        tasks: TaskService,
         commands: CommandHub,
         master_id: String,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { telemetry, commands, master_id, shutdown }
+        Self { telemetry, tasks, commands, master_id, shutdown }
     }
 
     pub fn into_server(self) -> MasterServiceServer<Self> {
@@ -105,9 +122,11 @@ impl MasterService for MasterRpc {
         &self,
         request: Request<pb::RegisterWorkerRequest>,
     ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
-        let info = WorkerInfo::from_request(request.into_inner(), unix_secs())
-            .map_err(|e| bad_id("worker_id", e))?;
-        self.telemetry.register_worker(info)?;
+        let mut request = request.into_inner();
+        let running = std::mem::take(&mut request.running_tasks);
+        let info = WorkerInfo::from_request(request, unix_secs()).map_err(|e| bad_id("worker_id", e))?;
+        self.telemetry.register_worker(info.clone())?;
+        self.tasks.worker_registered(info, running).await;
         Ok(Response::new(pb::RegisterWorkerResponse {
             master_id: self.master_id.clone(),
             heartbeat_interval_ms: 0,
@@ -129,8 +148,14 @@ impl MasterService for MasterRpc {
         &self,
         request: Request<pb::Heartbeat>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let sample = HeartbeatSample::try_from(request.into_inner()).map_err(|e| bad_id("worker_id", e))?;
+        let heartbeat = request.into_inner();
+        let running = (!heartbeat.running_tasks.is_empty()).then(|| heartbeat.running_tasks.clone());
+        let sample = HeartbeatSample::try_from(heartbeat).map_err(|e| bad_id("worker_id", e))?;
+        let worker_id = sample.worker_id.clone();
         self.telemetry.process_heartbeat(sample)?;
+        if let Some(running) = running {
+            self.tasks.worker_running(worker_id, running);
+        }
         Ok(Response::new(pb::HeartbeatResponse {}))
     }
 
@@ -145,7 +170,8 @@ impl MasterService for MasterRpc {
             return Err(TelemetryError::UnknownWorker(id).into());
         }
         debug!(worker_id = %id, "command stream opened");
-        let rx = self.commands.attach(id);
+        let rx = self.commands.attach(id.clone());
+        self.tasks.stream_opened(id).await;
         // End the stream on shutdown so the gRPC server's graceful stop does not wait on it.
         let stream = ReceiverStream::new(rx).take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
@@ -153,13 +179,36 @@ impl MasterService for MasterRpc {
 
     async fn report_task_status(
         &self,
-        _request: Request<pb::TaskStatusReport>,
+        request: Request<pb::TaskStatusReport>,
     ) -> Result<Response<pb::TaskStatusAck>, Status> {
-        Err(Status::unimplemented("this master does not run tasks yet"))
+        let report = request.into_inner();
+        WorkerId::parse(&report.worker_id).map_err(|e| bad_id("worker_id", e))?;
+        TaskId::parse(&report.task_id).map_err(|e| bad_id("task_id", e))?;
+        let outcome = self.tasks.report(report).await?;
+        if let Some(persisted) = outcome.persisted {
+            // Acknowledge a final status only once it is durable: the worker retries until then.
+            persisted.await.map_err(|_| Status::unavailable("master is shutting down"))?;
+        }
+        Ok(Response::new(pb::TaskStatusAck { keep_running: outcome.keep_running }))
     }
 
-    async fn ship_logs(&self, _request: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
-        Err(Status::unimplemented("this master does not run tasks yet"))
+    async fn ship_logs(&self, request: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
+        let batch = request.into_inner();
+        WorkerId::parse(&batch.worker_id).map_err(|e| bad_id("worker_id", e))?;
+        let mut chunks = Vec::with_capacity(batch.chunks.len());
+        for c in batch.chunks {
+            let task_id = TaskId::parse(&c.task_id).map_err(|e| bad_id("chunks.task_id", e))?;
+            let stream = match c.stream.as_str() {
+                "stdout" => cloudai_store::LogStream::Stdout,
+                "stderr" => cloudai_store::LogStream::Stderr,
+                other => {
+                    return Err(Status::invalid_argument(format!("chunks.stream: unknown stream {other:?}")));
+                }
+            };
+            chunks.push(cloudai_store::LogChunk { task_id, stream, data: c.data, time_ms: c.timestamp_ms });
+        }
+        self.tasks.append_logs(chunks).await?;
+        Ok(Response::new(pb::LogAck {}))
     }
 }
 

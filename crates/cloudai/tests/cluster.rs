@@ -104,9 +104,10 @@ async fn unknown_worker_is_a_404_with_a_json_error() {
 async fn heartbeat_from_an_unknown_worker_asks_it_to_register() {
     use cloudai_proto::v1 as pb;
     let master = start_master(master_config(Duration::from_secs(5))).await;
-    let mut client = pb::master_service_client::MasterServiceClient::connect(format!("http://{}", master.grpc_addr))
-        .await
-        .expect("connect");
+    let mut client =
+        pb::master_service_client::MasterServiceClient::connect(format!("http://{}", master.grpc_addr))
+            .await
+            .expect("connect");
     let hb = pb::Heartbeat { worker_id: "ghost".into(), ..Default::default() };
     let err = client.send_heartbeat(hb).await.expect_err("unknown worker is refused");
     assert_eq!(err.code(), tonic::Code::NotFound);

@@ -7,7 +7,11 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 
-async fn run_to_exit(args: &[&str], env: &[(&str, &str)], dir: Option<&std::path::Path>) -> (Option<i32>, String) {
+async fn run_to_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: Option<&std::path::Path>,
+) -> (Option<i32>, String) {
     let mut p = Proc::spawn(args, env, dir);
     let code = p.wait_exit(Duration::from_secs(20)).await;
     // Let the stderr reader catch up.
@@ -39,8 +43,11 @@ async fn bad_values_name_the_variable_and_exit_2() {
 #[tokio::test]
 async fn dotenv_is_read_and_the_environment_wins() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join(".env"), "HTTP_PORT=\"127.0.0.1:0\"\nGRPC_PORT=127.0.0.1:0\nINACTIVITY_TIMEOUT=bad\n")
-        .expect("write .env");
+    std::fs::write(
+        dir.path().join(".env"),
+        "HTTP_PORT=\"127.0.0.1:0\"\nGRPC_PORT=127.0.0.1:0\nINACTIVITY_TIMEOUT=bad\n",
+    )
+    .expect("write .env");
     // .env alone: its bad value is reported.
     let (code, out) = run_to_exit(&["master", "--no-console"], &[], Some(dir.path())).await;
     assert_eq!(code, Some(2), "{out}");

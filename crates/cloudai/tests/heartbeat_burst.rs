@@ -37,9 +37,10 @@ async fn burst_larger_than_the_channel_coalesces_and_keeps_the_latest() {
     let stuck = gate.clone();
     master.telemetry.set_update_callback(Arc::new(move |_| stuck.wait()));
 
-    let mut client = pb::master_service_client::MasterServiceClient::connect(format!("http://{}", master.grpc_addr))
-        .await
-        .expect("connect");
+    let mut client =
+        pb::master_service_client::MasterServiceClient::connect(format!("http://{}", master.grpc_addr))
+            .await
+            .expect("connect");
     client
         .register_worker(pb::RegisterWorkerRequest { worker_id: "bursty".into(), ..Default::default() })
         .await

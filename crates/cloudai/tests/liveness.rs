@@ -26,7 +26,10 @@ async fn killed_worker_turns_inactive_and_active_again_when_restarted() {
     let mut events = master.events.subscribe();
 
     let worker = Proc::spawn(&["worker"], &env, None);
-    wait_until(DEADLINE, "worker-k active", || async { is_active(&api, "worker-k").await.filter(|a| *a).map(|_| ()) }).await;
+    wait_until(DEADLINE, "worker-k active", || async {
+        is_active(&api, "worker-k").await.filter(|a| *a).map(|_| ())
+    })
+    .await;
 
     // SIGKILL: no chance to unregister.
     worker.signal(Signal::SIGKILL);
@@ -50,11 +53,11 @@ async fn killed_worker_turns_inactive_and_active_again_when_restarted() {
         seen.push(e);
     }
     use cloudai::events::ClusterEvent::*;
-    assert!(seen.iter().any(|e| matches!(e, WorkerInactive { worker_id } if worker_id.as_str() == "worker-k")), "{seen:?}");
     assert!(
-        seen.iter().any(|e| matches!(e, WorkerActive { .. } | WorkerRegistered { .. })),
+        seen.iter().any(|e| matches!(e, WorkerInactive { worker_id } if worker_id.as_str() == "worker-k")),
         "{seen:?}"
     );
+    assert!(seen.iter().any(|e| matches!(e, WorkerActive { .. } | WorkerRegistered { .. })), "{seen:?}");
     drop(restarted);
     master.shutdown().await;
 }

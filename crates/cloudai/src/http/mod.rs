@@ -1,6 +1,7 @@
 //! The master's HTTP API (axum): health, telemetry and workers.
 
 mod error;
+mod tasks;
 mod telemetry;
 mod workers;
 
@@ -15,6 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use error::ApiError;
 
+use crate::tasks::TaskService;
 use crate::telemetry::TelemetryManager;
 
 /// Requests (reading the body and writing the answer) taking longer than this get 408.
@@ -26,11 +28,13 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct ApiState {
     pub telemetry: TelemetryManager,
+    pub tasks: TaskService,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(telemetry::routes())
+        .merge(tasks::routes())
         .merge(workers::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)

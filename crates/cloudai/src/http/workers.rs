@@ -14,6 +14,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/workers", get(list))
         .route("/api/workers/{worker_id}", get(one))
         .route("/api/workers/{worker_id}/metrics", get(metrics))
+        .route("/api/workers/{worker_id}/tasks", get(tasks))
 }
 
 #[derive(Serialize)]
@@ -78,4 +79,17 @@ async fn metrics(
         gpu_usage: t.gpu_usage,
         gpus: t.gpus,
     }))
+}
+
+async fn tasks(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<cloudai_domain::Task>>, ApiError> {
+    let id = worker_id(&raw)?;
+    let known = state.telemetry.get_worker_info(&id).is_some();
+    let tasks = state.tasks.worker_tasks(&id).await?;
+    if !known && tasks.is_empty() {
+        return Err(ApiError::not_found(format!("worker {raw:?} not found")));
+    }
+    Ok(Json(tasks))
 }

@@ -5,10 +5,13 @@
 pub mod collector;
 pub mod gpu;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
+use cloudai_runtime::{GrpcMasterLink, ProcessDriver, RuntimeConfig, TaskRuntime};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -33,6 +36,9 @@ pub struct WorkerConfig {
     pub memory_mb: Option<u64>,
     pub simulated_gpus: Option<u32>,
     pub labels: Vec<(String, String)>,
+    /// Task working folders live under `<data_dir>/tasks/`.
+    pub data_dir: PathBuf,
+    pub keep_workdirs: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +57,12 @@ pub enum WorkerError {
 
 impl WorkerConfig {
     /// Builds the config from flags; `default_drivers` differs between `worker` and `dev`.
-    pub fn from_args(args: &WorkerArgs, master_addr: String, default_drivers: &[&str]) -> Self {
+    pub fn from_args(
+        args: &WorkerArgs,
+        master_addr: String,
+        default_drivers: &[&str],
+        data_dir: PathBuf,
+    ) -> Self {
         Self {
             master_addr,
             worker_id: args.worker_id.clone().unwrap_or_else(default_worker_id),
@@ -65,6 +76,8 @@ impl WorkerConfig {
             memory_mb: args.memory_mb,
             simulated_gpus: args.simulated_gpus,
             labels: args.labels.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
+            data_dir: args.worker_data_dir.clone().unwrap_or(data_dir),
+            keep_workdirs: args.keep_workdirs,
         }
     }
 }
@@ -100,6 +113,24 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     .await
     .map_err(WorkerError::Collector)?;
 
+    // Drivers this build can run; only those are advertised, so the scheduler never
+    // places a task here that cannot run.
+    let mut runtime_config = RuntimeConfig::new(config.worker_id.to_string(), config.data_dir.clone());
+    runtime_config.keep_workdirs = config.keep_workdirs;
+    let mut drivers = Vec::new();
+    for name in &config.drivers {
+        match name.as_str() {
+            "process" => {
+                runtime_config = runtime_config.with_driver("process", Arc::new(ProcessDriver::new()));
+                drivers.push(name.clone());
+            }
+            other => warn!(driver = other, "driver not available in this build; not advertised"),
+        }
+    }
+    let runtime_stop = CancellationToken::new();
+    let link = Arc::new(GrpcMasterLink::new(client.clone()));
+    let runtime = TaskRuntime::new(runtime_config, link, runtime_stop.clone());
+
     let registration = pb::RegisterWorkerRequest {
         worker_id: config.worker_id.to_string(),
         hostname: hostname(),
@@ -109,7 +140,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         labels: config.labels.iter().cloned().collect(),
         version: crate::VERSION.to_string(),
         protocol_version: cloudai_proto::PROTOCOL_VERSION,
-        drivers: config.drivers.clone(),
+        drivers: drivers.clone(),
         running_tasks: Vec::new(),
     };
     info!(
@@ -118,13 +149,19 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         cpus = registration.cpu_cores,
         memory_mb = registration.memory_mb,
         gpus = %collector.describe_gpus(),
-        drivers = ?config.drivers,
+        drivers = ?drivers,
         "worker starting"
     );
 
-    let agent =
-        Agent { client, registration, worker_id: config.worker_id.clone(), shutdown: shutdown.clone() };
+    let agent = Agent {
+        client,
+        registration,
+        worker_id: config.worker_id.clone(),
+        runtime: runtime.clone(),
+        shutdown: shutdown.clone(),
+    };
     if !agent.register_until_accepted().await? {
+        runtime.shutdown().await;
         return Ok(()); // shut down before the master answered
     }
 
@@ -140,7 +177,11 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     shutdown.cancelled().await;
     let _ = heartbeats.await;
     let _ = commands.await;
+    // Unregister first: the master re-queues this worker's tasks, and the reports of
+    // the copies stopped below are then stale and ignored.
     agent.unregister().await;
+    runtime_stop.cancel();
+    runtime.shutdown().await;
     Ok(())
 }
 
@@ -149,6 +190,7 @@ struct Agent {
     client: MasterServiceClient<Channel>,
     registration: pb::RegisterWorkerRequest,
     worker_id: WorkerId,
+    runtime: TaskRuntime,
     shutdown: CancellationToken,
 }
 
@@ -160,7 +202,10 @@ impl Agent {
         let mut attempts = 0u32;
         loop {
             let mut client = self.client.clone();
-            let call = client.register_worker(self.registration.clone());
+            let mut request = self.registration.clone();
+            // What runs here now, so a restarted master can reconcile.
+            request.running_tasks = self.runtime.running_tasks();
+            let call = client.register_worker(request);
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(false),
                 r = call => r,
@@ -220,7 +265,7 @@ impl Agent {
                 memory_used_mb: sample.memory_used_mb,
                 memory_total_mb: sample.memory_total_mb,
                 gpus: sample.gpus.into_iter().map(Into::into).collect(),
-                running_tasks: Vec::new(),
+                running_tasks: self.runtime.running_tasks(),
             };
             let mut client = self.client.clone();
             let result = tokio::select! {
@@ -298,12 +343,8 @@ impl Agent {
 
     fn handle_command(&self, command: pb::WorkerCommand) {
         match command.command {
-            Some(pb::worker_command::Command::StartTask(t)) => {
-                warn!(task_id = %t.task_id, "this worker cannot run tasks yet; ignoring start command");
-            }
-            Some(pb::worker_command::Command::CancelTask(t)) => {
-                debug!(task_id = %t.task_id, "cancel for a task this worker does not run");
-            }
+            Some(pb::worker_command::Command::StartTask(t)) => self.runtime.start(t),
+            Some(pb::worker_command::Command::CancelTask(t)) => self.runtime.cancel(t),
             None => debug!("empty command"),
         }
     }

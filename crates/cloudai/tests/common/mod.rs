@@ -34,8 +34,12 @@ where
     }
 }
 
+/// A master config with its store in a fresh temporary folder (kept for the test's life).
 pub fn master_config(inactivity: Duration) -> MasterConfig {
-    MasterConfig { telemetry: TelemetryConfig { inactivity_timeout: inactivity, channel_capacity: 10 } }
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let mut config = MasterConfig::new(&dir);
+    config.telemetry = TelemetryConfig { inactivity_timeout: inactivity, channel_capacity: 10 };
+    config
 }
 
 /// A master on loopback with ephemeral ports.
@@ -67,6 +71,8 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
         memory_mb: None,
         simulated_gpus: None,
         labels: Vec::new(),
+        data_dir: tempfile::tempdir().expect("tempdir").keep(),
+        keep_workdirs: false,
     }
 }
 
@@ -151,7 +157,10 @@ impl Proc {
             let lines = lines.clone();
             let needle = needle_owned.clone();
             async move {
-                lines.lock().iter().find_map(|l| l.split_once(needle.as_str()).map(|(_, rest)| rest.trim().to_string()))
+                lines
+                    .lock()
+                    .iter()
+                    .find_map(|l| l.split_once(needle.as_str()).map(|(_, rest)| rest.trim().to_string()))
             }
         })
         .await

@@ -1,0 +1,255 @@
+//! `/api/tasks…`: submit, list, inspect, follow logs, cancel.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cloudai_domain::{Task, TaskId, TaskSpec, TaskStatus};
+use cloudai_store::{LogQuery, LogStream, StoredChunk, TaskFilter};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiState};
+use crate::tasks::TaskError;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/tasks", get(list).post(submit))
+        .route("/api/tasks/{id}", get(one).delete(cancel))
+        .route("/api/tasks/{id}/events", get(events))
+        .route("/api/tasks/{id}/logs", get(logs))
+}
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> Self {
+        match e {
+            TaskError::NotFound(id) => ApiError::not_found(format!("task {id:?} not found")),
+            TaskError::Finished { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            TaskError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            TaskError::Store(source) => {
+                tracing::error!(error = %format!("{source:#}"), "store error");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; retry")
+            }
+        }
+    }
+}
+
+fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(raw).map_err(|_| ApiError::not_found(format!("task {raw:?} not found")))
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), format!("body: {}", r.body_text())))?;
+    let spec = TaskSpec::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let task = state.tasks.submit(spec).await?;
+    Ok((StatusCode::CREATED, Json(task)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Task>>, ApiError> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| ApiError::bad_request(format!("status: {e}")))?),
+    };
+    let filter = TaskFilter { status, worker_id: None, limit: q.limit };
+    Ok(Json(state.tasks.list(&filter).await?))
+}
+
+async fn one(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Json<Task>, ApiError> {
+    Ok(Json(state.tasks.get(&task_id(&raw)?).await?))
+}
+
+async fn events(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<cloudai_domain::TaskEvent>>, ApiError> {
+    let id = task_id(&raw)?;
+    state.tasks.get(&id).await?;
+    Ok(Json(state.tasks.events(&id).await?))
+}
+
+async fn cancel(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = task_id(&raw)?;
+    match state.tasks.cancel(id.clone()).await {
+        Ok(task) if task.status == TaskStatus::Cancelled => Ok(Json(task).into_response()),
+        // Running: the worker stops it (SIGTERM, then SIGKILL after the grace period).
+        Ok(task) => Ok((StatusCode::ACCEPTED, Json(task)).into_response()),
+        Err(TaskError::NotFound(_)) => {
+            // Not in flight: finished (409) or unknown (404).
+            let task = state.tasks.get(&id).await?;
+            Err(TaskError::Finished { task_id: id, status: task.status }.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+    /// Last N lines.
+    tail: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct LogLine {
+    seq: u64,
+    stream: LogStream,
+    data: String,
+    time_ms: i64,
+}
+
+impl From<StoredChunk> for LogLine {
+    fn from(c: StoredChunk) -> Self {
+        Self {
+            seq: c.seq,
+            stream: c.stream,
+            data: String::from_utf8_lossy(&c.data).into_owned(),
+            time_ms: c.time_ms,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Logs {
+    task_id: TaskId,
+    status: TaskStatus,
+    logs: Vec<LogLine>,
+    dropped_bytes: u64,
+    next_seq: u64,
+}
+
+/// Keeps the chunks holding the last `lines` lines (the first one cut to fit).
+fn tail_lines(mut chunks: Vec<StoredChunk>, lines: usize) -> Vec<StoredChunk> {
+    let mut newlines = 0;
+    for i in (0..chunks.len()).rev() {
+        let data = &chunks[i].data;
+        // A trailing newline ends the last line; it does not start a new one.
+        let end = if i == chunks.len() - 1 && data.ends_with(b"\n") { data.len() - 1 } else { data.len() };
+        for pos in (0..end).rev() {
+            if data[pos] == b'\n' {
+                newlines += 1;
+                if newlines == lines {
+                    chunks[i].data.drain(..=pos);
+                    return chunks.split_off(i);
+                }
+            }
+        }
+    }
+    chunks
+}
+
+/// Most bytes returned by one non-following read.
+const PAGE_BYTES: u64 = 8 * 1024 * 1024;
+
+async fn logs(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let id = task_id(&raw)?;
+    let task = state.tasks.get(&id).await?;
+    if q.tail == Some(0) {
+        return Err(ApiError::bad_request("tail: must be at least 1"));
+    }
+    let page =
+        state.tasks.read_logs(&id, LogQuery { limit_bytes: Some(PAGE_BYTES), ..LogQuery::default() }).await?;
+    let chunks = match q.tail {
+        Some(n) => tail_lines(page.chunks, n),
+        None => page.chunks,
+    };
+    if !q.follow {
+        let logs = chunks.into_iter().map(LogLine::from).collect();
+        return Ok(Json(Logs {
+            task_id: id,
+            status: task.status,
+            logs,
+            dropped_bytes: page.dropped_bytes,
+            next_seq: page.next_seq,
+        })
+        .into_response());
+    }
+    // Follow: newline-delimited JSON, one chunk per line, until the task ends.
+    let first: Vec<Bytes> = chunks.into_iter().map(|c| ndjson(LogLine::from(c))).collect();
+    let follow = Follow { state, id, after: page.next_seq, done: false };
+    let stream = futures::stream::iter(first.into_iter().map(Ok::<_, std::io::Error>))
+        .chain(futures::stream::unfold(follow, Follow::next).flat_map(futures::stream::iter));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+}
+
+fn ndjson(line: LogLine) -> Bytes {
+    let mut v = serde_json::to_vec(&line).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+struct Follow {
+    state: ApiState,
+    id: TaskId,
+    after: u64,
+    done: bool,
+}
+
+impl Follow {
+    /// The next lines to send; `None` ends the stream (task over and output drained).
+    async fn next(mut self) -> Option<(Vec<Result<Bytes, std::io::Error>>, Self)> {
+        if self.done {
+            return None;
+        }
+        let id = self.id.clone();
+        let watch = self.state.tasks.log_watch().clone();
+        let notify = watch.notifier(&id);
+        let result = loop {
+            // Register interest before reading, so a wake between the read and the wait is kept.
+            let notified = notify.notified();
+            let query = LogQuery {
+                after_seq: Some(self.after),
+                limit_bytes: Some(1024 * 1024),
+                ..LogQuery::default()
+            };
+            let page = match self.state.tasks.read_logs(&self.id, query).await {
+                Ok(p) => p,
+                Err(_) => break None,
+            };
+            if !page.chunks.is_empty() {
+                self.after = page.next_seq;
+                let lines = page.chunks.into_iter().map(|c| Ok(ndjson(LogLine::from(c)))).collect();
+                break Some((lines, self));
+            }
+            let finished = match self.state.tasks.get(&self.id).await {
+                Ok(t) => t.status.is_final(),
+                Err(_) => true,
+            };
+            if finished {
+                // Final status is recorded after the worker shipped all output: read once more.
+                let query = LogQuery { after_seq: Some(self.after), ..LogQuery::default() };
+                let rest =
+                    self.state.tasks.read_logs(&self.id, query).await.map(|p| p.chunks).unwrap_or_default();
+                self.done = true;
+                let lines = rest.into_iter().map(|c| Ok(ndjson(LogLine::from(c)))).collect();
+                break Some((lines, self));
+            }
+            // Woken by new output or the task's end; the timeout covers a missed wake.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        };
+        drop(notify);
+        watch.release(&id);
+        result
+    }
+}
