@@ -399,9 +399,7 @@ async fn acknowledged_writes_survive_sigkill() {
     child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
     child.wait().expect("reap");
     // Lines still in the pipe were acknowledged before the kill too.
-    acked.extend(
-        lines.map_while(Result::ok).filter_map(|l| Some(TaskId::parse(l.strip_prefix("acked ")?).ok()?)),
-    );
+    acked.extend(lines.map_while(Result::ok).filter_map(|l| TaskId::parse(l.strip_prefix("acked ")?).ok()));
 
     let store = SqliteStore::open(&path, StoreConfig::default()).expect("reopen");
     for id in &acked {
