@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use cloudai_scheduler::{PendingTask, Policy, Scheduler, TaskId, bench};
+use cloudai_scheduler::{Driver, PendingTask, Policy, Scheduler, TaskId, bench};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const WORKERS: usize = 10_000;
@@ -20,8 +20,18 @@ fn place_one(c: &mut Criterion) {
         for t in bench::tasks(40_000, 1) {
             s.remove_pending(&t.task_id);
         }
-        let mut probe = bench::tasks(1, 99).remove(0);
-        probe.task_id = TaskId::parse("probe").expect("valid id");
+        let probe = PendingTask {
+            task_id: TaskId::parse("probe").expect("valid id"),
+            priority: 0,
+            seq: 0,
+            cpu: 2.0,
+            memory_mb: 4096,
+            gpus: 0,
+            driver: Driver::Docker,
+        };
+        s.enqueue(probe.clone()).expect("not queued");
+        assert_eq!(s.schedule().len(), 1, "the probe must fit, or this measures a failed search");
+        s.release(&probe.task_id);
         c.bench_function(&format!("place_one_into_10k_workers/{policy:?}"), |b| {
             b.iter(|| {
                 s.enqueue(probe.clone()).expect("not queued");

@@ -199,7 +199,7 @@ impl Scheduler {
         };
         let cpu = cores(need.cpu_m);
         if need.gpus > max.gpus {
-            return format!("needs {} GPUs; the largest known {driver} worker has {}", need.gpus, max.gpus);
+            return format!("needs {}; the largest known {driver} worker has {}", gpus(need.gpus), max.gpus);
         }
         if need.cpu_m > max.cpu_m {
             let have = cores(max.cpu_m);
@@ -213,8 +213,9 @@ impl Scheduler {
             );
         }
         format!(
-            "needs {cpu} cores, {} MB of memory and {} GPUs on one worker; no known {driver} worker has all of them",
-            need.memory_mb, need.gpus
+            "needs {cpu} cores, {} MB of memory and {} on one worker; no known {driver} worker has all of them",
+            need.memory_mb,
+            gpus(need.gpus)
         )
     }
 
@@ -290,6 +291,10 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+fn gpus(n: u32) -> String {
+    if n == 1 { "1 GPU".to_string() } else { format!("{n} GPUs") }
 }
 
 /// One scheduling pass over (part of) the queue.
