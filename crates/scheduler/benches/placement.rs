@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use cloudai_scheduler::{Driver, PendingTask, Policy, Scheduler, TaskId, bench};
+use cloudai_scheduler::{Driver, PendingTask, Policy, TaskId, bench};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const WORKERS: usize = 10_000;

@@ -12,6 +12,7 @@
 pub mod bench;
 mod error;
 mod index;
+mod largest;
 mod queue;
 mod scheduler;
 mod shape;

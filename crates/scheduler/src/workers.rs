@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use cloudai_domain::{Driver, TaskId, WorkerId};
 
 use crate::error::SchedulerError;
-use crate::index::{Largest, ShapeIndex};
+use crate::index::ShapeIndex;
+use crate::largest::Largest;
 use crate::shape::{Shape, mask_drivers};
 use crate::{Policy, WorkerView};
 
