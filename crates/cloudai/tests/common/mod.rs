@@ -192,3 +192,69 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// Submits a task; panics unless the master answers 201.
+pub async fn submit(api: &str, body: serde_json::Value) -> serde_json::Value {
+    let resp =
+        http_client().post(format!("{api}/api/tasks")).json(&body).send().await.expect("POST /api/tasks");
+    let status = resp.status().as_u16();
+    let task: serde_json::Value = resp.json().await.expect("JSON answer");
+    assert_eq!(status, 201, "submit {body}: {task}");
+    task["task_id"].as_str().expect("task_id").to_string();
+    task
+}
+
+/// A process task running `sh -c script`.
+pub fn shell_task(script: &str) -> serde_json::Value {
+    serde_json::json!({
+        "driver": "process",
+        "command": ["sh", "-c", script],
+        "cpu_required": 0.5,
+        "memory_required": 64,
+    })
+}
+
+pub async fn get_task(api: &str, id: &str) -> serde_json::Value {
+    let (status, task) = get_json(&format!("{api}/api/tasks/{id}")).await;
+    assert_eq!(status, 200, "GET task {id}: {task}");
+    task
+}
+
+/// Waits until the task reaches `status` and returns it.
+pub async fn wait_status(api: &str, id: &str, status: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let task = get_task(api, id).await;
+        if task["status"] == status {
+            return task;
+        }
+        if tokio::time::Instant::now() > deadline || (is_final(&task) && !is_final_str(status)) {
+            panic!("task {id} did not become {status}; last seen: {task}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is_final(task: &serde_json::Value) -> bool {
+    task["status"].as_str().is_some_and(is_final_str)
+}
+
+fn is_final_str(s: &str) -> bool {
+    matches!(s, "completed" | "failed" | "cancelled")
+}
+
+/// The task's whole stdout+stderr as text.
+pub async fn task_output(api: &str, id: &str) -> String {
+    let (status, logs) = get_json(&format!("{api}/api/tasks/{id}/logs")).await;
+    assert_eq!(status, 200, "{logs}");
+    logs["logs"].as_array().expect("logs array").iter().filter_map(|c| c["data"].as_str()).collect()
+}
+
+/// An in-process worker config with a given capacity.
+pub fn sized_worker(grpc: std::net::SocketAddr, id: &str, cpus: f64, gpus: Option<u32>) -> WorkerConfig {
+    let mut config = worker_config(grpc, id);
+    config.cpus = Some(cpus);
+    config.memory_mb = Some(4096);
+    config.simulated_gpus = gpus;
+    config
+}

@@ -1,0 +1,104 @@
+//! Tasks survive lost workers and master crashes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+fn env_pairs(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+fn as_refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_task_runs_again_on_another_worker() {
+    let mut config = master_config(Duration::from_millis(800));
+    config.tasks.loss_grace = Duration::from_millis(500);
+    let master = start_master(config).await;
+    let api = format!("http://{}", master.http_addr);
+    let data = tempfile::tempdir().expect("tempdir");
+    let env = env_pairs(&[
+        ("MASTER_ADDR", format!("http://{}", master.grpc_addr)),
+        ("WORKER_ID", "doomed".into()),
+        ("HEARTBEAT_INTERVAL", "200ms".into()),
+        ("CLOUDAI_DRIVERS", "process".into()),
+        ("WORKER_DATA_DIR", data.path().display().to_string()),
+    ]);
+    let doomed = Proc::spawn(&["worker"], &as_refs(&env), None);
+    doomed.wait_for_line("registered with master").await;
+
+    let task = submit(&api, shell_task("echo run on $CLOUDAI_TASK_ID; sleep 2; echo finished")).await;
+    let id = task["task_id"].as_str().expect("id");
+    let running = wait_status(&api, id, "running").await;
+    assert_eq!(running["worker_id"], "doomed");
+
+    let rescuer = InProcessWorker::start(sized_worker(master.grpc_addr, "rescuer", 2.0, None));
+    doomed.signal(Signal::SIGKILL);
+    drop(doomed);
+
+    let done = wait_status(&api, id, "completed").await;
+    assert_eq!(done["worker_id"], "rescuer", "{done}");
+    assert_eq!(done["attempt"], 2);
+    let (_, events) = get_json(&format!("{api}/api/tasks/{id}/events")).await;
+    let reasons: Vec<&str> =
+        events.as_array().expect("events").iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("worker lost")), "{reasons:?}");
+    rescuer.stop().await;
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_survive_a_master_killed_with_sigkill() {
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let data = tempfile::tempdir().expect("tempdir");
+    let env = env_pairs(&[
+        ("HTTP_PORT", format!("127.0.0.1:{http_port}")),
+        ("GRPC_PORT", format!("127.0.0.1:{grpc_port}")),
+        ("INACTIVITY_TIMEOUT", "2s".into()),
+        ("TASK_LOSS_GRACE", "2s".into()),
+        ("CLOUDAI_DATA_DIR", data.path().display().to_string()),
+    ]);
+    let api = format!("http://127.0.0.1:{http_port}");
+    let master = Proc::spawn(&["master", "--no-console"], &as_refs(&env), None);
+    master.wait_for_line("HTTP API listening on").await;
+    let grpc: std::net::SocketAddr = format!("127.0.0.1:{grpc_port}").parse().expect("addr");
+    let worker = InProcessWorker::start(sized_worker(grpc, "steady", 1.0, None));
+
+    // One runs (1 CPU), the others wait their turn.
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let t = submit(
+            &api,
+            json!({
+                "driver":"process","command":["sh","-c",format!("sleep 1; echo task {i} done")],
+                "cpu_required":1,"memory_required":16
+            }),
+        )
+        .await;
+        ids.push(t["task_id"].as_str().expect("id").to_string());
+    }
+    wait_status(&api, &ids[0], "running").await;
+
+    master.signal(Signal::SIGKILL);
+    drop(master);
+    // Down for a moment: the running task finishes meanwhile; its report waits for the master.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let master = Proc::spawn(&["master", "--no-console"], &as_refs(&env), None);
+    master.wait_for_line("HTTP API listening on").await;
+
+    let (_, all) = get_json(&format!("{api}/api/tasks")).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(4), "every task is still there: {all}");
+    for (i, id) in ids.iter().enumerate() {
+        let done = wait_status(&api, id, "completed").await;
+        assert_eq!(done["attempt"], 1, "no task ran twice: {done}");
+        assert_eq!(task_output(&api, id).await, format!("task {i} done\n"));
+    }
+    worker.stop().await;
+    drop(master);
+}

