@@ -7,7 +7,11 @@ use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 use tokio_util::sync::CancellationToken;
 
+use cloudai_domain::{TaskId, TaskStatus};
+use cloudai_store::{LogQuery, TaskFilter};
+
 use crate::ids::WorkerId;
+use crate::tasks::TaskService;
 use crate::telemetry::{TelemetryManager, WorkerInfo, WorkerTelemetry};
 use crate::time::unix_secs;
 
@@ -16,7 +20,20 @@ commands:
   help              this list
   workers           every worker: id, active, CPU, memory, GPU, tasks, last seen
   status <worker>   one worker in detail
+  tasks [status]    tasks, optionally only one status
+  task <id>         one task in detail
+  logs <id>         a task's output so far
+  cancel <id>       cancel a task
   quit              stop the master";
+
+/// What the console reads and drives.
+#[derive(Clone)]
+pub struct Console {
+    pub telemetry: TelemetryManager,
+    pub tasks: TaskService,
+    /// The master's runtime: task calls are async and run there.
+    pub runtime: tokio::runtime::Handle,
+}
 
 /// Whether to run the console: only on a terminal, and not when turned off.
 pub fn wanted(no_console: bool) -> bool {
@@ -24,9 +41,9 @@ pub fn wanted(no_console: bool) -> bool {
 }
 
 /// Starts the console thread; `quit` (or end of input) cancels `shutdown`.
-pub fn spawn(telemetry: TelemetryManager, shutdown: CancellationToken) {
+pub fn spawn(console: Console, shutdown: CancellationToken) {
     let spawned = std::thread::Builder::new().name("console".into()).spawn(move || {
-        if let Err(e) = run(&telemetry, &shutdown) {
+        if let Err(e) = run(&console, &shutdown) {
             tracing::warn!(error = %e, "console stopped");
         }
     });
@@ -35,7 +52,7 @@ pub fn spawn(telemetry: TelemetryManager, shutdown: CancellationToken) {
     }
 }
 
-fn run(telemetry: &TelemetryManager, shutdown: &CancellationToken) -> rustyline::Result<()> {
+fn run(console: &Console, shutdown: &CancellationToken) -> rustyline::Result<()> {
     let mut editor = DefaultEditor::new()?;
     println!("CloudAI master console. Type 'help' for commands.");
     loop {
@@ -49,7 +66,7 @@ fn run(telemetry: &TelemetryManager, shutdown: &CancellationToken) -> rustyline:
                     continue;
                 }
                 let _ = editor.add_history_entry(line);
-                match execute(telemetry, line) {
+                match execute(console, line) {
                     Outcome::Print(text) => println!("{text}"),
                     Outcome::Quit => {
                         shutdown.cancel();
@@ -74,7 +91,8 @@ pub enum Outcome {
 }
 
 /// Runs one console command and returns what to print.
-pub fn execute(telemetry: &TelemetryManager, line: &str) -> Outcome {
+pub fn execute(console: &Console, line: &str) -> Outcome {
+    let telemetry = &console.telemetry;
     let mut words = line.split_whitespace();
     let command = words.next().unwrap_or_default();
     let arg = words.next();
@@ -83,6 +101,11 @@ pub fn execute(telemetry: &TelemetryManager, line: &str) -> Outcome {
         ("workers", _) => Outcome::Print(workers_table(&telemetry.list_workers())),
         ("status", Some(id)) => Outcome::Print(status(telemetry, id)),
         ("status", None) => Outcome::Print("usage: status <worker>".into()),
+        ("tasks", status) => Outcome::Print(console.runtime.block_on(tasks(&console.tasks, status))),
+        ("task", Some(id)) => Outcome::Print(console.runtime.block_on(task(&console.tasks, id))),
+        ("logs", Some(id)) => Outcome::Print(console.runtime.block_on(logs(&console.tasks, id))),
+        ("cancel", Some(id)) => Outcome::Print(console.runtime.block_on(cancel(&console.tasks, id))),
+        ("task" | "logs" | "cancel", None) => Outcome::Print(format!("usage: {command} <task id>")),
         ("quit" | "exit", _) => Outcome::Quit,
         (other, _) => Outcome::Print(format!("unknown command {other:?}; type 'help'")),
     }
@@ -165,4 +188,54 @@ fn status(telemetry: &TelemetryManager, raw: &str) -> String {
         out.push_str(&format!("\n  task {} ({})", task.task_id, task.status));
     }
     out
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+async fn tasks(service: &TaskService, status: Option<&str>) -> String {
+    let status = match status.map(str::parse::<TaskStatus>).transpose() {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    match service.list(&TaskFilter { status, ..TaskFilter::default() }).await {
+        Ok(list) => crate::cli::tasks_table(&list.iter().map(to_json).collect::<Vec<_>>()),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+async fn task(service: &TaskService, raw: &str) -> String {
+    let Ok(id) = TaskId::parse(raw) else { return format!("task {raw:?} not found") };
+    match service.get(&id).await {
+        Ok(t) => crate::cli::task_detail(&to_json(&t)),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+async fn logs(service: &TaskService, raw: &str) -> String {
+    let Ok(id) = TaskId::parse(raw) else { return format!("task {raw:?} not found") };
+    if let Err(e) = service.get(&id).await {
+        return format!("error: {e}");
+    }
+    match service.read_logs(&id, LogQuery { tail_bytes: Some(64 * 1024), ..LogQuery::default() }).await {
+        Ok(page) => {
+            let text: String = page.chunks.iter().map(|c| String::from_utf8_lossy(&c.data)).collect();
+            if text.is_empty() { "(no output)".into() } else { text.trim_end().to_string() }
+        }
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+async fn cancel(service: &TaskService, raw: &str) -> String {
+    let Ok(id) = TaskId::parse(raw) else { return format!("task {raw:?} not found") };
+    match service.cancel(id.clone()).await {
+        Ok(t) if t.status == TaskStatus::Cancelled => format!("{id} cancelled"),
+        Ok(_) => format!("{id} is being stopped"),
+        Err(crate::tasks::TaskError::NotFound(_)) => match service.get(&id).await {
+            Ok(t) => format!("{id} has already ended ({})", t.status),
+            Err(e) => format!("error: {e}"),
+        },
+        Err(e) => format!("error: {e}"),
+    }
 }

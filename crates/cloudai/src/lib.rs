@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod console;
 pub mod events;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cloudai::config::{MasterAddrArg, MasterArgs, WorkerArgs};
+use cloudai::cli::OutputArg;
+use cloudai::client::ApiClient;
+use cloudai::config::{ClientArgs, MasterAddrArg, MasterArgs, WorkerArgs};
 use cloudai::master::Master;
 use cloudai::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -25,12 +27,28 @@ enum Command {
         #[command(flatten)]
         master: MasterArgs,
     },
-    /// Run a worker: registers with the master, heartbeats, runs tasks.
+    /// Run a worker (registers with the master, heartbeats, runs tasks); or `worker ls|status`.
+    #[command(args_conflicts_with_subcommands = true)]
     Worker {
+        #[command(subcommand)]
+        client: Option<cloudai::cli::WorkerCommand>,
         #[command(flatten)]
         worker: WorkerArgs,
         #[command(flatten)]
         master_addr: MasterAddrArg,
+        #[command(flatten)]
+        api: ClientArgs,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Submit, list, inspect, follow and cancel tasks.
+    Task {
+        #[command(subcommand)]
+        command: cloudai::cli::TaskCommand,
+        #[command(flatten)]
+        api: ClientArgs,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Master and one local worker in one process: the one-command demo.
     Dev {
@@ -83,7 +101,15 @@ fn init_tracing() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Master { master } => run_master(master).await,
-        Command::Worker { worker, master_addr } => {
+        Command::Worker { client: Some(command), api, output, .. } => {
+            let client = ApiClient::new(&api.addr);
+            Ok(cloudai::cli::run_worker(&client, output.output, command).await?)
+        }
+        Command::Task { command, api, output } => {
+            let client = ApiClient::new(&api.addr);
+            Ok(cloudai::cli::run_task(&client, output.output, command).await?)
+        }
+        Command::Worker { client: None, worker, master_addr, .. } => {
             let data_dir = std::path::PathBuf::from("cloudai-data/worker");
             let config = WorkerConfig::from_args(&worker, master_addr.master_addr, &["docker"], data_dir);
             let shutdown = CancellationToken::new();
@@ -99,7 +125,12 @@ async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
     let master = Master::bind_and_start(&args).await?;
     let shutdown = CancellationToken::new();
     if cloudai::console::wanted(args.no_console) {
-        cloudai::console::spawn(master.telemetry.clone(), shutdown.clone());
+        let console = cloudai::console::Console {
+            telemetry: master.telemetry.clone(),
+            tasks: master.tasks.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        cloudai::console::spawn(console, shutdown.clone());
     }
     tokio::spawn(stop_on_signal(shutdown.clone()));
     shutdown.cancelled().await;
@@ -117,7 +148,12 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
     let worker_stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));
     if cloudai::console::wanted(master_args.no_console) {
-        cloudai::console::spawn(master.telemetry.clone(), shutdown.clone());
+        let console = cloudai::console::Console {
+            telemetry: master.telemetry.clone(),
+            tasks: master.tasks.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        cloudai::console::spawn(console, shutdown.clone());
     }
     tracing::info!(
         "dev cluster up: try `curl http://{}/workers`",

@@ -1,6 +1,8 @@
 //! Load generators: `cloudai bench …`. Each prints one JSON line of results last.
 
 pub mod heartbeats;
+pub mod scheduler;
+pub mod tasks;
 
 use clap::Subcommand;
 
@@ -8,12 +10,20 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Simulate N workers that register and heartbeat over real gRPC.
     Heartbeats(heartbeats::HeartbeatArgs),
+    /// The scheduler alone, in process, over simulated workers.
+    Scheduler(scheduler::SchedulerArgs),
+    /// Submit N trivial tasks to a running cluster and wait for all of them.
+    Tasks(tasks::TasksArgs),
 }
 
 impl BenchCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         let result = match self {
             BenchCommand::Heartbeats(args) => heartbeats::run(args).await?,
+            BenchCommand::Scheduler(args) => {
+                tokio::task::spawn_blocking(move || scheduler::run(args)).await??
+            }
+            BenchCommand::Tasks(args) => tasks::run(args).await?,
         };
         println!("{result}");
         Ok(())

@@ -20,6 +20,7 @@ use crate::tasks::TaskError;
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/tasks", get(list).post(submit))
+        .route("/api/tasks/summary", get(summary))
         .route("/api/tasks/{id}", get(one).delete(cancel))
         .route("/api/tasks/{id}/events", get(events))
         .route("/api/tasks/{id}/logs", get(logs))
@@ -69,6 +70,13 @@ async fn list(
     };
     let filter = TaskFilter { status, worker_id: None, limit: q.limit };
     Ok(Json(state.tasks.list(&filter).await?))
+}
+
+/// Tasks per status (all six, zeros included).
+async fn summary(
+    State(state): State<ApiState>,
+) -> Result<Json<std::collections::BTreeMap<TaskStatus, u64>>, ApiError> {
+    Ok(Json(state.tasks.count_by_status().await?))
 }
 
 async fn one(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Json<Task>, ApiError> {

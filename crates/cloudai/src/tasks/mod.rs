@@ -197,6 +197,12 @@ impl TaskService {
         &self.logs
     }
 
+    pub async fn count_by_status(
+        &self,
+    ) -> Result<std::collections::BTreeMap<cloudai_domain::TaskStatus, u64>, TaskError> {
+        Ok(self.store.count_by_status().await?)
+    }
+
     pub async fn counts(&self) -> Result<TaskCounts, TaskError> {
         self.ask(Request::Counts).await
     }
