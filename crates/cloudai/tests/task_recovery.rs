@@ -102,3 +102,47 @@ async fn tasks_survive_a_master_killed_with_sigkill() {
     worker.stop().await;
     drop(master);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_comes_back_is_told_to_stop_its_stale_copy() {
+    let mut config = master_config(Duration::from_millis(800));
+    config.tasks.loss_grace = Duration::from_millis(300);
+    let master = start_master(config).await;
+    let api = format!("http://{}", master.http_addr);
+    let data = tempfile::tempdir().expect("tempdir");
+    let env = env_pairs(&[
+        ("MASTER_ADDR", format!("http://{}", master.grpc_addr)),
+        ("WORKER_ID", "sleepy".into()),
+        ("HEARTBEAT_INTERVAL", "200ms".into()),
+        ("CLOUDAI_DRIVERS", "process".into()),
+        ("WORKER_DATA_DIR", data.path().display().to_string()),
+        ("RUST_LOG", "info".into()),
+    ]);
+    let sleepy = Proc::spawn(&["worker"], &as_refs(&env), None);
+    sleepy.wait_for_line("registered with master").await;
+    let task = submit(&api, shell_task("sleep 4; echo done")).await;
+    let id = task["task_id"].as_str().expect("id").to_string();
+    wait_status(&api, &id, "running").await;
+
+    // The worker freezes (its task keeps running), is declared lost, the task moves.
+    sleepy.signal(Signal::SIGSTOP);
+    let rescuer = InProcessWorker::start(sized_worker(master.grpc_addr, "rescuer", 2.0, None));
+    wait_until(DEADLINE, "the task to run again elsewhere", || async {
+        let t = get_task(&api, &id).await;
+        (t["worker_id"] == "rescuer" && t["status"] == "running").then_some(())
+    })
+    .await;
+    sleepy.signal(Signal::SIGCONT);
+    sleepy.wait_for_line("stale").await;
+
+    let done = wait_status(&api, &id, "completed").await;
+    assert_eq!((done["worker_id"].as_str(), done["attempt"].as_u64()), (Some("rescuer"), Some(2)), "{done}");
+    // Give the stale copy time to report; the task still completed exactly once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, events) = get_json(&format!("{api}/api/tasks/{id}/events")).await;
+    let ended = events.as_array().expect("events").iter().filter(|e| e["to"] == "completed").count();
+    assert_eq!(ended, 1, "{events}");
+    assert_eq!(task_output(&api, &id).await, "done\n");
+    rescuer.stop().await;
+    master.shutdown().await;
+}

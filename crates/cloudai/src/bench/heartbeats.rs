@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
-use super::resident_bytes;
+use super::{cpu_seconds, resident_bytes};
 use crate::config::{parse_duration, parse_url};
 use crate::time::unix_ms;
 use crate::worker::gpu::{GpuSource, SimulatedGpus};
@@ -141,6 +141,7 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
     let sent = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let cpu_start = args.master_pid.and_then(cpu_seconds);
     let deadline = tokio::time::Instant::now() + args.duration;
     let gpus = Arc::new(gpus);
     let mut tasks = tokio::task::JoinSet::new();
@@ -157,6 +158,7 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
     while tasks.join_next().await.is_some() {}
     let elapsed = start.elapsed().as_secs_f64();
     let rss_end = args.master_pid.and_then(resident_bytes);
+    let cpu_used = cpu_start.zip(args.master_pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
 
     if !args.keep {
         eprintln!("unregistering");
@@ -196,6 +198,8 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
         "master_rss_registered_bytes": rss_registered,
         "master_rss_end_bytes": rss_end,
         "master_rss_per_idle_worker_bytes": per_worker,
+        "master_cpu_seconds": cpu_used,
+        "master_cpu_us_per_heartbeat": cpu_used.map(|c| c * 1e6 / sent.max(1) as f64),
     }))
 }
 

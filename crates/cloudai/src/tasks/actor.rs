@@ -52,7 +52,12 @@ pub(super) struct Actor {
     awaiting_worker: HashMap<WorkerId, HashSet<TaskId>>,
     /// Placed tasks a re-registered worker did not list: lost at the deadline unless reported.
     unconfirmed: HashMap<TaskId, Instant>,
+    /// Stale copies already told to stop, so every heartbeat does not repeat the command.
+    stale_told: HashMap<(WorkerId, String), Instant>,
 }
+
+/// How long before a stale copy that is still reported gets its stop command again.
+const STALE_RESEND: Duration = Duration::from_secs(10);
 
 impl Actor {
     pub fn new(
@@ -75,6 +80,7 @@ impl Actor {
             losing: HashMap::new(),
             awaiting_worker: HashMap::new(),
             unconfirmed: HashMap::new(),
+            stale_told: HashMap::new(),
         };
         actor.restore(unfinished);
         actor
@@ -461,6 +467,12 @@ impl Actor {
                 .and_then(|id| self.tasks.get(&id))
                 .is_some_and(|a| a.task.worker_id.as_ref() == Some(worker));
             if !wanted {
+                let key = (worker.clone(), r.task_id.clone());
+                let now = Instant::now();
+                if self.stale_told.get(&key).is_some_and(|at| now.duration_since(*at) < STALE_RESEND) {
+                    continue;
+                }
+                self.stale_told.insert(key, now);
                 info!(task_id = %r.task_id, worker_id = %worker, "stopping a stale copy of a task");
                 self.send_cancel(worker, &r.task_id, "stale copy: the task runs elsewhere or has ended");
             } else if let Ok(id) = TaskId::parse(&r.task_id) {
@@ -504,6 +516,7 @@ impl Actor {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.stale_told.retain(|_, at| now.duration_since(*at) < STALE_RESEND);
         let lost: Vec<WorkerId> =
             self.losing.iter().filter(|(_, d)| **d <= now).map(|(w, _)| w.clone()).collect();
         for worker in lost {
