@@ -13,6 +13,11 @@ use cloudai::master::Master;
 use cloudai::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
+/// glibc's malloc was a third of the master's CPU on the heartbeat path (many small,
+/// short-lived allocations across threads); mimalloc handles that pattern far better.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "cloudai", version, about = "CloudAI: a cluster manager for AI compute")]
 struct Cli {

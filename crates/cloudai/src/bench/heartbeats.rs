@@ -6,8 +6,7 @@
 //! as real workers have). With `--master-pid` the master's resident memory is read
 //! before and after registration to give bytes per idle registered worker.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -16,7 +15,6 @@ use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use parking_lot::Mutex;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
@@ -63,56 +61,177 @@ pub struct HeartbeatArgs {
     /// Worker id prefix (default: random, so runs never collide).
     #[arg(long)]
     pub prefix: Option<String>,
+    /// Load-generator threads, each with its own single-threaded runtime and connections.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
 }
 
-struct Sim {
-    id: String,
-    client: MasterServiceClient<Channel>,
+/// One load-generator thread: its own runtime, connections and simulated workers.
+struct Shard {
+    index: usize,
+    workers: Vec<usize>,
+    connections: usize,
+}
+
+struct ShardResult {
+    sent: u64,
+    errors: u64,
+    register_errors: usize,
+    histogram: Histogram<u64>,
+}
+
+/// Phase boundaries shared by the shards and the coordinator.
+struct Phases {
+    registered: Barrier,
+    go: Barrier,
+    done: Barrier,
 }
 
 pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let connections =
-        if args.connection_per_worker { args.workers } else { args.connections.clamp(1, args.workers) };
-    let prefix =
-        args.prefix.clone().unwrap_or_else(|| format!("sim-{:06x}", rand::random::<u32>() & 0xff_ffff));
-    eprintln!("opening {connections} connection(s) to {}", args.master);
+    let connections = if args.connection_per_worker { args.workers } else { args.connections.clamp(1, args.workers) };
+    let threads = args.threads.clamp(1, 64).min(connections);
+    let args = Arc::new(HeartbeatArgs { connections, threads, ..args });
+    let prefix = args.prefix.clone().unwrap_or_else(|| format!("sim-{:06x}", rand::random::<u32>() & 0xff_ffff));
+    eprintln!("{} workers over {connections} connection(s) from {threads} thread(s) to {}", args.workers, args.master);
+
+    let phases = Arc::new(Phases {
+        registered: Barrier::new(threads + 1),
+        go: Barrier::new(threads + 1),
+        done: Barrier::new(threads + 1),
+    });
+    let mut handles = Vec::new();
+    for index in 0..threads {
+        let shard = Shard {
+            index,
+            workers: (index..args.workers).step_by(threads).collect(),
+            connections: connections / threads + usize::from(index < connections % threads),
+        };
+        let (args, phases, prefix) = (args.clone(), phases.clone(), prefix.clone());
+        handles.push(std::thread::Builder::new().name(format!("bench-{index}")).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(run_shard(&args, shard, &prefix, &phases))
+        })?);
+    }
+
+    // The coordinator measures the master between phases; it blocks, so off the runtime.
+    let coordinator = {
+        let (args, phases) = (args.clone(), phases.clone());
+        tokio::task::spawn_blocking(move || {
+            let rss_before = args.master_pid.and_then(resident_bytes);
+            phases.registered.wait();
+            std::thread::sleep(args.settle);
+            let rss_registered = args.master_pid.and_then(resident_bytes);
+            let cpu_start = args.master_pid.and_then(cpu_seconds);
+            eprintln!(
+                "heartbeating every {:?} for {:?} ({:.0}/s expected)",
+                args.interval,
+                args.duration,
+                args.workers as f64 / args.interval.as_secs_f64()
+            );
+            let start = Instant::now();
+            phases.go.wait();
+            phases.done.wait();
+            let elapsed = start.elapsed().as_secs_f64();
+            let cpu_used = cpu_start.zip(args.master_pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+            let rss_end = args.master_pid.and_then(resident_bytes);
+            (rss_before, rss_registered, rss_end, cpu_used, elapsed)
+        })
+    };
+    let (rss_before, rss_registered, rss_end, cpu_used, elapsed) = coordinator.await?;
+    let mut total = ShardResult {
+        sent: 0,
+        errors: 0,
+        register_errors: 0,
+        histogram: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    };
+    for handle in handles {
+        let r = handle.join().map_err(|_| anyhow::anyhow!("a load-generator thread panicked"))??;
+        total.sent += r.sent;
+        total.errors += r.errors;
+        total.register_errors += r.register_errors;
+        total.histogram.add(&r.histogram)?;
+    }
+
+    let h = &total.histogram;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let per_worker = match (rss_before, rss_registered) {
+        (Some(b), Some(a)) => Some((a.saturating_sub(b)) / args.workers as u64),
+        _ => None,
+    };
+    Ok(json!({
+        "bench": "heartbeats",
+        "workers": args.workers,
+        "connections": connections,
+        "threads": threads,
+        "interval_ms": args.interval.as_millis() as u64,
+        "duration_s": elapsed,
+        "heartbeats_sent": total.sent,
+        "heartbeats_per_sec": total.sent as f64 / elapsed,
+        "p50_ms": ms(0.50),
+        "p90_ms": ms(0.90),
+        "p99_ms": ms(0.99),
+        "max_ms": h.max() as f64 / 1000.0,
+        "errors": total.errors,
+        "register_errors": total.register_errors,
+        "master_rss_before_bytes": rss_before,
+        "master_rss_registered_bytes": rss_registered,
+        "master_rss_end_bytes": rss_end,
+        "master_rss_per_idle_worker_bytes": per_worker,
+        "master_cpu_seconds": cpu_used,
+        "master_cpu_us_per_heartbeat": cpu_used.map(|c| c * 1e6 / total.sent.max(1) as f64),
+    }))
+}
+
+async fn run_shard(args: &HeartbeatArgs, shard: Shard, prefix: &str, phases: &Phases) -> anyhow::Result<ShardResult> {
+    let mut result = ShardResult {
+        sent: 0,
+        errors: 0,
+        register_errors: 0,
+        histogram: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    };
     let endpoint = Endpoint::from_shared(args.master.clone())
         .context("bad --master")?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(10))
         .tcp_nodelay(true);
-    let channels: Vec<Channel> = futures::stream::iter(0..connections)
+    let connected: Result<Vec<Channel>, _> = futures::stream::iter(0..shard.connections.max(1))
         .map(|_| {
             let e = endpoint.clone();
             async move { e.connect().await }
         })
-        .buffer_unordered(128)
+        .buffer_unordered(64)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("cannot connect to {}", args.master))?;
-
-    let sims: Vec<Sim> = (0..args.workers)
-        .map(|i| Sim {
-            id: format!("{prefix}-{i:05}"),
-            client: MasterServiceClient::new(channels[i % connections].clone()),
-        })
+        .collect();
+    let channels = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            // Release the other threads before failing.
+            phases.registered.wait();
+            phases.go.wait();
+            phases.done.wait();
+            return Err(anyhow::Error::new(e).context(format!("cannot connect to {}", args.master)));
+        }
+    };
+    let sims: Vec<(usize, String, MasterServiceClient<Channel>)> = shard
+        .workers
+        .iter()
+        .enumerate()
+        .map(|(j, &i)| (i, format!("{prefix}-{i:05}"), MasterServiceClient::new(channels[j % channels.len()].clone())))
         .collect();
 
-    let rss_before = args.master_pid.and_then(resident_bytes);
-    eprintln!("registering {} simulated workers", args.workers);
     let gpus = SimulatedGpus::new(args.gpus);
     let inventory: Vec<pb::GpuInfo> = gpus.inventory().into_iter().map(Into::into).collect();
-    let register_errors = futures::stream::iter(sims.iter())
-        .map(|sim| {
-            let mut client = sim.client.clone();
+    result.register_errors = futures::stream::iter(sims.iter())
+        .map(|(_, id, client)| {
+            let mut client = client.clone();
             let req = pb::RegisterWorkerRequest {
-                worker_id: sim.id.clone(),
-                hostname: format!("{}.sim", sim.id),
+                worker_id: id.clone(),
+                hostname: format!("{id}.sim"),
                 cpu_cores: 32.0,
                 memory_mb: 256 * 1024,
                 gpus: inventory.clone(),
@@ -128,146 +247,112 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
         .filter(|failed| futures::future::ready(*failed))
         .count()
         .await;
-    tokio::time::sleep(args.settle).await;
-    let rss_registered = args.master_pid.and_then(resident_bytes);
-
-    eprintln!(
-        "heartbeating every {:?} for {:?} ({:.0}/s expected)",
-        args.interval,
-        args.duration,
-        args.workers as f64 / args.interval.as_secs_f64()
-    );
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
-    let sent = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let cpu_start = args.master_pid.and_then(cpu_seconds);
-    let deadline = tokio::time::Instant::now() + args.duration;
-    let gpus = Arc::new(gpus);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, sim) in sims.iter().enumerate() {
-        let offset = args.interval.mul_f64(i as f64 / args.workers as f64);
-        let (client, id) = (sim.client.clone(), sim.id.clone());
-        let (histogram, sent, errors, gpus) = (histogram.clone(), sent.clone(), errors.clone(), gpus.clone());
-        let (interval, running) = (args.interval, args.running_tasks);
-        tasks.spawn(async move {
-            heartbeat_loop(client, id, interval, offset, deadline, running, &gpus, &histogram, &sent, &errors)
-                .await
-        });
+    if shard.index == 0 {
+        eprintln!("registered; settling");
     }
-    while tasks.join_next().await.is_some() {}
-    let elapsed = start.elapsed().as_secs_f64();
-    let rss_end = args.master_pid.and_then(resident_bytes);
-    let cpu_used = cpu_start.zip(args.master_pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+    phases.registered.wait();
+    phases.go.wait();
+
+    let deadline = tokio::time::Instant::now() + args.duration;
+    let template: Vec<pb::GpuStats> = gpus.sample().into_iter().map(Into::into).collect();
+    let local = tokio::task::LocalSet::new();
+    let stats = std::rc::Rc::new(std::cell::RefCell::new(ShardStats::default()));
+    for (i, id, client) in &sims {
+        let offset = args.interval.mul_f64(*i as f64 / args.workers as f64);
+        let hb = heartbeat_template(id, args.running_tasks, &template);
+        let (client, stats, interval) = (client.clone(), stats.clone(), args.interval);
+        local.spawn_local(heartbeat_loop(client, hb, interval, offset, deadline, stats));
+    }
+    local.await;
+    phases.done.wait();
+    let stats = std::mem::take(&mut *stats.borrow_mut());
+    result.sent = stats.sent;
+    result.errors = stats.errors;
+    for micros in stats.latencies_us {
+        let _ = result.histogram.record(micros.max(1));
+    }
 
     if !args.keep {
-        eprintln!("unregistering");
         futures::stream::iter(sims.iter())
-            .map(|sim| {
-                let mut client = sim.client.clone();
-                let req = pb::UnregisterWorkerRequest { worker_id: sim.id.clone() };
+            .map(|(_, id, client)| {
+                let mut client = client.clone();
+                let req = pb::UnregisterWorkerRequest { worker_id: id.clone() };
                 async move { client.unregister_worker(req).await.is_ok() }
             })
             .buffer_unordered(256)
             .count()
             .await;
     }
-
-    let h = histogram.lock();
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let sent = sent.load(Ordering::Relaxed);
-    let per_worker = match (rss_before, rss_registered) {
-        (Some(b), Some(a)) => Some((a.saturating_sub(b)) / args.workers as u64),
-        _ => None,
-    };
-    Ok(json!({
-        "bench": "heartbeats",
-        "workers": args.workers,
-        "connections": connections,
-        "interval_ms": args.interval.as_millis() as u64,
-        "duration_s": elapsed,
-        "heartbeats_sent": sent,
-        "heartbeats_per_sec": sent as f64 / elapsed,
-        "p50_ms": ms(0.50),
-        "p90_ms": ms(0.90),
-        "p99_ms": ms(0.99),
-        "max_ms": h.max() as f64 / 1000.0,
-        "errors": errors.load(Ordering::Relaxed),
-        "register_errors": register_errors,
-        "master_rss_before_bytes": rss_before,
-        "master_rss_registered_bytes": rss_registered,
-        "master_rss_end_bytes": rss_end,
-        "master_rss_per_idle_worker_bytes": per_worker,
-        "master_cpu_seconds": cpu_used,
-        "master_cpu_us_per_heartbeat": cpu_used.map(|c| c * 1e6 / sent.max(1) as f64),
-    }))
+    Ok(result)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[derive(Default)]
+struct ShardStats {
+    sent: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+}
+
+fn heartbeat_template(worker_id: &str, running_tasks: usize, gpus: &[pb::GpuStats]) -> pb::Heartbeat {
+    let started_at = unix_ms() / 1000;
+    pb::Heartbeat {
+        worker_id: worker_id.to_string(),
+        memory_used_mb: 80 * 1024,
+        memory_total_mb: 256 * 1024,
+        gpus: gpus.to_vec(),
+        running_tasks: (0..running_tasks)
+            .map(|t| pb::RunningTask {
+                task_id: format!("{worker_id}-task-{t}"),
+                status: "running".into(),
+                started_at,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Heartbeats at `interval` until `deadline`, with figures that drift like a real machine's.
 async fn heartbeat_loop(
     mut client: MasterServiceClient<Channel>,
-    worker_id: String,
+    mut hb: pb::Heartbeat,
     interval: Duration,
     offset: Duration,
     deadline: tokio::time::Instant,
-    running_tasks: usize,
-    gpus: &SimulatedGpus,
-    histogram: &Mutex<Histogram<u64>>,
-    sent: &AtomicU64,
-    errors: &AtomicU64,
+    stats: std::rc::Rc<std::cell::RefCell<ShardStats>>,
 ) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cpu: f64 = rand::random::<f64>() * 100.0;
-    let started_at = unix_ms() / 1000;
-    let tasks: Vec<pb::RunningTask> = (0..running_tasks)
-        .map(|t| pb::RunningTask {
-            task_id: format!("{worker_id}-task-{t}"),
-            status: "running".into(),
-            cpu_percent: 0.0,
-            memory_bytes: 0,
-            started_at,
-        })
-        .collect();
     loop {
-        let at = tick.tick().await;
-        if at >= deadline {
+        if tick.tick().await >= deadline {
             break;
         }
         cpu = (cpu + (rand::random::<f64>() - 0.5) * 10.0).clamp(0.0, 100.0);
-        let gpu_stats: Vec<pb::GpuStats> = gpus.sample().into_iter().map(Into::into).collect();
-        let gpu_usage = if gpu_stats.is_empty() {
+        hb.timestamp_ms = unix_ms();
+        hb.cpu_usage = cpu;
+        hb.memory_usage = 30.0 + cpu / 4.0;
+        for (k, g) in hb.gpus.iter_mut().enumerate() {
+            g.utilization_percent = (cpu + 7.0 * k as f64) % 100.0;
+            g.memory_used_mb = (g.memory_total_mb as f64 * g.utilization_percent / 200.0) as u64;
+        }
+        hb.gpu_usage = if hb.gpus.is_empty() {
             0.0
         } else {
-            gpu_stats.iter().map(|g| g.utilization_percent).sum::<f64>() / gpu_stats.len() as f64
+            hb.gpus.iter().map(|g| g.utilization_percent).sum::<f64>() / hb.gpus.len() as f64
         };
-        let mut running = tasks.clone();
-        for t in &mut running {
+        for t in &mut hb.running_tasks {
             t.cpu_percent = cpu / 2.0;
             t.memory_bytes = 512 * 1024 * 1024 + (cpu as u64) * 1024 * 1024;
         }
-        let hb = pb::Heartbeat {
-            worker_id: worker_id.clone(),
-            timestamp_ms: unix_ms(),
-            cpu_usage: cpu,
-            memory_usage: 30.0 + cpu / 4.0,
-            gpu_usage,
-            memory_used_mb: 80 * 1024,
-            memory_total_mb: 256 * 1024,
-            gpus: gpu_stats,
-            running_tasks: running,
-        };
         let t0 = Instant::now();
-        let result = client.send_heartbeat(hb).await;
+        let result = client.send_heartbeat(hb.clone()).await;
         let micros = t0.elapsed().as_micros() as u64;
-        sent.fetch_add(1, Ordering::Relaxed);
+        let mut s = stats.borrow_mut();
+        s.sent += 1;
         match result {
-            Ok(_) => {
-                let _ = histogram.lock().record(micros.max(1));
-            }
-            Err(_) => {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(_) => s.latencies_us.push(micros),
+            Err(_) => s.errors += 1,
         }
     }
 }
