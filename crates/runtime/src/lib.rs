@@ -1,7 +1,7 @@
 //! The worker side of task execution.
 //!
 //! [`TaskRuntime`] runs the tasks the master places on a worker through a
-//! [`Driver`] (a process group today, Docker later), reports each task's status
+//! [`Driver`] (a process group or a Docker container), reports each task's status
 //! transitions in order with retries, and ships its output in batches, all of it
 //! before the final status. The master is reached through [`MasterLink`].
 //!
@@ -19,12 +19,17 @@ mod shipper;
 mod supervisor;
 
 pub use config::RuntimeConfig;
-pub use driver::{Driver, DriverError, Execution, ExitStatus, Launch, ProcessDriver, TaskControl};
+pub use driver::{
+    DockerDriver, DockerOptions, Driver, DriverError, Execution, ExitStatus, Launch, Leftover, ProcessDriver,
+    TaskControl, error_chain,
+};
 pub use link::{GrpcMasterLink, MasterLink};
 pub use runtime::TaskRuntime;
 
 /// The driver name of [`ProcessDriver`] in [`RuntimeConfig::drivers`].
 pub const PROCESS_DRIVER: &str = "process";
+/// The driver name of [`DockerDriver`] in [`RuntimeConfig::drivers`].
+pub const DOCKER_DRIVER: &str = "docker";
 
 /// Unix time in milliseconds (0 if the clock is before 1970).
 pub(crate) fn unix_ms() -> i64 {

@@ -14,10 +14,10 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::config::RuntimeConfig;
-use crate::driver::{Driver, Launch, TaskControl};
+use crate::driver::{Driver, Execution, Launch, Leftover, TaskControl, error_chain};
 use crate::link::{MasterLink, RetryPolicy};
 use crate::reporter::Reporter;
 use crate::supervisor::{StopReason, StopRequest, Supervisor, report};
@@ -37,9 +37,10 @@ const CLEANUP_WAIT: Duration = Duration::from_secs(2);
 ///
 /// Worker shutdown (the token given to [`TaskRuntime::new`] is cancelled, or
 /// [`TaskRuntime::shutdown`]): tasks cannot be left running, since process-driver
-/// tasks are our children (killed when we exit) and nothing can re-attach to them
-/// yet. So every task is stopped with `default_grace` and reported `failed` with
-/// "worker shut down"; the master may then run it again elsewhere.
+/// tasks are our children (killed when we exit). So every task (containers too) is
+/// stopped with `default_grace` and reported `failed` with "worker shut down"; the
+/// master may then run it again elsewhere. Only containers outlive a worker that
+/// dies; [`TaskRuntime::adopt_existing`] follows them again after a restart.
 #[derive(Clone)]
 pub struct TaskRuntime {
     inner: Arc<Inner>,
@@ -57,6 +58,13 @@ pub(crate) struct Inner {
     give_up: CancellationToken,
     pub tracker: TaskTracker,
     pub policy: RetryPolicy,
+}
+
+/// How a supervisor is reached, and what it waits for.
+struct SupervisorChannels {
+    stops: mpsc::UnboundedReceiver<StopRequest>,
+    done: CancellationToken,
+    prev_done: Option<CancellationToken>,
 }
 
 struct Entry {
@@ -155,6 +163,7 @@ impl TaskRuntime {
 
         let launch = Launch {
             task_id: task_id.clone(),
+            worker_id: inner.config.worker_id.clone(),
             attempt: cmd.attempt,
             image: cmd.image,
             command: cmd.command,
@@ -164,32 +173,127 @@ impl TaskRuntime {
             memory_required_mb: cmd.memory_required_mb,
             workdir: inner.config.data_dir.join("tasks").join(task_id.as_str()),
         };
-        let worker_id = &inner.config.worker_id;
+        let queued =
+            report(&inner.config.worker_id, &task_id, cmd.attempt, TaskStatus::Queued, None, String::new());
+        info!(driver = %cmd.driver, "task queued");
+        self.supervise(
+            launch,
+            driver,
+            Some(queued),
+            None,
+            SupervisorChannels { stops, done, prev_done },
+            &span,
+        );
+    }
+
+    /// Takes over the tasks a previous process of this worker left behind (containers
+    /// outlive it). Call before registering, so the registration lists them. Each is then
+    /// followed and reported like any other (a `running` report, whose ack may say the
+    /// master no longer wants it; then its end); one that ended meanwhile reports its end.
+    /// Returns how many tasks were adopted.
+    pub async fn adopt_existing(&self) -> usize {
+        let inner = &self.inner;
+        let mut drivers: Vec<_> = inner.drivers.iter().map(|(n, d)| (n.clone(), d.clone())).collect();
+        drivers.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut adopted = 0;
+        for (name, driver) in drivers {
+            let leftovers = match driver.leftovers(&inner.config.worker_id).await {
+                Ok(leftovers) => leftovers,
+                Err(e) => {
+                    warn!(driver = %name, error = %error_chain(&e), "cannot list tasks left by a previous worker process");
+                    continue;
+                }
+            };
+            for leftover in leftovers {
+                adopted += usize::from(self.adopt_one(&driver, leftover).await);
+            }
+        }
+        if adopted > 0 {
+            info!(tasks = adopted, "adopted tasks left by a previous worker process");
+        }
+        adopted
+    }
+
+    async fn adopt_one(&self, driver: &Arc<dyn Driver>, leftover: Leftover) -> bool {
+        let inner = &self.inner;
+        let Leftover { task_id, attempt, handle, image } = leftover;
+        let span = info_span!("task", task_id = %task_id, attempt);
+        if inner.tasks.lock().contains_key(&task_id) {
+            return false;
+        }
+        let launch = Launch {
+            task_id: task_id.clone(),
+            worker_id: inner.config.worker_id.clone(),
+            attempt,
+            image,
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            gpu_indices: Vec::new(),
+            cpu_required: 0.0,
+            memory_required_mb: 0,
+            workdir: inner.config.data_dir.join("tasks").join(task_id.as_str()),
+        };
+        let execution = match driver.adopt(&launch, &handle).instrument(span.clone()).await {
+            Ok(execution) => execution,
+            Err(e) => {
+                self.fail_unregistered(task_id.as_str(), attempt, error_chain(&e));
+                return false;
+            }
+        };
+        let (stop_tx, stops) = mpsc::unbounded_channel();
+        let done = CancellationToken::new();
+        {
+            let mut tasks = inner.tasks.lock();
+            if tasks.contains_key(&task_id) {
+                return false; // a StartTask won the race; it runs the task
+            }
+            let phase = Phase::Running { started_ms: unix_ms(), control: execution.control.clone() };
+            tasks.insert(task_id.clone(), Entry { attempt, phase, stop: stop_tx, done: done.clone() });
+        }
+        let channels = SupervisorChannels { stops, done, prev_done: None };
+        self.supervise(launch, driver.clone(), None, Some(execution), channels, &span);
+        true
+    }
+
+    /// Spawns the reporter and the supervisor of a registered task.
+    fn supervise(
+        &self,
+        launch: Launch,
+        driver: Arc<dyn Driver>,
+        first_report: Option<pb::TaskStatusReport>,
+        adopted: Option<Execution>,
+        channels: SupervisorChannels,
+        span: &Span,
+    ) {
+        let inner = &self.inner;
         let (reports, queue) = mpsc::unbounded_channel();
-        reports.send(report(worker_id, &task_id, cmd.attempt, TaskStatus::Queued, None, String::new())).ok();
+        if let Some(first) = first_report {
+            reports.send(first).ok();
+        }
         let discard = inner.give_up.child_token();
         let weak = Arc::downgrade(inner);
-        let stale_id = task_id.clone();
+        let stale_id = launch.task_id.clone();
+        let attempt = launch.attempt;
         let reporter = Reporter {
             reports: queue,
             link: inner.link.clone(),
             policy: inner.policy,
             give_up: discard.clone(),
-            on_stale: Box::new(move || mark_stale(&weak, &stale_id, Some(cmd.attempt))),
+            on_stale: Box::new(move || mark_stale(&weak, &stale_id, Some(attempt))),
         };
         let reporter = inner.tracker.spawn(reporter.run().instrument(span.clone()));
         let supervisor = Supervisor {
             inner: inner.clone(),
             launch,
             driver,
+            adopted,
             reports,
             reporter,
-            stops,
+            stops: channels.stops,
             discard,
-            prev_done,
-            done,
+            prev_done: channels.prev_done,
+            done: channels.done,
         };
-        info!(driver = %cmd.driver, "task queued");
         inner.tracker.spawn(supervisor.run().instrument(span.clone()));
     }
 
@@ -265,13 +369,17 @@ impl TaskRuntime {
 
     /// Reports a task that will not run here as failed, without registering it.
     fn reject(&self, cmd: &pb::StartTask, error: String) {
+        self.fail_unregistered(&cmd.task_id, cmd.attempt, error);
+    }
+
+    fn fail_unregistered(&self, task_id: &str, attempt: u32, error: String) {
         let inner = &self.inner;
-        warn!(task_id = %cmd.task_id, error = %error, "cannot run task");
+        warn!(task_id = %task_id, error = %error, "cannot run task");
         let (reports, queue) = mpsc::unbounded_channel();
         let failed = pb::TaskStatusReport {
             worker_id: inner.config.worker_id.clone(),
-            task_id: cmd.task_id.clone(),
-            attempt: cmd.attempt,
+            task_id: task_id.to_owned(),
+            attempt,
             status: TaskStatus::Failed.as_str().to_owned(),
             exit_code: None,
             error,
@@ -285,7 +393,7 @@ impl TaskRuntime {
             give_up: inner.give_up.child_token(),
             on_stale: Box::new(|| {}),
         };
-        inner.tracker.spawn(reporter.run().instrument(info_span!("task", task_id = %cmd.task_id)));
+        inner.tracker.spawn(reporter.run().instrument(info_span!("task", task_id = %task_id)));
     }
 }
 

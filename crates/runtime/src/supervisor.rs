@@ -52,6 +52,8 @@ pub(crate) struct Supervisor {
     pub inner: Arc<Inner>,
     pub launch: Launch,
     pub driver: Arc<dyn Driver>,
+    /// A task left by a previous worker process, already re-attached: it is not started.
+    pub adopted: Option<Execution>,
     pub reports: mpsc::UnboundedSender<pb::TaskStatusReport>,
     pub reporter: JoinHandle<()>,
     pub stops: mpsc::UnboundedReceiver<StopRequest>,
@@ -89,22 +91,12 @@ impl Supervisor {
 
     /// Runs the task to its end; returns its final report, or `None` when none is wanted.
     async fn execute(&mut self) -> Option<pb::TaskStatusReport> {
-        if let Err(e) = prepare_workdir(&self.launch.workdir).await {
-            let error = format!("cannot create working folder {}: {e}", self.launch.workdir.display());
-            warn!(error = %error, "task failed to start");
-            return Some(self.report(TaskStatus::Failed, None, error));
-        }
-        if let Some(reason) = self.stop_before_start() {
-            info!(?reason, "task stopped before it started");
-            return self.final_report(Ok(None), Some(reason));
-        }
-        let execution = match self.driver.start(&self.launch).await {
-            Ok(execution) => execution,
-            Err(e) => {
-                let error = error_chain(&e);
-                warn!(error = %error, "task failed to start");
-                return Some(self.report(TaskStatus::Failed, None, error));
-            }
+        let execution = match self.adopted.take() {
+            Some(execution) => execution,
+            None => match self.start().await {
+                Ok(execution) => execution,
+                Err(last) => return last,
+            },
         };
         let running = Phase::Running { started_ms: unix_ms(), control: execution.control.clone() };
         self.inner.set_phase(&self.launch.task_id, self.launch.attempt, running);
@@ -138,6 +130,24 @@ impl Supervisor {
             warn!(error = %e, "task log shipper failed");
         }
         last
+    }
+
+    /// Starts the task; `Err` holds the final report when it does not start.
+    async fn start(&mut self) -> Result<Execution, Option<pb::TaskStatusReport>> {
+        if let Err(e) = prepare_workdir(&self.launch.workdir).await {
+            let error = format!("cannot create working folder {}: {e}", self.launch.workdir.display());
+            warn!(error = %error, "task failed to start");
+            return Err(Some(self.report(TaskStatus::Failed, None, error)));
+        }
+        if let Some(reason) = self.stop_before_start() {
+            info!(?reason, "task stopped before it started");
+            return Err(self.final_report(Ok(None), Some(reason)));
+        }
+        self.driver.start(&self.launch).await.map_err(|e| {
+            let error = error_chain(&e);
+            warn!(error = %error, "task failed to start");
+            Some(self.report(TaskStatus::Failed, None, error))
+        })
     }
 
     /// A stop that came while the task was queued: it then never starts.
@@ -245,6 +255,7 @@ impl Supervisor {
         let code = exit.map(|exit| match exit {
             ExitStatus::Exited(code) => code,
             ExitStatus::Signaled(signal) => 128 + signal,
+            ExitStatus::OutOfMemory(code) => code,
         });
         let (status, error) = match (stop, exit) {
             (Some(StopReason::Stale), _) => {
@@ -256,6 +267,13 @@ impl Supervisor {
             (None, Some(ExitStatus::Exited(0))) => (TaskStatus::Completed, String::new()),
             (None, Some(ExitStatus::Exited(code))) => {
                 (TaskStatus::Failed, format!("exited with code {code}"))
+            }
+            (None, Some(ExitStatus::OutOfMemory(_))) => {
+                let error = match self.launch.memory_required_mb {
+                    0 => "killed: out of memory".to_owned(),
+                    limit => format!("killed: out of memory (limit {limit} MB)"),
+                };
+                (TaskStatus::Failed, error)
             }
             (None, Some(ExitStatus::Signaled(signal))) => {
                 (TaskStatus::Failed, format!("killed by signal {}", signal_name(signal)))

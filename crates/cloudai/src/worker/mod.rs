@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
-use cloudai_runtime::{GrpcMasterLink, ProcessDriver, RuntimeConfig, TaskRuntime};
+use cloudai_runtime::{
+    DockerDriver, DockerOptions, GrpcMasterLink, ProcessDriver, RuntimeConfig, TaskRuntime, error_chain,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -124,12 +126,27 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
                 runtime_config = runtime_config.with_driver("process", Arc::new(ProcessDriver::new()));
                 drivers.push(name.clone());
             }
+            "docker" => {
+                let options =
+                    DockerOptions { keep_containers: config.keep_workdirs, ..DockerOptions::default() };
+                match DockerDriver::connect(options).await {
+                    Ok(docker) => {
+                        runtime_config = runtime_config.with_driver("docker", Arc::new(docker));
+                        drivers.push(name.clone());
+                    }
+                    // Not advertised: the scheduler then never places docker tasks here.
+                    Err(e) => warn!("docker driver disabled: {}", error_chain(&e)),
+                }
+            }
             other => warn!(driver = other, "driver not available in this build; not advertised"),
         }
     }
     let runtime_stop = CancellationToken::new();
     let link = Arc::new(GrpcMasterLink::new(client.clone()));
     let runtime = TaskRuntime::new(runtime_config, link, runtime_stop.clone());
+    // Containers left by a previous process of this worker: followed again, and listed
+    // in the registration below.
+    runtime.adopt_existing().await;
 
     let registration = pb::RegisterWorkerRequest {
         worker_id: config.worker_id.to_string(),

@@ -1,11 +1,12 @@
 //! Task drivers: the one place that knows how a task actually runs (a process
-//! group today, a Docker container later).
+//! group, a Docker container).
 //!
 //! A driver turns a [`Launch`] into an [`Execution`]: a stream of output, a
 //! future that resolves with the exit, and a [`TaskControl`] to stop it. The
 //! runtime owns everything else (status reports, log shipping, cancellation
 //! timing), so a new driver only has to implement these three pieces.
 
+pub mod docker;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -19,18 +20,22 @@ use async_trait::async_trait;
 use cloudai_domain::TaskId;
 use tokio::sync::mpsc;
 
+pub use self::docker::{DockerDriver, DockerOptions};
 pub use self::process::ProcessDriver;
 
 /// Everything a driver needs to start one attempt of a task.
 #[derive(Clone, Debug)]
 pub struct Launch {
     pub task_id: TaskId,
+    /// The worker running the task (the docker driver labels its containers with it).
+    pub worker_id: String,
     pub attempt: u32,
     /// Container image; empty for the process driver.
     pub image: String,
     /// argv; never interpreted by a shell.
     pub command: Vec<String>,
-    /// The task's own variables; drivers add `CUDA_VISIBLE_DEVICES` and `CLOUDAI_TASK_ID`.
+    /// The task's own variables; drivers add `CLOUDAI_TASK_ID` and the GPUs
+    /// (`CUDA_VISIBLE_DEVICES` for processes, `NVIDIA_VISIBLE_DEVICES` for containers).
     pub env: BTreeMap<String, String>,
     pub gpu_indices: Vec<u32>,
     pub cpu_required: f64,
@@ -77,6 +82,8 @@ pub enum ExitStatus {
     Exited(i32),
     /// Killed by this signal number.
     Signaled(i32),
+    /// Killed for going over its memory limit; the exit code it ended with.
+    OutOfMemory(i32),
 }
 
 /// Resolves once, when the task has ended.
@@ -125,11 +132,29 @@ pub trait Driver: Send + Sync + 'static {
     async fn start(&self, launch: &Launch) -> Result<Execution, DriverError>;
 
     /// Re-attaches to a task that outlived a previous worker process, from the
-    /// [`Execution::handle`] it had. No driver supports it yet.
+    /// [`Execution::handle`] it had. A task that has ended since resolves its exit at once.
     async fn adopt(&self, launch: &Launch, handle: &str) -> Result<Execution, DriverError> {
         let _ = (launch, handle);
         Err(DriverError::AdoptUnsupported)
     }
+
+    /// Tasks of `worker_id` that outlived a previous worker process (running or ended
+    /// but not cleaned up), to pass to [`Driver::adopt`]. None for drivers whose tasks
+    /// cannot outlive the worker.
+    async fn leftovers(&self, worker_id: &str) -> Result<Vec<Leftover>, DriverError> {
+        let _ = worker_id;
+        Ok(Vec::new())
+    }
+}
+
+/// A task found by [`Driver::leftovers`].
+#[derive(Clone, Debug)]
+pub struct Leftover {
+    pub task_id: TaskId,
+    pub attempt: u32,
+    /// What [`Execution::handle`] was.
+    pub handle: String,
+    pub image: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,8 +171,27 @@ pub enum DriverError {
     Wait(#[source] std::io::Error),
     #[error("cannot signal the task")]
     Signal(#[source] nix::Error),
+    #[error("the task has no image")]
+    NoImage,
+    #[error("the worker restarted before the container started")]
+    NeverStarted,
     #[error("this driver cannot adopt running tasks")]
     AdoptUnsupported,
+    #[error("cannot reach the Docker engine at {addr}")]
+    EngineUnreachable {
+        addr: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `message` is the registry's (or engine's) own explanation.
+    #[error("cannot pull image {image:?}: {message}")]
+    Pull { image: String, message: String },
+    #[error("docker: cannot {action}")]
+    Docker {
+        action: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
 }
 
 /// An error with its sources, `outer: inner: innermost`, as reported to the master.

@@ -34,6 +34,8 @@ pub struct Recorder {
     stale: Mutex<HashSet<String>>,
     unreachable: AtomicBool,
     refused_calls: AtomicUsize,
+    /// The worker whose logs are expected; `None`: `w1`.
+    worker_id: Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -54,7 +56,8 @@ impl MasterLink for Recorder {
             self.refused_calls.fetch_add(1, Ordering::SeqCst);
             return Err(Status::unavailable("master down"));
         }
-        assert_eq!(batch.worker_id, "w1");
+        let expected = self.worker_id.lock().clone().unwrap_or_else(|| "w1".to_owned());
+        assert_eq!(batch.worker_id, expected);
         self.chunks.lock().extend(batch.chunks);
         Ok(())
     }
@@ -142,6 +145,7 @@ impl Harness {
         config.shutdown_flush_timeout = Duration::from_secs(2);
         adjust(&mut config);
         let link = Arc::new(Recorder::default());
+        *link.worker_id.lock() = Some(config.worker_id.clone());
         let shutdown = CancellationToken::new();
         let runtime = TaskRuntime::new(config, link.clone(), shutdown.clone());
         Self { runtime, link, data_dir, shutdown, _dir: dir }
