@@ -1,0 +1,123 @@
+//! The heartbeat figures the history keeps, and the names of its fields.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::HistoryError;
+
+/// One heartbeat's figures. Non-finite values count as missing in queries and minute buckets.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    pub timestamp_ms: i64,
+    pub cpu: f64,
+    pub memory: f64,
+    pub gpu: f64,
+    pub memory_used_mb: f64,
+    /// `(gpu index, utilisation %, memory used MB)`.
+    pub gpus: Vec<(u32, f64, f64)>,
+}
+
+impl Sample {
+    /// The sample as `(field, value)` pairs, GPUs with `index >= max_gpus` left out.
+    pub(crate) fn fields(&self, max_gpus: u32) -> impl Iterator<Item = (Field, f64)> + '_ {
+        let fixed = [
+            (Field::Cpu, self.cpu),
+            (Field::Memory, self.memory),
+            (Field::Gpu, self.gpu),
+            (Field::MemoryUsedMb, self.memory_used_mb),
+        ];
+        let gpus = self.gpus.iter().filter(move |g| g.0 < max_gpus).flat_map(|&(index, util, mem)| {
+            [(Field::GpuUtilization(index), util), (Field::GpuMemoryUsedMb(index), mem)]
+        });
+        fixed.into_iter().chain(gpus)
+    }
+}
+
+/// A stored field. Serialised as its name, e.g. `cpu_usage` or `gpu3_memory_used_mb`, so it
+/// can key a JSON object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    Cpu,
+    Memory,
+    Gpu,
+    MemoryUsedMb,
+    GpuUtilization(u32),
+    GpuMemoryUsedMb(u32),
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Field::Cpu => f.write_str("cpu_usage"),
+            Field::Memory => f.write_str("memory_usage"),
+            Field::Gpu => f.write_str("gpu_usage"),
+            Field::MemoryUsedMb => f.write_str("memory_used_mb"),
+            Field::GpuUtilization(i) => write!(f, "gpu{i}_utilization"),
+            Field::GpuMemoryUsedMb(i) => write!(f, "gpu{i}_memory_used_mb"),
+        }
+    }
+}
+
+impl FromStr for Field {
+    type Err = HistoryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let field = match s {
+            "cpu_usage" => Some(Field::Cpu),
+            "memory_usage" => Some(Field::Memory),
+            "gpu_usage" => Some(Field::Gpu),
+            "memory_used_mb" => Some(Field::MemoryUsedMb),
+            _ => gpu_field(s),
+        };
+        field.ok_or_else(|| HistoryError::UnknownField(s.to_owned()))
+    }
+}
+
+fn gpu_field(s: &str) -> Option<Field> {
+    // Digits only: `u32::from_str` would also take "+1", which would not print back the same.
+    fn index(digits: &str) -> Option<u32> {
+        let valid = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        valid.then(|| digits.parse().ok()).flatten()
+    }
+    let rest = s.strip_prefix("gpu")?;
+    if let Some(digits) = rest.strip_suffix("_utilization") {
+        return index(digits).map(Field::GpuUtilization);
+    }
+    index(rest.strip_suffix("_memory_used_mb")?).map(Field::GpuMemoryUsedMb)
+}
+
+impl Serialize for Field {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for field in [
+            Field::Cpu,
+            Field::Memory,
+            Field::Gpu,
+            Field::MemoryUsedMb,
+            Field::GpuUtilization(0),
+            Field::GpuMemoryUsedMb(15),
+        ] {
+            assert_eq!(field.to_string().parse::<Field>().unwrap(), field);
+        }
+        assert!("gpu_x_utilization".parse::<Field>().is_err());
+        assert!("gpu+1_utilization".parse::<Field>().is_err());
+    }
+}
