@@ -14,6 +14,7 @@ pub mod console;
 pub mod events;
 pub mod http;
 pub mod master;
+pub mod metrics;
 pub mod rpc;
 pub mod tasks;
 pub mod telemetry;

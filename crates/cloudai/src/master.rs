@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::events::EventBus;
 use crate::http::{self, ApiState};
 use crate::rpc::{self, CommandHub, MasterRpc};
-use crate::tasks::{TaskConfig, TaskService};
+use crate::tasks::{TaskConfig, TaskParts, TaskService};
 use crate::telemetry::{TelemetryConfig, TelemetryManager};
 
 /// How long each shutdown stage may take before it is abandoned.
@@ -108,6 +108,7 @@ impl Master {
             .map_err(std::io::Error::other)?
             .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
         let store: Arc<dyn Store> = Arc::new(store);
+        let metrics = crate::metrics::Metrics::default();
         let events = EventBus::default();
         let telemetry = TelemetryManager::new(config.telemetry.clone(), events.clone());
         telemetry.start();
@@ -116,23 +117,23 @@ impl Master {
 
         let tasks_stop = CancellationToken::new();
         let tasks_tracker = TaskTracker::new();
-        let tasks = TaskService::start(
-            config.tasks.clone(),
-            store.clone(),
-            telemetry.clone(),
-            events.clone(),
-            commands.clone(),
-            &tasks_tracker,
-            tasks_stop.clone(),
-        )
-        .await
-        .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
+        let parts = TaskParts {
+            store: store.clone(),
+            telemetry: telemetry.clone(),
+            events: events.clone(),
+            commands: commands.clone(),
+            metrics: metrics.clone(),
+        };
+        let tasks = TaskService::start(config.tasks.clone(), parts, &tasks_tracker, tasks_stop.clone())
+            .await
+            .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
 
         let grpc_stop = CancellationToken::new();
         let rpc = MasterRpc::new(
             telemetry.clone(),
             tasks.clone(),
             commands.clone(),
+            metrics.clone(),
             master_id.clone(),
             grpc_stop.clone(),
         );
@@ -140,7 +141,7 @@ impl Master {
         info!("gRPC listening on {grpc_addr}");
 
         let http_stop = CancellationToken::new();
-        let state = ApiState { telemetry: telemetry.clone(), tasks: tasks.clone() };
+        let state = ApiState { telemetry: telemetry.clone(), tasks: tasks.clone(), metrics: metrics.clone() };
         let http_task = tokio::spawn(http::serve(http, state, http_stop.clone()));
         info!("HTTP API listening on {http_addr}");
         info!(master_id, inactivity_timeout = ?config.telemetry.inactivity_timeout, "master started");

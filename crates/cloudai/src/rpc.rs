@@ -61,9 +61,11 @@ fn bad_id(field: &str, e: crate::ids::IdError) -> Status {
 }
 
 /// Open command streams, one per connected worker.
+type CommandSender = mpsc::Sender<Result<pb::WorkerCommand, Status>>;
+
 #[derive(Clone, Default)]
 pub struct CommandHub {
-    streams: Arc<Mutex<HashMap<WorkerId, mpsc::Sender<Result<pb::WorkerCommand, Status>>>>>,
+    streams: Arc<Mutex<HashMap<WorkerId, CommandSender>>>,
 }
 
 impl CommandHub {
@@ -91,6 +93,7 @@ pub struct MasterRpc {
     telemetry: TelemetryManager,
     tasks: TaskService,
     commands: CommandHub,
+    metrics: crate::metrics::Metrics,
     master_id: String,
     shutdown: CancellationToken,
 }
@@ -100,10 +103,11 @@ impl MasterRpc {
         telemetry: TelemetryManager,
         tasks: TaskService,
         commands: CommandHub,
+        metrics: crate::metrics::Metrics,
         master_id: String,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { telemetry, tasks, commands, master_id, shutdown }
+        Self { telemetry, tasks, commands, metrics, master_id, shutdown }
     }
 
     pub fn into_server(self) -> MasterServiceServer<Self> {
@@ -148,6 +152,7 @@ impl MasterService for MasterRpc {
         &self,
         request: Request<pb::Heartbeat>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let started = std::time::Instant::now();
         let heartbeat = request.into_inner();
         let running = (!heartbeat.running_tasks.is_empty()).then(|| heartbeat.running_tasks.clone());
         let sample = HeartbeatSample::try_from(heartbeat).map_err(|e| bad_id("worker_id", e))?;
@@ -156,6 +161,7 @@ impl MasterService for MasterRpc {
         if let Some(running) = running {
             self.tasks.worker_running(worker_id, running);
         }
+        self.metrics.observe_heartbeat(started.elapsed());
         Ok(Response::new(pb::HeartbeatResponse {}))
     }
 

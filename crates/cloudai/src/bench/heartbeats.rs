@@ -91,11 +91,16 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let connections = if args.connection_per_worker { args.workers } else { args.connections.clamp(1, args.workers) };
+    let connections =
+        if args.connection_per_worker { args.workers } else { args.connections.clamp(1, args.workers) };
     let threads = args.threads.clamp(1, 64).min(connections);
     let args = Arc::new(HeartbeatArgs { connections, threads, ..args });
-    let prefix = args.prefix.clone().unwrap_or_else(|| format!("sim-{:06x}", rand::random::<u32>() & 0xff_ffff));
-    eprintln!("{} workers over {connections} connection(s) from {threads} thread(s) to {}", args.workers, args.master);
+    let prefix =
+        args.prefix.clone().unwrap_or_else(|| format!("sim-{:06x}", rand::random::<u32>() & 0xff_ffff));
+    eprintln!(
+        "{} workers over {connections} connection(s) from {threads} thread(s) to {}",
+        args.workers, args.master
+    );
 
     let phases = Arc::new(Phases {
         registered: Barrier::new(threads + 1),
@@ -185,7 +190,12 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-async fn run_shard(args: &HeartbeatArgs, shard: Shard, prefix: &str, phases: &Phases) -> anyhow::Result<ShardResult> {
+async fn run_shard(
+    args: &HeartbeatArgs,
+    shard: Shard,
+    prefix: &str,
+    phases: &Phases,
+) -> anyhow::Result<ShardResult> {
     let mut result = ShardResult {
         sent: 0,
         errors: 0,
@@ -221,7 +231,9 @@ async fn run_shard(args: &HeartbeatArgs, shard: Shard, prefix: &str, phases: &Ph
         .workers
         .iter()
         .enumerate()
-        .map(|(j, &i)| (i, format!("{prefix}-{i:05}"), MasterServiceClient::new(channels[j % channels.len()].clone())))
+        .map(|(j, &i)| {
+            (i, format!("{prefix}-{i:05}"), MasterServiceClient::new(channels[j % channels.len()].clone()))
+        })
         .collect();
 
     let gpus = SimulatedGpus::new(args.gpus);

@@ -29,17 +29,46 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct ApiState {
     pub telemetry: TelemetryManager,
     pub tasks: TaskService,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(telemetry::routes())
         .merge(tasks::routes())
+        .route("/metrics", axum::routing::get(metrics))
         .merge(workers::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+}
+
+/// Prometheus scrape: a snapshot of the cluster, encoded off the async threads.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let snapshot = crate::metrics::Snapshot {
+        workers: state.telemetry.list_workers(),
+        stats: state.telemetry.stats(),
+        task_states: state.tasks.count_by_status().await?,
+        counts: state.tasks.counts().await?,
+    };
+    let metrics = state.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || crate::metrics::render(&metrics, snapshot))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")))?;
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if accept.contains("application/openmetrics-text") {
+        let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        return Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response());
+    }
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], crate::metrics::to_classic_text(&text))
+        .into_response())
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests.

@@ -41,6 +41,7 @@ pub(super) struct Actor {
     config: TaskConfig,
     telemetry: TelemetryManager,
     commands: CommandHub,
+    metrics: crate::metrics::Metrics,
     persist: mpsc::Sender<PersistOp>,
     logs: LogWatch,
     scheduler: Scheduler,
@@ -64,6 +65,7 @@ impl Actor {
         config: TaskConfig,
         telemetry: TelemetryManager,
         commands: CommandHub,
+        metrics: crate::metrics::Metrics,
         persist: mpsc::Sender<PersistOp>,
         logs: LogWatch,
         unfinished: Vec<Task>,
@@ -73,6 +75,7 @@ impl Actor {
             config,
             telemetry,
             commands,
+            metrics,
             persist,
             logs,
             tasks: HashMap::new(),
@@ -264,8 +267,11 @@ impl Actor {
                 self.scheduler.release(&placement.task_id);
                 continue;
             };
-            let event = match active.task.place(placement.worker_id.clone(), placement.gpu_indices, unix_ms())
-            {
+            let now = unix_ms();
+            // Time since the task (last) became pending.
+            let waited = now.saturating_sub(active.task.updated_at_ms).max(0) as u64;
+            self.metrics.observe_scheduling(Duration::from_millis(waited));
+            let event = match active.task.place(placement.worker_id.clone(), placement.gpu_indices, now) {
                 Ok(e) => e,
                 Err(e) => {
                     warn!(error = %e, "placement of a task that is not pending");

@@ -104,6 +104,15 @@ impl LogWatch {
     }
 }
 
+/// What the task service is wired to.
+pub struct TaskParts {
+    pub store: Arc<dyn Store>,
+    pub telemetry: TelemetryManager,
+    pub events: EventBus,
+    pub commands: CommandHub,
+    pub metrics: crate::metrics::Metrics,
+}
+
 /// Handle to the task service; cheap to clone.
 #[derive(Clone)]
 pub struct TaskService {
@@ -119,19 +128,18 @@ impl TaskService {
     /// Loads unfinished tasks from the store and starts the actor.
     pub async fn start(
         config: TaskConfig,
-        store: Arc<dyn Store>,
-        telemetry: TelemetryManager,
-        events: EventBus,
-        commands: CommandHub,
+        parts: TaskParts,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, StoreError> {
+        let TaskParts { store, telemetry, events, commands, metrics } = parts;
         let unfinished = store.unfinished_tasks().await?;
         let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
         let (persist_tx, persist_rx) = mpsc::channel(REQUEST_BUFFER);
         let logs = LogWatch::default();
         tracker.spawn(persist::run(store.clone(), persist_rx));
-        let actor = actor::Actor::new(config, telemetry, commands, persist_tx, logs.clone(), unfinished);
+        let actor =
+            actor::Actor::new(config, telemetry, commands, metrics, persist_tx, logs.clone(), unfinished);
         tracker.spawn(actor.run(rx, events.subscribe(), shutdown));
         Ok(Self { tx, store, logs })
     }

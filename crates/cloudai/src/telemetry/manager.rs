@@ -307,19 +307,19 @@ async fn worker_loop(inner: Arc<Inner>, slot: Arc<WorkerSlot>, mut rx: mpsc::Rec
             biased;
             _ = slot.cancel.cancelled() => break,
             msg = rx.recv() => match msg {
-                Some(q) => apply(&inner, &slot, &mut last_applied, q),
+                Some(q) => apply(&inner, &slot, &mut last_applied, *q),
                 None => break,
             },
             _ = slot.wake.notified() => {}
         }
         let overflow = slot.overflow.lock().take();
         if let Some(q) = overflow {
-            apply(&inner, &slot, &mut last_applied, q);
+            apply(&inner, &slot, &mut last_applied, *q);
         }
     }
 }
 
-fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Box<Queued>) {
+fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Queued) {
     if last_applied.is_some_and(|last| q.seq < last) {
         // Older than what is already applied (it sat in the channel behind the overflow).
         slot.dropped.fetch_add(1, Ordering::Relaxed);
@@ -327,7 +327,7 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Bo
         return;
     }
     *last_applied = Some(q.seq);
-    let Queued { received_at, sample, .. } = *q;
+    let Queued { received_at, sample, .. } = q;
     {
         let mut t = slot.telemetry.lock();
         t.cpu_usage = sample.cpu_usage;

@@ -237,7 +237,7 @@ impl Agent {
                 }
                 Err(status) => {
                     attempts += 1;
-                    if attempts == 1 || attempts % 20 == 0 {
+                    if attempts == 1 || attempts.is_multiple_of(20) {
                         warn!(code = ?status.code(), message = status.message(), attempts, "master unreachable, retrying registration");
                     }
                 }
