@@ -81,15 +81,42 @@ async fn metrics(
     }))
 }
 
+/// A task on a worker, with its live usage while it runs (container stats for docker).
+#[derive(Serialize)]
+struct WorkerTask {
+    #[serde(flatten)]
+    task: cloudai_domain::Task,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<TaskUsage>,
+}
+
+#[derive(Serialize)]
+struct TaskUsage {
+    cpu_percent: f64,
+    memory_bytes: u64,
+}
+
 async fn tasks(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
-) -> Result<Json<Vec<cloudai_domain::Task>>, ApiError> {
+) -> Result<Json<Vec<WorkerTask>>, ApiError> {
     let id = worker_id(&raw)?;
-    let known = state.telemetry.get_worker_info(&id).is_some();
+    let telemetry = state.telemetry.get_worker_telemetry(&id);
     let tasks = state.tasks.worker_tasks(&id).await?;
-    if !known && tasks.is_empty() {
+    if telemetry.is_none() && tasks.is_empty() {
         return Err(ApiError::not_found(format!("worker {raw:?} not found")));
     }
-    Ok(Json(tasks))
+    let running = telemetry.map(|t| t.running_tasks).unwrap_or_default();
+    Ok(Json(
+        tasks
+            .into_iter()
+            .map(|task| {
+                let usage = running
+                    .iter()
+                    .find(|r| r.task_id == task.task_id.as_str() && task.status.is_placed())
+                    .map(|r| TaskUsage { cpu_percent: r.cpu_percent, memory_bytes: r.memory_bytes });
+                WorkerTask { task, usage }
+            })
+            .collect(),
+    ))
 }

@@ -222,7 +222,32 @@ impl TaskService {
     }
 
     pub(crate) async fn worker_registered(&self, info: WorkerInfo, running: Vec<pb::RunningTask>) {
+        // Remember the worker in the store (workers seen), off the registration's path.
+        let now = unix_ms();
+        let record = cloudai_store::WorkerRecord {
+            worker_id: info.worker_id.clone(),
+            hostname: info.hostname.clone(),
+            cpu_cores: info.cpu_cores,
+            memory_mb: info.memory_mb,
+            gpus: info.gpus.len() as u32,
+            drivers: info.drivers.clone(),
+            labels: info.labels.clone(),
+            version: info.version.clone(),
+            first_seen_ms: now,
+            last_seen_ms: now,
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.upsert_worker(&record).await {
+                tracing::warn!(worker_id = %record.worker_id, error = %format!("{e:#}"), "cannot record worker");
+            }
+        });
         let _ = self.tx.send(Request::Registered(info, running)).await;
+    }
+
+    /// Every worker that ever registered, as last seen (from the store).
+    pub async fn workers_seen(&self) -> Result<Vec<cloudai_store::WorkerRecord>, TaskError> {
+        Ok(self.store.list_workers().await?)
     }
 
     /// From the heartbeat path: never waits; a full queue drops it (the next one comes).
