@@ -18,8 +18,9 @@ fn as_refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_task_runs_again_on_another_worker() {
-    let mut config = master_config(Duration::from_millis(800));
-    config.tasks.loss_grace = Duration::from_millis(500);
+    // Short, but with room for a slow CI machine to stall a healthy worker's heartbeats.
+    let mut config = master_config(Duration::from_millis(1500));
+    config.tasks.loss_grace = Duration::from_millis(1000);
     let master = start_master(config).await;
     let api = format!("http://{}", master.http_addr);
     let data = tempfile::tempdir().expect("tempdir");
@@ -105,8 +106,8 @@ async fn tasks_survive_a_master_killed_with_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_comes_back_is_told_to_stop_its_stale_copy() {
-    let mut config = master_config(Duration::from_millis(800));
-    config.tasks.loss_grace = Duration::from_millis(300);
+    let mut config = master_config(Duration::from_millis(1500));
+    config.tasks.loss_grace = Duration::from_millis(1000);
     let master = start_master(config).await;
     let api = format!("http://{}", master.http_addr);
     let data = tempfile::tempdir().expect("tempdir");
@@ -120,7 +121,7 @@ async fn a_worker_that_comes_back_is_told_to_stop_its_stale_copy() {
     ]);
     let sleepy = Proc::spawn(&["worker"], &as_refs(&env), None);
     sleepy.wait_for_line("registered with master").await;
-    let task = submit(&api, shell_task("sleep 4; echo done")).await;
+    let task = submit(&api, shell_task("sleep 8; echo done")).await;
     let id = task["task_id"].as_str().expect("id").to_string();
     wait_status(&api, &id, "running").await;
 
