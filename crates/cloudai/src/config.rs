@@ -74,6 +74,33 @@ pub fn parse_url(raw: &str) -> Result<String, String> {
     Ok(url)
 }
 
+/// A parsed `HEARTBEAT_RATE_LIMIT`; `None` is off.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimitArg(pub Option<crate::telemetry::RateLimit>);
+
+fn parse_rate_limit(raw: &str) -> Result<RateLimitArg, String> {
+    let raw = raw.trim();
+    if raw == "off" {
+        return Ok(RateLimitArg(None));
+    }
+    let bad = || {
+        format!("invalid rate limit {raw:?}: expected RATE[,BURST] (heartbeats per second, e.g. 2,10) or off")
+    };
+    let (rate, burst) = match raw.split_once(',') {
+        Some((r, b)) => (r.trim(), Some(b.trim())),
+        None => (raw, None),
+    };
+    let per_second: f64 = rate.parse().map_err(|_| bad())?;
+    let burst: f64 = match burst {
+        Some(b) => b.parse().map_err(|_| bad())?,
+        None => (per_second * 5.0).max(1.0),
+    };
+    if !(per_second.is_finite() && per_second > 0.0 && burst.is_finite() && burst >= 1.0) {
+        return Err(bad());
+    }
+    Ok(RateLimitArg(Some(crate::telemetry::RateLimit { per_second, burst })))
+}
+
 fn parse_capacity(raw: &str) -> Result<usize, String> {
     match raw.trim().parse::<usize>() {
         Ok(n) if (1..=100_000).contains(&n) => Ok(n),
@@ -162,6 +189,10 @@ pub struct MasterArgs {
     /// Capacity of each worker's heartbeat channel on the master.
     #[arg(long, env = "TELEMETRY_CHANNEL_CAPACITY", value_name = "TELEMETRY_CHANNEL_CAPACITY", default_value = "10", value_parser = parse_capacity)]
     pub telemetry_channel_capacity: usize,
+
+    /// Per-worker heartbeat rate limit: RATE[,BURST] in heartbeats per second (e.g. 10,20), or "off".
+    #[arg(long, env = "HEARTBEAT_RATE_LIMIT", value_name = "HEARTBEAT_RATE_LIMIT", default_value = "10,20", value_parser = parse_rate_limit)]
+    pub heartbeat_rate_limit: RateLimitArg,
 
     /// Data folder of the master.
     #[arg(long, env = "CLOUDAI_DATA_DIR", value_name = "CLOUDAI_DATA_DIR", default_value = "./cloudai-data")]

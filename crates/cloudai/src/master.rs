@@ -47,6 +47,7 @@ impl MasterConfig {
             telemetry: TelemetryConfig {
                 inactivity_timeout,
                 channel_capacity: args.telemetry_channel_capacity,
+                rate_limit: args.heartbeat_rate_limit.0,
             },
             tasks: TaskConfig {
                 loss_grace: args.task_loss_grace,

@@ -11,7 +11,7 @@ use cloudai_domain::TaskStatus;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -24,7 +24,6 @@ use crate::telemetry::{TelemetryStats, WorkerInfo, WorkerTelemetry};
 pub struct Metrics {
     pub heartbeat_seconds: Histogram,
     pub scheduling_seconds: Histogram,
-    pub heartbeats_limited: Counter,
 }
 
 impl Default for Metrics {
@@ -34,7 +33,6 @@ impl Default for Metrics {
             heartbeat_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
             // 1 ms … ~4.6 h: time a task waited in `pending` before being placed.
             scheduling_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 13)),
-            heartbeats_limited: Counter::default(),
         }
     }
 }
@@ -70,11 +68,6 @@ pub fn render(metrics: &Metrics, snapshot: Snapshot) -> Result<String, std::fmt:
         "cloudai_scheduling_latency_seconds",
         "Time tasks waited in pending before being placed",
         metrics.scheduling_seconds.clone(),
-    );
-    registry.register(
-        "cloudai_heartbeats_rate_limited",
-        "Heartbeats refused because a worker exceeded its rate limit",
-        metrics.heartbeats_limited.clone(),
     );
     registry.register_collector(Box::new(snapshot));
     let mut out = String::with_capacity(64 * 1024);
@@ -290,6 +283,12 @@ impl Collector for Snapshot {
             "cloudai_heartbeats_rejected",
             "Heartbeats from unknown workers",
             self.stats.heartbeats_rejected,
+        )?;
+        counter(
+            e,
+            "cloudai_heartbeats_rate_limited",
+            "Heartbeats refused because the worker exceeded its rate limit",
+            self.stats.heartbeats_rate_limited,
         )?;
         Ok(())
     }

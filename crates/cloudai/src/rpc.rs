@@ -26,6 +26,9 @@ use crate::tasks::{TaskError, TaskService};
 use crate::telemetry::{HeartbeatSample, TelemetryError, TelemetryManager, WorkerInfo};
 use crate::time::unix_secs;
 
+/// Metadata key of a rate-limited heartbeat's answer: when to send the next one.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
 /// Largest message the master accepts from a worker.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Commands buffered per worker stream before the sender must wait.
@@ -38,6 +41,16 @@ impl From<TelemetryError> for Status {
                 Status::not_found(format!("worker {id} is not registered; register again"))
             }
             TelemetryError::ShuttingDown => Status::unavailable("master is shutting down"),
+            TelemetryError::RateLimited { retry_after } => {
+                let millis = retry_after.as_millis().max(1);
+                let mut status = Status::resource_exhausted(format!(
+                    "heartbeat rate limit exceeded; retry after {millis} ms"
+                ));
+                if let Ok(v) = millis.to_string().parse() {
+                    status.metadata_mut().insert(RETRY_AFTER_MS, v);
+                }
+                status
+            }
         }
     }
 }

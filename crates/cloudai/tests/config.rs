@@ -26,6 +26,8 @@ async fn bad_values_name_the_variable_and_exit_2() {
         (&["master"], "HTTP_PORT", "8080"),
         (&["master"], "GRPC_PORT", ":99999"),
         (&["master"], "TELEMETRY_CHANNEL_CAPACITY", "0"),
+        (&["master"], "HEARTBEAT_RATE_LIMIT", "fast"),
+        (&["master"], "PLACEMENT_POLICY", "random"),
         (&["worker"], "HEARTBEAT_INTERVAL", "fast"),
         (&["worker"], "WORKER_CPUS", "-1"),
         (&["worker"], "WORKER_ID", "has spaces"),

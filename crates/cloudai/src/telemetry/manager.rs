@@ -30,11 +30,50 @@ pub struct TelemetryConfig {
     pub inactivity_timeout: Duration,
     /// Capacity of each worker's heartbeat channel.
     pub channel_capacity: usize,
+    /// Per-worker heartbeat rate limit (token bucket); `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `per_second` heartbeats on average, bursts of up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    /// Far above any sane heartbeat interval (even 100 ms); stops a runaway worker.
+    fn default() -> Self {
+        Self { per_second: 10.0, burst: 20.0 }
+    }
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { inactivity_timeout: Duration::from_secs(30), channel_capacity: 10 }
+        Self {
+            inactivity_timeout: Duration::from_secs(30),
+            channel_capacity: 10,
+            rate_limit: Some(RateLimit::default()),
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled_ms: u64,
+}
+
+impl Bucket {
+    /// Takes a token, or says how long until one is available.
+    fn take(&mut self, limit: RateLimit, now_ms: u64) -> Result<(), Duration> {
+        let elapsed = now_ms.saturating_sub(self.refilled_ms) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * limit.per_second).min(limit.burst);
+        self.refilled_ms = now_ms;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64((1.0 - self.tokens) / limit.per_second.max(1e-9)))
     }
 }
 
@@ -51,6 +90,8 @@ pub enum TelemetryError {
     UnknownWorker(WorkerId),
     #[error("the telemetry manager is shutting down")]
     ShuttingDown,
+    #[error("heartbeat rate limit exceeded; retry after {} ms", retry_after.as_millis())]
+    RateLimited { retry_after: Duration },
 }
 
 /// Called from a worker's task after each applied heartbeat.
@@ -64,6 +105,7 @@ pub struct TelemetryStats {
     pub heartbeats_received: u64,
     pub heartbeats_dropped: u64,
     pub heartbeats_rejected: u64,
+    pub heartbeats_rate_limited: u64,
 }
 
 struct Queued {
@@ -84,6 +126,7 @@ struct WorkerSlot {
     active: AtomicBool,
     received: AtomicU64,
     dropped: AtomicU64,
+    bucket: Mutex<Bucket>,
     cancel: CancellationToken,
 }
 
@@ -109,6 +152,7 @@ struct Inner {
     received: AtomicU64,
     dropped: AtomicU64,
     rejected: AtomicU64,
+    limited: AtomicU64,
 }
 
 impl Inner {
@@ -139,6 +183,7 @@ impl TelemetryManager {
                 received: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
+                limited: AtomicU64::new(0),
             }),
         }
     }
@@ -190,6 +235,10 @@ impl TelemetryManager {
                     active: AtomicBool::new(true),
                     received: AtomicU64::new(0),
                     dropped: AtomicU64::new(0),
+                    bucket: Mutex::new(Bucket {
+                        tokens: inner.config.rate_limit.map_or(0.0, |l| l.burst),
+                        refilled_ms: now,
+                    }),
                     cancel: inner.cancel.child_token(),
                 });
                 workers.insert(worker_id.clone(), Arc::clone(&slot));
@@ -223,7 +272,16 @@ impl TelemetryManager {
             inner.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(TelemetryError::UnknownWorker(sample.worker_id));
         };
-        slot.last_seen_ms.store(inner.now_ms(), Ordering::Relaxed);
+        let now = inner.now_ms();
+        if let Some(limit) = inner.config.rate_limit
+            && let Err(retry_after) = slot.bucket.lock().take(limit, now)
+        {
+            // A flooding worker is slowed down; it still counts as alive.
+            slot.last_seen_ms.store(now, Ordering::Relaxed);
+            inner.limited.fetch_add(1, Ordering::Relaxed);
+            return Err(TelemetryError::RateLimited { retry_after });
+        }
+        slot.last_seen_ms.store(now, Ordering::Relaxed);
         slot.received.fetch_add(1, Ordering::Relaxed);
         inner.received.fetch_add(1, Ordering::Relaxed);
         if !slot.active.swap(true, Ordering::AcqRel) {
@@ -288,6 +346,7 @@ impl TelemetryManager {
             heartbeats_received: inner.received.load(Ordering::Relaxed),
             heartbeats_dropped: inner.dropped.load(Ordering::Relaxed),
             heartbeats_rejected: inner.rejected.load(Ordering::Relaxed),
+            heartbeats_rate_limited: inner.limited.load(Ordering::Relaxed),
         }
     }
 

@@ -4,5 +4,7 @@
 mod manager;
 mod model;
 
-pub use manager::{TelemetryConfig, TelemetryError, TelemetryManager, TelemetryStats, UpdateCallback};
+pub use manager::{
+    RateLimit, TelemetryConfig, TelemetryError, TelemetryManager, TelemetryStats, UpdateCallback,
+};
 pub use model::{GpuInfo, GpuStats, HeartbeatSample, RunningTask, WorkerInfo, WorkerTelemetry};

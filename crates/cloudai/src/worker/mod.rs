@@ -306,6 +306,20 @@ impl Agent {
                         }
                     }
                 }
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    // Rate-limited: wait as long as the master asks before the next heartbeat.
+                    let wait = status
+                        .metadata()
+                        .get(crate::rpc::RETRY_AFTER_MS)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map_or(interval, Duration::from_millis);
+                    debug!(wait_ms = wait.as_millis() as u64, "heartbeat rate-limited by the master");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
                 Err(status) => {
                     if !failing {
                         warn!(code = ?status.code(), message = status.message(), "heartbeat failed; will keep trying");

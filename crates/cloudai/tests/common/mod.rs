@@ -38,7 +38,7 @@ where
 pub fn master_config(inactivity: Duration) -> MasterConfig {
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let mut config = MasterConfig::new(&dir);
-    config.telemetry = TelemetryConfig { inactivity_timeout: inactivity, channel_capacity: 10 };
+    config.telemetry = TelemetryConfig { inactivity_timeout: inactivity, ..TelemetryConfig::default() };
     config
 }
 
