@@ -166,12 +166,9 @@ impl MasterService for MasterRpc {
         request: Request<pb::Heartbeat>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = std::time::Instant::now();
-        let heartbeat = request.into_inner();
-        let running = (!heartbeat.running_tasks.is_empty()).then(|| heartbeat.running_tasks.clone());
-        let sample = HeartbeatSample::try_from(heartbeat).map_err(|e| bad_id("worker_id", e))?;
+        let sample = HeartbeatSample::try_from(request.into_inner()).map_err(|e| bad_id("worker_id", e))?;
         let worker_id = sample.worker_id.clone();
-        self.telemetry.process_heartbeat(sample)?;
-        if let Some(running) = running {
+        if let Some(running) = self.telemetry.process_heartbeat(sample)? {
             self.tasks.worker_running(worker_id, running);
         }
         self.metrics.observe_heartbeat(started.elapsed());

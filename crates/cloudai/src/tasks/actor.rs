@@ -461,27 +461,28 @@ impl Actor {
             // It may have ended while the master was away: its final report is on its way.
             self.unconfirmed.entry(id).or_insert(deadline);
         }
-        self.on_running(&worker, &running);
+        let ids: Vec<String> = running.into_iter().map(|r| r.task_id).collect();
+        self.on_running(&worker, &ids);
         self.schedule().await;
     }
 
     /// A worker says what it runs: stop copies the master does not want there.
-    fn on_running(&mut self, worker: &WorkerId, running: &[pb::RunningTask]) {
-        for r in running {
-            let wanted = TaskId::parse(&r.task_id)
+    fn on_running(&mut self, worker: &WorkerId, running: &[String]) {
+        for task_id in running {
+            let wanted = TaskId::parse(task_id)
                 .ok()
                 .and_then(|id| self.tasks.get(&id))
                 .is_some_and(|a| a.task.worker_id.as_ref() == Some(worker));
             if !wanted {
-                let key = (worker.clone(), r.task_id.clone());
+                let key = (worker.clone(), task_id.clone());
                 let now = Instant::now();
                 if self.stale_told.get(&key).is_some_and(|at| now.duration_since(*at) < STALE_RESEND) {
                     continue;
                 }
                 self.stale_told.insert(key, now);
-                info!(task_id = %r.task_id, worker_id = %worker, "stopping a stale copy of a task");
-                self.send_cancel(worker, &r.task_id, "stale copy: the task runs elsewhere or has ended");
-            } else if let Ok(id) = TaskId::parse(&r.task_id) {
+                info!(task_id = %task_id, worker_id = %worker, "stopping a stale copy of a task");
+                self.send_cancel(worker, task_id, "stale copy: the task runs elsewhere or has ended");
+            } else if let Ok(id) = TaskId::parse(task_id) {
                 self.unconfirmed.remove(&id);
             }
         }

@@ -64,7 +64,7 @@ pub(crate) enum Request {
     Cancel(TaskId, oneshot::Sender<Result<Task, TaskError>>),
     Report(pb::TaskStatusReport, oneshot::Sender<ReportOutcome>),
     Registered(WorkerInfo, Vec<pb::RunningTask>),
-    Running(WorkerId, Vec<pb::RunningTask>),
+    Running(WorkerId, Vec<String>),
     StreamOpened(WorkerId),
     PendingReasons(Vec<TaskId>, oneshot::Sender<HashMap<TaskId, String>>),
     Counts(oneshot::Sender<TaskCounts>),
@@ -251,7 +251,7 @@ impl TaskService {
     }
 
     /// From the heartbeat path: never waits; a full queue drops it (the next one comes).
-    pub(crate) fn worker_running(&self, worker_id: WorkerId, running: Vec<pb::RunningTask>) {
+    pub(crate) fn worker_running(&self, worker_id: WorkerId, running: Vec<String>) {
         let _ = self.tx.try_send(Request::Running(worker_id, running));
     }
 

@@ -127,10 +127,33 @@ struct WorkerSlot {
     received: AtomicU64,
     dropped: AtomicU64,
     bucket: Mutex<Bucket>,
+    /// Digest of the running tasks last passed on, and when.
+    running_digest: AtomicU64,
+    running_forwarded_ms: AtomicU64,
     cancel: CancellationToken,
 }
 
+/// How often an unchanged list of running tasks is passed on anyway.
+pub const RUNNING_RECHECK: Duration = Duration::from_secs(10);
+
 impl WorkerSlot {
+    fn running_changed(&self, running: &[super::model::RunningTask], now_ms: u64) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for t in running {
+            t.task_id.hash(&mut h);
+            t.status.hash(&mut h);
+        }
+        let digest = h.finish();
+        let last = self.running_forwarded_ms.load(Ordering::Relaxed);
+        let stale = now_ms.saturating_sub(last) >= RUNNING_RECHECK.as_millis() as u64;
+        if self.running_digest.swap(digest, Ordering::Relaxed) != digest || stale {
+            self.running_forwarded_ms.store(now_ms, Ordering::Relaxed);
+            return !running.is_empty() || stale;
+        }
+        false
+    }
+
     fn snapshot(&self) -> WorkerTelemetry {
         let mut t = self.telemetry.lock().clone();
         t.is_active = self.active.load(Ordering::Relaxed);
@@ -235,6 +258,8 @@ impl TelemetryManager {
                     active: AtomicBool::new(true),
                     received: AtomicU64::new(0),
                     dropped: AtomicU64::new(0),
+                    running_digest: AtomicU64::new(0),
+                    running_forwarded_ms: AtomicU64::new(0),
                     bucket: Mutex::new(Bucket {
                         tokens: inner.config.rate_limit.map_or(0.0, |l| l.burst),
                         refilled_ms: now,
@@ -265,7 +290,11 @@ impl TelemetryManager {
     }
 
     /// Hands a heartbeat to the worker's task. Never blocks and never waits.
-    pub fn process_heartbeat(&self, sample: HeartbeatSample) -> Result<(), TelemetryError> {
+    ///
+    /// Returns the ids of the worker's running tasks when they are worth passing on to
+    /// the task service: when they changed, and at least every [`RUNNING_RECHECK`]
+    /// otherwise, so the steady state costs the task service nothing.
+    pub fn process_heartbeat(&self, sample: HeartbeatSample) -> Result<Option<Vec<String>>, TelemetryError> {
         let inner = &self.inner;
         let slot = inner.workers.read().get(&sample.worker_id).cloned();
         let Some(slot) = slot else {
@@ -284,17 +313,21 @@ impl TelemetryManager {
         slot.last_seen_ms.store(now, Ordering::Relaxed);
         slot.received.fetch_add(1, Ordering::Relaxed);
         inner.received.fetch_add(1, Ordering::Relaxed);
-        if !slot.active.swap(true, Ordering::AcqRel) {
+        let came_back = !slot.active.swap(true, Ordering::AcqRel);
+        if came_back {
             info!(worker_id = %sample.worker_id, "worker active again");
             inner.events.publish(ClusterEvent::WorkerActive { worker_id: sample.worker_id.clone() });
         }
+        // A worker back from silence may run tasks that moved elsewhere meanwhile.
+        let forward_running = (slot.running_changed(&sample.running_tasks, now) || came_back)
+            .then(|| sample.running_tasks.iter().map(|t| t.task_id.clone()).collect());
         let queued = Box::new(Queued {
             seq: slot.next_seq.fetch_add(1, Ordering::Relaxed),
             received_at: unix_secs(),
             sample,
         });
         match slot.tx.try_send(queued) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(forward_running),
             Err(mpsc::error::TrySendError::Full(queued)) => {
                 // Coalesce: the newest heartbeat waits in the overflow slot.
                 if slot.overflow.lock().replace(queued).is_some() {
@@ -302,7 +335,7 @@ impl TelemetryManager {
                     inner.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 slot.wake.notify_one();
-                Ok(())
+                Ok(forward_running)
             }
             Err(mpsc::error::TrySendError::Closed(queued)) => {
                 Err(TelemetryError::UnknownWorker(queued.sample.worker_id))
