@@ -30,6 +30,9 @@ pub struct TasksArgs {
     /// Image for docker tasks.
     #[arg(long)]
     pub image: Option<String>,
+    /// Memory per task in MB (Docker refuses limits under 6 MB).
+    #[arg(long, default_value_t = 16)]
+    pub memory_mb: u64,
     /// Give up waiting after this long.
     #[arg(long, default_value = "10m", value_parser = crate::config::parse_duration)]
     pub timeout: Duration,
@@ -47,8 +50,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Value> {
     let client = ApiClient::new(&args.api);
     let before: Value = client.get("/api/tasks/summary").await.context("reading the task summary")?;
     let (c0, f0, x0) = finished(&before);
-    let mut body =
-        json!({"driver": args.driver, "command": ["true"], "cpu_required": 0.01, "memory_required": 1});
+    let mut body = json!({"driver": args.driver, "command": ["true"], "cpu_required": 0.01, "memory_required": args.memory_mb});
     if let Some(image) = &args.image {
         body["docker_image"] = json!(image);
     }
