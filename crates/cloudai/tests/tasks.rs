@@ -69,17 +69,31 @@ async fn non_zero_exit_fails_with_the_exit_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_task_and_its_processes() {
     let (master, worker, api) = cluster(2.0, None).await;
-    let task = submit(&api, shell_task("echo $$ > pid; sleep 1000 & wait")).await;
+    // The task's shell starts a child and prints its pid, so we can check it is gone.
+    let task = submit(&api, shell_task("sleep 1000 & echo child=$!; wait")).await;
     let id = task["task_id"].as_str().expect("id");
     wait_status(&api, id, "running").await;
+    let child: i32 = wait_until(DEADLINE, "the child's pid in the logs", || async {
+        let out = task_output(&api, id).await;
+        out.lines().find_map(|l| l.strip_prefix("child=")).and_then(|p| p.trim().parse().ok())
+    })
+    .await;
+    let alive = |pid: i32| {
+        // Gone, or a zombie waiting for its reaper: either way no longer running.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    };
+    assert!(alive(child), "the child runs before the cancel");
 
     let resp = http_client().delete(format!("{api}/api/tasks/{id}")).send().await.expect("DELETE");
     assert_eq!(resp.status().as_u16(), 202, "a running task is being stopped");
     let cancelled = wait_status(&api, id, "cancelled").await;
     assert!(cancelled["finished_at_ms"].is_i64());
-    // No `sleep 1000` of this task survives (its process group is gone).
-    let survivors = std::process::Command::new("pgrep").args(["-f", "sleep 1000"]).output().expect("pgrep");
-    let _ = survivors; // other tests may run sleeps; the runtime's own tests check the group by id
+    wait_until(DEADLINE, "the task's whole process group to be gone", || async {
+        (!alive(child)).then_some(())
+    })
+    .await;
 
     // Cancelling again: the task has ended.
     let resp = http_client().delete(format!("{api}/api/tasks/{id}")).send().await.expect("DELETE");
