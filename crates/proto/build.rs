@@ -2,7 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto").canonicalize()?;
     let file = root.join("cloudai/v1/cloudai.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let mut config = tonic_prost_build::Config::new();

@@ -124,3 +124,53 @@ async fn a_worker_without_docker_never_receives_docker_tasks() {
     drop(worker);
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_progress_reported_by_a_worker_is_recorded_on_the_task() {
+    use cloudai_proto::v1 as pb;
+    let master = start_master(master_config(Duration::from_secs(5))).await;
+    let api = format!("http://{}", master.http_addr);
+    // A worker speaking the protocol directly, to report what a pulling docker driver says.
+    let mut client =
+        pb::master_service_client::MasterServiceClient::connect(format!("http://{}", master.grpc_addr))
+            .await
+            .expect("connect");
+    let register = pb::RegisterWorkerRequest {
+        worker_id: "puller".into(),
+        cpu_cores: 4.0,
+        memory_mb: 4096,
+        drivers: vec!["docker".into()],
+        ..Default::default()
+    };
+    client.register_worker(register).await.expect("register");
+    let task = submit(
+        &api,
+        json!({"docker_image": "127.0.0.1:5000/big:1", "cpu_required": 1, "memory_required": 64}),
+    )
+    .await;
+    let id = task["task_id"].as_str().expect("id").to_string();
+    wait_status(&api, &id, "queued").await;
+    for message in ["pulling image 127.0.0.1:5000/big:1", "pulled image 127.0.0.1:5000/big:1 in 2.5 s"] {
+        let report = pb::TaskStatusReport {
+            worker_id: "puller".into(),
+            task_id: id.clone(),
+            attempt: 1,
+            status: "queued".into(),
+            message: message.into(),
+            ..Default::default()
+        };
+        let ack = client.report_task_status(report).await.expect("report").into_inner();
+        assert!(ack.keep_running);
+    }
+    let events = wait_until(DEADLINE, "the pull events", || async {
+        let (_, events) = get_json(&format!("{api}/api/tasks/{id}/events")).await;
+        let reasons: Vec<String> =
+            events.as_array()?.iter().filter_map(|e| e["reason"].as_str().map(str::to_string)).collect();
+        (reasons.len() >= 4).then_some(reasons)
+    })
+    .await;
+    assert_eq!(events[2], "pulling image 127.0.0.1:5000/big:1", "{events:?}");
+    assert!(events[3].starts_with("pulled image"), "{events:?}");
+    assert_eq!(get_task(&api, &id).await["status"], "queued", "progress is not a status change");
+    master.shutdown().await;
+}

@@ -293,6 +293,7 @@ impl TaskRuntime {
             discard,
             prev_done: channels.prev_done,
             done: channels.done,
+            prelude: Vec::new(),
         };
         inner.tracker.spawn(supervisor.run().instrument(span.clone()));
     }
@@ -384,6 +385,7 @@ impl TaskRuntime {
             exit_code: None,
             error,
             timestamp_ms: unix_ms(),
+            message: String::new(),
         };
         reports.send(failed).ok();
         let reporter = Reporter {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, warn};
 
-use crate::driver::{Driver, DriverError, Execution, ExitStatus, Launch, error_chain};
+use crate::driver::{Driver, DriverError, Execution, ExitStatus, Launch, OutputChunk, Stream, error_chain};
 use crate::runtime::{Inner, OUTPUT_DRAIN, Phase};
 use crate::shipper::{LogBuffer, Shipper};
 use crate::unix_ms;
@@ -62,6 +62,8 @@ pub(crate) struct Supervisor {
     /// The previous attempt of this task on this worker, still cleaning up.
     pub prev_done: Option<CancellationToken>,
     pub done: CancellationToken,
+    /// Output of the task's preparation (an image pull), logged before its own output.
+    pub prelude: Vec<String>,
 }
 
 impl Supervisor {
@@ -116,6 +118,19 @@ impl Supervisor {
             give_up: self.discard.clone(),
         };
         let shipper = self.inner.tracker.spawn(shipper.run().instrument(Span::current()));
+        if !self.prelude.is_empty() {
+            let mut data = String::new();
+            for line in self.prelude.drain(..) {
+                data.push_str("[cloudai] ");
+                data.push_str(&line);
+                data.push('\n');
+            }
+            buffer.push(OutputChunk {
+                stream: Stream::Stderr,
+                data: data.into_bytes(),
+                timestamp_ms: unix_ms(),
+            });
+        }
 
         let (exit, stop) = self.watch(execution, &buffer).await;
         // Ended: no longer listed in heartbeats, though its final report may still be on its way.
@@ -143,6 +158,31 @@ impl Supervisor {
             info!(?reason, "task stopped before it started");
             return Err(self.final_report(Ok(None), Some(reason)));
         }
+        // Preparation (an image pull) is recorded on the task: its first and last lines
+        // as events, every line in the task's output (shipped once the task runs).
+        let mut lines: Vec<String> = Vec::new();
+        let prepared = {
+            let reports = self.reports.clone();
+            let base = self.report(TaskStatus::Queued, None, String::new());
+            let mut progress = |line: String| {
+                if lines.is_empty() || line.starts_with("pulled image") {
+                    let mut note = base.clone();
+                    note.message = line.clone();
+                    note.timestamp_ms = unix_ms();
+                    reports.send(note).ok();
+                }
+                if lines.len() < MAX_PREPARE_LINES {
+                    lines.push(line);
+                }
+            };
+            self.driver.prepare(&self.launch, &mut progress).await
+        };
+        if let Err(e) = prepared {
+            let error = error_chain(&e);
+            warn!(error = %error, "task failed to prepare");
+            return Err(Some(self.report(TaskStatus::Failed, None, error)));
+        }
+        self.prelude = lines;
         self.driver.start(&self.launch).await.map_err(|e| {
             let error = error_chain(&e);
             warn!(error = %error, "task failed to start");
@@ -290,6 +330,9 @@ impl Supervisor {
     }
 }
 
+/// Lines of preparation output kept for the task's log.
+const MAX_PREPARE_LINES: usize = 200;
+
 pub(crate) fn report(
     worker_id: &str,
     task_id: &TaskId,
@@ -306,6 +349,7 @@ pub(crate) fn report(
         exit_code,
         error,
         timestamp_ms: unix_ms(),
+        message: String::new(),
     }
 }
 

@@ -145,6 +145,15 @@ async fn image_is_pulled_from_a_registry() {
     let report = finished(&h, "pulled").await;
     assert_eq!(report.status, "completed", "{report:?}");
     assert_eq!(h.link.stdout("pulled"), "pulled\n");
+    // The pull is reported on the task: events (queued reports with a message) and log lines.
+    let notes: Vec<String> =
+        h.link.reports("pulled").into_iter().map(|r| r.report.message).filter(|m| !m.is_empty()).collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert_eq!(notes[0], format!("pulling image {reference}"));
+    assert!(notes[1].starts_with(&format!("pulled image {reference} in ")), "{notes:?}");
+    let log = h.link.stderr("pulled");
+    assert!(log.starts_with(&format!("[cloudai] pulling image {reference}\n")), "{log}");
+    assert!(log.contains("[cloudai] pulled image"), "{log}");
     docker.remove_image(&reference, Some(RemoveImageOptionsBuilder::default().build()), None).await.ok();
 }
 

@@ -380,6 +380,20 @@ impl Actor {
             error: (!report.error.is_empty()).then(|| report.error.clone()),
         };
         let ended = match report.status.as_str() {
+            "queued" if !report.message.is_empty() => {
+                // Progress without a status change (an image pull): recorded as an event.
+                let task = active.task.clone();
+                let event = cloudai_domain::TaskEvent {
+                    task_id: task.task_id.clone(),
+                    time_ms: unix_ms(),
+                    from: Some(task.status),
+                    to: task.status,
+                    reason: report.message.chars().take(1024).collect(),
+                    worker_id: task.worker_id.clone(),
+                };
+                self.persist(&task, event, None).await;
+                None
+            }
             "queued" => None,
             "running" => {
                 if active.task.status == TaskStatus::Queued {

@@ -128,6 +128,17 @@ pub trait TaskControl: Send + Sync + 'static {
 
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
+    /// Gets what the task needs before it can start (the docker driver pulls a missing
+    /// image), telling `progress` what happens, line by line. Errors fail the task.
+    async fn prepare(
+        &self,
+        launch: &Launch,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), DriverError> {
+        let _ = (launch, progress);
+        Ok(())
+    }
+
     /// Starts the task. Returns once it runs (or failed to start).
     async fn start(&self, launch: &Launch) -> Result<Execution, DriverError>;
 

@@ -21,6 +21,17 @@ pub(super) async fn ensure(
     image: &str,
     config: Option<&PathBuf>,
 ) -> Result<(), DriverError> {
+    ensure_with_progress(docker, image, config, &mut |_| {}).await
+}
+
+/// Like [`ensure`], telling `progress` about the pull: its start, each layer's steps
+/// (not every byte-count tick) and its end.
+pub(super) async fn ensure_with_progress(
+    docker: &Docker,
+    image: &str,
+    config: Option<&PathBuf>,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), DriverError> {
     match docker.inspect_image(image).await {
         Ok(_) => return Ok(()),
         Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {}
@@ -35,18 +46,35 @@ pub(super) async fn ensure(
     }
     let credentials = credentials(registry_host(image), config).await;
     info!(image, authenticated = credentials.is_some(), "pulling image");
-    let mut progress = docker.create_image(Some(options.build()), None, credentials);
-    while let Some(item) = progress.next().await {
+    progress(format!("pulling image {image}"));
+    let started = std::time::Instant::now();
+    let mut stream = docker.create_image(Some(options.build()), None, credentials);
+    let mut last: Option<String> = None;
+    while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
                 if let Some(message) = info.error_detail.and_then(|d| d.message) {
                     return Err(DriverError::Pull { image: image.to_owned(), message });
+                }
+                // Byte-count ticks ("Downloading", "Extracting") would flood the log.
+                let line = match (info.id, info.status) {
+                    (_, Some(s)) if s == "Downloading" || s == "Extracting" => None,
+                    (Some(id), Some(s)) => Some(format!("{id}: {s}")),
+                    (None, Some(s)) => Some(s),
+                    _ => None,
+                };
+                if let Some(line) = line
+                    && last.as_deref() != Some(line.as_str())
+                {
+                    progress(line.clone());
+                    last = Some(line);
                 }
             }
             Err(e) => return Err(DriverError::Pull { image: image.to_owned(), message: engine_message(e) }),
         }
     }
     info!(image, "image pulled");
+    progress(format!("pulled image {image} in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())
 }
 

@@ -134,6 +134,23 @@ impl DockerDriver {
 
 #[async_trait]
 impl Driver for DockerDriver {
+    async fn prepare(
+        &self,
+        launch: &Launch,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<(), DriverError> {
+        if launch.image.is_empty() {
+            return Err(DriverError::NoImage);
+        }
+        image::ensure_with_progress(
+            &self.docker,
+            &launch.image,
+            self.options.client_config.as_ref(),
+            progress,
+        )
+        .await
+    }
+
     async fn start(&self, launch: &Launch) -> Result<Execution, DriverError> {
         if launch.image.is_empty() {
             return Err(DriverError::NoImage);
