@@ -168,3 +168,43 @@ async fn a_real_prometheus_scrapes_the_master() {
     }
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_files_match_what_the_master_exports() {
+    let (master, workers, api) = cluster_with_a_finished_task().await;
+    let text = scrape(&api).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let dashboard = std::fs::read_to_string(root.join("grafana/cloudai-dashboard.json")).expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    // Every series a panel queries is one the master exports.
+    for expr in &exprs {
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("cloudai_"))
+        {
+            assert!(
+                text.lines().any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])),
+                "dashboard queries {name}, which /metrics does not export"
+            );
+        }
+    }
+    if let Some(promtool) = tool("/usr/bin/promtool") {
+        let out = Command::new(promtool)
+            .args(["check", "config"])
+            .arg(root.join("prometheus.yml"))
+            .output()
+            .expect("promtool");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    for w in workers {
+        w.stop().await;
+    }
+    master.shutdown().await;
+}
