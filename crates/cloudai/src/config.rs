@@ -214,9 +214,27 @@ pub struct MasterArgs {
     #[arg(long, env = "PLACEMENT_POLICY", value_name = "PLACEMENT_POLICY", default_value = "bin-pack", value_parser = parse_policy)]
     pub placement: cloudai_scheduler::Policy,
 
+    /// How long every worker's raw telemetry is kept in memory (at the heartbeat rate).
+    #[arg(long, env = "HISTORY_WINDOW", value_name = "HISTORY_WINDOW", default_value = "1h", value_parser = parse_history_span)]
+    pub history_window: Duration,
+
+    /// How long the 1-minute min/avg/max history is kept (in memory and in the store).
+    #[arg(long, env = "HISTORY_RETENTION", value_name = "HISTORY_RETENTION", default_value = "24h", value_parser = parse_history_span)]
+    pub history_retention: Duration,
+
     /// Never start the interactive console, even on a terminal.
     #[arg(long)]
     pub no_console: bool,
+}
+
+/// A history span: whole minutes from 1 minute to 30 days.
+fn parse_history_span(raw: &str) -> Result<Duration, String> {
+    let d = parse_duration(raw)?;
+    let minutes = d.as_secs() / 60;
+    if d.as_secs() % 60 != 0 || d.subsec_nanos() != 0 || !(1..=30 * 24 * 60).contains(&minutes) {
+        return Err(format!("invalid history span {raw:?}: expected whole minutes from 1m to 30d"));
+    }
+    Ok(d)
 }
 
 fn parse_policy(raw: &str) -> Result<cloudai_scheduler::Policy, String> {

@@ -20,6 +20,8 @@ commands:
   help              this list
   workers           every worker: id, active, CPU, memory, GPU, tasks, last seen
   status <worker>   one worker in detail
+  history <worker> [range]
+                    CPU, memory and GPU over the last range (default 15m)
   tasks [status]    tasks, optionally only one status
   task <id>         one task in detail
   logs <id>         a task's output so far
@@ -101,6 +103,8 @@ pub fn execute(console: &Console, line: &str) -> Outcome {
         ("workers", _) => Outcome::Print(workers_table(&telemetry.list_workers())),
         ("status", Some(id)) => Outcome::Print(status(telemetry, id)),
         ("status", None) => Outcome::Print("usage: status <worker>".into()),
+        ("history", Some(id)) => Outcome::Print(history(telemetry, id, words.next())),
+        ("history", None) => Outcome::Print("usage: history <worker> [range, e.g. 15m or 2h]".into()),
         ("tasks", status) => Outcome::Print(console.runtime.block_on(tasks(&console.tasks, status))),
         ("task", Some(id)) => Outcome::Print(console.runtime.block_on(task(&console.tasks, id))),
         ("logs", Some(id)) => Outcome::Print(console.runtime.block_on(logs(&console.tasks, id))),
@@ -186,6 +190,57 @@ fn status(telemetry: &TelemetryManager, raw: &str) -> String {
     }
     for task in &t.running_tasks {
         out.push_str(&format!("\n  task {} ({})", task.task_id, task.status));
+    }
+    out
+}
+
+/// About this many rows, whatever the range.
+const HISTORY_ROWS: u64 = 15;
+
+fn history(telemetry: &TelemetryManager, raw: &str, range: Option<&str>) -> String {
+    use cloudai_history::Field;
+    let range = match range.map(crate::config::parse_duration).transpose() {
+        Ok(range) => range.unwrap_or(std::time::Duration::from_secs(15 * 60)),
+        Err(e) => return e,
+    };
+    let range_ms = u64::try_from(range.as_millis()).unwrap_or(u64::MAX).max(HISTORY_ROWS);
+    let step_ms = (range_ms / HISTORY_ROWS).max(1000);
+    let now = crate::time::unix_ms();
+    let since = now.saturating_sub(i64::try_from(range_ms).unwrap_or(i64::MAX));
+    let Some(series) = WorkerId::parse(raw).ok().and_then(|id| telemetry.history(&id, since, now, step_ms))
+    else {
+        return format!("worker {raw:?} not found");
+    };
+    let cpu = series.get(Field::Cpu);
+    if cpu.is_empty() {
+        return format!("no telemetry from {raw} in the last {}", humantime::format_duration(range));
+    }
+    let at = |field: Field, ts: i64| series.get(field).iter().find(|p| p.timestamp_ms == ts).copied();
+    let fmt = |p: Option<cloudai_history::Point>| p.map_or("-".to_string(), |p| format!("{:.1}", p.avg));
+    let fmt_max = |p: Option<cloudai_history::Point>| p.map_or("-".to_string(), |p| format!("{:.1}", p.max));
+    let mut out = format!(
+        "{raw}: last {}, one row per {} (averages, and the peak)
+{:<10} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        humantime::format_duration(range),
+        humantime::format_duration(std::time::Duration::from_millis(step_ms)),
+        "ago",
+        "cpu %",
+        "peak",
+        "mem %",
+        "gpu %",
+        "peak"
+    );
+    for p in cpu {
+        let ago = std::time::Duration::from_secs(u64::try_from((now - p.timestamp_ms) / 1000).unwrap_or(0));
+        out.push_str(&format!(
+            "\n{:<10} {:>7.1} {:>7.1} {:>7} {:>7} {:>7}",
+            humantime::format_duration(ago).to_string(),
+            p.avg,
+            p.max,
+            fmt(at(Field::Memory, p.timestamp_ms)),
+            fmt(at(Field::Gpu, p.timestamp_ms)),
+            fmt_max(at(Field::Gpu, p.timestamp_ms)),
+        ));
     }
     out
 }

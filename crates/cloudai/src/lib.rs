@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod events;
+pub mod history_store;
 pub mod http;
 pub mod master;
 pub mod metrics;

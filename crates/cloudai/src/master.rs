@@ -1,5 +1,5 @@
-//! The master: wires the gRPC service, the TelemetryManager and the HTTP API, and
-//! shuts them down in order (HTTP → telemetry → gRPC) under one deadline.
+//! The master: wires the gRPC service, the TelemetryManager, the task service, the
+//! history writer and the HTTP API, and shuts them down in order under one deadline.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,6 +48,7 @@ impl MasterConfig {
                 inactivity_timeout,
                 channel_capacity: args.telemetry_channel_capacity,
                 rate_limit: args.heartbeat_rate_limit.0,
+                history: history_config(args.history_window, args.history_retention),
             },
             tasks: TaskConfig {
                 loss_grace: args.task_loss_grace,
@@ -64,6 +65,19 @@ impl MasterConfig {
     }
 }
 
+/// Raw blocks are dropped whole, so they are a fraction of the window: memory peaks at the
+/// window plus one block.
+fn history_config(window: Duration, retention: Duration) -> cloudai_history::HistoryConfig {
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let block_ms = (window_ms / 6).clamp(60_000, 600_000) / 60_000 * 60_000;
+    cloudai_history::HistoryConfig {
+        window_ms,
+        block_ms,
+        long_window_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+        ..cloudai_history::HistoryConfig::default()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
     #[error("cannot open the store {url}")]
@@ -72,6 +86,8 @@ pub enum MasterError {
         #[source]
         source: cloudai_store::StoreError,
     },
+    #[error("invalid telemetry history settings")]
+    History(#[from] cloudai_history::HistoryError),
     #[error("cannot read the listeners' addresses")]
     Io(#[from] std::io::Error),
 }
@@ -87,6 +103,8 @@ pub struct Master {
     store: Arc<dyn Store>,
     tasks_stop: CancellationToken,
     tasks_tracker: TaskTracker,
+    history_stop: CancellationToken,
+    history_task: JoinHandle<()>,
     http_stop: CancellationToken,
     grpc_stop: CancellationToken,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -111,7 +129,18 @@ impl Master {
         let store: Arc<dyn Store> = Arc::new(store);
         let metrics = crate::metrics::Metrics::default();
         let events = EventBus::default();
-        let telemetry = TelemetryManager::new(config.telemetry.clone(), events.clone());
+        let telemetry = TelemetryManager::new(config.telemetry.clone(), events.clone())?;
+        let retention_ms = config.telemetry.history.long_window_ms;
+        crate::history_store::load(store.as_ref(), &telemetry, retention_ms)
+            .await
+            .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
+        let history_stop = CancellationToken::new();
+        let history_task = match telemetry.take_closed_minutes() {
+            Some(minutes) => {
+                crate::history_store::spawn_writer(store.clone(), minutes, retention_ms, history_stop.clone())
+            }
+            None => tokio::spawn(async {}),
+        };
         telemetry.start();
         let commands = CommandHub::default();
         let master_id = format!("{:016x}", rand::random::<u64>());
@@ -157,6 +186,8 @@ impl Master {
             store,
             tasks_stop,
             tasks_tracker,
+            history_stop,
+            history_task,
             http_stop,
             grpc_stop,
             http_task,
@@ -181,7 +212,7 @@ impl Master {
     }
 
     /// Ordered shutdown: HTTP server, task actor (transitions flushed), TelemetryManager
-    /// (every worker task joined), gRPC server, store.
+    /// (every worker task joined), history writer (open minutes stored), gRPC server, store.
     pub async fn shutdown(self) {
         info!("master shutting down");
         self.http_stop.cancel();
@@ -198,6 +229,11 @@ impl Master {
         }
         if tokio::time::timeout(STAGE_DEADLINE, self.telemetry.shutdown()).await.is_err() {
             warn!("telemetry manager did not stop in time");
+        }
+        // After the telemetry manager: it queues every worker's open minute as it stops.
+        self.history_stop.cancel();
+        if tokio::time::timeout(STAGE_DEADLINE, self.history_task).await.is_err() {
+            warn!("history minutes were not all stored in time");
         }
         self.grpc_stop.cancel();
         match tokio::time::timeout(STAGE_DEADLINE, self.grpc_task).await {

@@ -56,6 +56,9 @@ pub struct History {
     blocks: VecDeque<Block>,
     minutes: MinuteTier,
     newest_ts: Option<i64>,
+    /// End of the minutes `restore` loaded. Samples that arrive for those minutes are kept
+    /// raw only, so a query counts both the restored bucket and those raw samples.
+    restored_until: Option<i64>,
     expired_samples: u64,
 }
 
@@ -72,6 +75,7 @@ impl History {
             blocks: VecDeque::new(),
             minutes: MinuteTier::default(),
             newest_ts: None,
+            restored_until: None,
             expired_samples: 0,
         })
     }
@@ -100,8 +104,9 @@ impl History {
         self.minutes.close_due(now_ms)
     }
 
-    /// Loads persisted minute buckets back (after a restart). Minutes already held win;
-    /// buckets older than `long_window` (from the newest data held) are skipped.
+    /// Loads persisted minute buckets back (after a restart), before any new sample is
+    /// appended. Minutes already held win; buckets older than `long_window` (from the newest
+    /// data held) are skipped.
     pub fn restore(&mut self, buckets: Vec<MinuteBucket>) {
         let newest_bucket = buckets.iter().map(|b| b.start_ms.saturating_add(MINUTE_MS - 1)).max();
         let newest = match (self.newest_ts, newest_bucket) {
@@ -109,7 +114,8 @@ impl History {
             (a, b) => a.or(b).unwrap_or(i64::MIN),
         };
         self.newest_ts = Some(newest);
-        self.minutes.restore(buckets, newest.saturating_sub(self.config.long_window_ms));
+        let restored = self.minutes.restore(buckets, newest.saturating_sub(self.config.long_window_ms));
+        self.restored_until = self.restored_until.max(restored);
     }
 
     fn append_raw(&mut self, sample: &Sample) {
@@ -171,8 +177,13 @@ impl History {
             (None, Some(end)) => end,
             (None, None) => return steps.finish(),
         };
-        if since_ms < cutoff {
-            for bucket in self.minutes.buckets(since_ms, until_ms.min(cutoff)) {
+        // Restored minutes never overlap raw samples (those count as late for them).
+        let minutes_until = match self.restored_until {
+            Some(restored) => cutoff.max(restored.min(self.minutes.end().unwrap_or(restored))),
+            None => cutoff,
+        };
+        if since_ms < minutes_until {
+            for bucket in self.minutes.buckets(since_ms, until_ms.min(minutes_until)) {
                 for s in &bucket.fields {
                     steps.add(s.field, bucket.start_ms, s.min, s.avg, s.max, u64::from(s.count));
                 }

@@ -8,7 +8,7 @@
 //!   them and [`History::restore`] them after a restart.
 //!
 //! In a `History`, NaN and infinite figures count as missing data (queries and buckets skip
-//! them), and minute figures are rounded to f32 precision to keep the day-long tier small.
+//! them), and figures are kept to f32 precision, which halves the size of derived ones.
 #![forbid(unsafe_code)]
 
 mod bits;
@@ -31,6 +31,6 @@ pub enum HistoryError {
     InvalidConfig(&'static str),
     #[error("unknown telemetry field {0:?}")]
     UnknownField(String),
-    #[error("malformed minute buckets")]
-    Decode(#[source] serde_json::Error),
+    #[error("malformed minute buckets: {0}")]
+    Decode(String),
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::HistoryError;
 use crate::frame::Frame;
-use crate::sample::Field;
+use crate::sample::{Field, to_f32};
 
 pub const MINUTE_MS: i64 = 60_000;
 /// Minutes per chunk; a chunk is sealed and later dropped whole.
@@ -47,14 +47,100 @@ impl From<FieldStats> for StatsRepr {
     }
 }
 
-/// Serialises buckets as compact JSON. Non-finite figures (only possible in buckets built by
-/// hand; the history never produces them) would come out as `null` and fail to decode.
+/// Version byte leading every encoding, so a future layout can be told apart.
+const ENCODING_VERSION: u8 = 1;
+/// Per field: kind (1), GPU index (2), min, avg, max (f32, 12), count (4).
+const FIELD_BYTES: usize = 19;
+
+/// Encodes buckets compactly for the store: a version byte, then per bucket its start
+/// (i64), field count (u16) and per field 19 bytes, little endian. Figures are stored as
+/// f32, which is exact: the minute tier holds only f32-precision values.
 pub fn encode_buckets(buckets: &[MinuteBucket]) -> Vec<u8> {
-    serde_json::to_vec(buckets).expect("buckets hold only numbers and string-named fields")
+    let fields: usize = buckets.iter().map(|b| b.fields.len()).sum();
+    let mut out = Vec::with_capacity(1 + buckets.len() * 10 + fields * FIELD_BYTES);
+    out.push(ENCODING_VERSION);
+    for bucket in buckets {
+        out.extend_from_slice(&bucket.start_ms.to_le_bytes());
+        // A bucket holds at most 4 + 2 * max_gpus fields, far below u16::MAX.
+        out.extend_from_slice(&(bucket.fields.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
+        for s in bucket.fields.iter().take(usize::from(u16::MAX)) {
+            let (kind, index) = field_code(s.field);
+            out.push(kind);
+            out.extend_from_slice(&index.to_le_bytes());
+            for v in [s.min, s.avg, s.max] {
+                out.extend_from_slice(&(v as f32).to_le_bytes());
+            }
+            out.extend_from_slice(&s.count.to_le_bytes());
+        }
+    }
+    out
 }
 
 pub fn decode_buckets(bytes: &[u8]) -> Result<Vec<MinuteBucket>, HistoryError> {
-    serde_json::from_slice(bytes).map_err(HistoryError::Decode)
+    let mut r = Reader(bytes);
+    match r.take::<1>()? {
+        [ENCODING_VERSION] => {}
+        [v] => return Err(HistoryError::Decode(format!("unknown encoding version {v}"))),
+    }
+    let mut buckets = Vec::new();
+    while !r.0.is_empty() {
+        let start_ms = i64::from_le_bytes(r.take()?);
+        if start_ms.rem_euclid(MINUTE_MS) != 0 {
+            return Err(HistoryError::Decode(format!("bucket start {start_ms} is not on a minute")));
+        }
+        let n = u16::from_le_bytes(r.take()?);
+        let mut fields = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let [kind] = r.take()?;
+            let field = field_of(kind, u16::from_le_bytes(r.take()?))?;
+            let mut stat = || Ok::<_, HistoryError>(f64::from(f32::from_le_bytes(r.take()?)));
+            let (min, avg, max) = (stat()?, stat()?, stat()?);
+            let count = u32::from_le_bytes(r.take()?);
+            if !(min <= avg && avg <= max) || count == 0 {
+                return Err(HistoryError::Decode(format!("inconsistent figures for {field}")));
+            }
+            fields.push(FieldStats { field, min, avg, max, count });
+        }
+        buckets.push(MinuteBucket { start_ms, fields });
+    }
+    Ok(buckets)
+}
+
+fn field_code(field: Field) -> (u8, u16) {
+    // GPU indices are below `max_gpus` (u32 in the config, small in practice): saturate.
+    let gpu = |i: u32| u16::try_from(i).unwrap_or(u16::MAX);
+    match field {
+        Field::Cpu => (0, 0),
+        Field::Memory => (1, 0),
+        Field::Gpu => (2, 0),
+        Field::MemoryUsedMb => (3, 0),
+        Field::GpuUtilization(i) => (4, gpu(i)),
+        Field::GpuMemoryUsedMb(i) => (5, gpu(i)),
+    }
+}
+
+fn field_of(kind: u8, index: u16) -> Result<Field, HistoryError> {
+    Ok(match kind {
+        0 => Field::Cpu,
+        1 => Field::Memory,
+        2 => Field::Gpu,
+        3 => Field::MemoryUsedMb,
+        4 => Field::GpuUtilization(u32::from(index)),
+        5 => Field::GpuMemoryUsedMb(u32::from(index)),
+        _ => return Err(HistoryError::Decode(format!("unknown field kind {kind}"))),
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], HistoryError> {
+        let Some((head, rest)) = self.0.split_first_chunk::<N>() else {
+            return Err(HistoryError::Decode("truncated".into()));
+        };
+        self.0 = rest;
+        Ok(*head)
+    }
 }
 
 /// Running min/max/sum/count; non-finite inputs are treated as missing.
@@ -129,14 +215,6 @@ impl OpenMinute {
         fields.sort_by_key(|s| s.field);
         MinuteBucket { start_ms: self.start, fields }
     }
-}
-
-/// Minute figures are kept to f32 precision (about 7 significant digits, whole numbers exact
-/// to 16 777 216): plenty for charts, and it halves the tier, since an average of f64 values
-/// otherwise has all 52 mantissa bits set. Rounding is monotonic, so min <= avg <= max holds.
-fn to_f32(v: f64) -> f64 {
-    let rounded = f64::from(v as f32);
-    if rounded.is_finite() { rounded } else { v }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -249,16 +327,25 @@ impl MinuteTier {
     }
 
     /// Merges `restored` with what is held; a minute already held (or still open) wins.
-    pub(crate) fn restore(&mut self, restored: Vec<MinuteBucket>, cutoff: i64) {
+    /// Returns the end of the newest minute taken from `restored`.
+    pub(crate) fn restore(&mut self, restored: Vec<MinuteBucket>, cutoff: i64) -> Option<i64> {
         let mut all = self.buckets(i64::MIN, i64::MAX);
+        let held: std::collections::HashSet<i64> = all.iter().map(|b| b.start_ms).collect();
         let open_start = self.open.as_ref().map_or(i64::MAX, |o| o.start);
-        all.extend(restored.into_iter().filter(|b| b.start_ms < open_start));
+        let taken: Vec<_> = restored
+            .into_iter()
+            .filter(|b| b.start_ms < open_start && !held.contains(&b.start_ms))
+            .filter(|b| b.start_ms.saturating_add(MINUTE_MS) > cutoff)
+            .collect();
+        let newest = taken.iter().map(|b| b.start_ms.saturating_add(MINUTE_MS)).max();
+        all.extend(taken);
         all.sort_by_key(|b| b.start_ms); // stable: held buckets stay ahead of restored ones
         all.dedup_by_key(|b| b.start_ms);
         self.chunks.clear();
         for bucket in all.iter().filter(|b| b.start_ms.saturating_add(MINUTE_MS) > cutoff) {
             self.push_closed(bucket);
         }
+        newest
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -20,7 +20,8 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// The sample as `(field, value)` pairs, GPUs with `index >= max_gpus` left out.
+    /// The sample as `(field, value)` pairs at f32 precision, GPUs with `index >= max_gpus`
+    /// left out.
     pub(crate) fn fields(&self, max_gpus: u32) -> impl Iterator<Item = (Field, f64)> + '_ {
         let fixed = [
             (Field::Cpu, self.cpu),
@@ -31,8 +32,17 @@ impl Sample {
         let gpus = self.gpus.iter().filter(move |g| g.0 < max_gpus).flat_map(|&(index, util, mem)| {
             [(Field::GpuUtilization(index), util), (Field::GpuMemoryUsedMb(index), mem)]
         });
-        fixed.into_iter().chain(gpus)
+        fixed.into_iter().chain(gpus).map(|(field, v)| (field, to_f32(v)))
     }
+}
+
+/// Figures are kept to f32 precision (about 7 significant digits, whole numbers exact to
+/// 16 777 216): what sysinfo and NVML report anyway, and plenty for charts. A derived figure
+/// such as memory % or a minute's average otherwise has all 52 mantissa bits set, which
+/// doubles its compressed size. Rounding is monotonic, so min <= avg <= max holds.
+pub(crate) fn to_f32(v: f64) -> f64 {
+    let rounded = f64::from(v as f32);
+    if rounded.is_finite() { rounded } else { v }
 }
 
 /// A stored field. Serialised as its name, e.g. `cpu_usage` or `gpu3_memory_used_mb`, so it

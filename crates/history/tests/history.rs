@@ -138,7 +138,8 @@ fn buckets_survive_encode_decode_and_restore() {
     let mut before = history();
     let closed = three_hours(&mut before);
     let bytes = encode_buckets(&closed);
-    assert!(bytes.starts_with(br#"[{"start_ms":0,"fields":[["cpu_usage",0.0,0.0,0.0,12],"#));
+    // Version, then per bucket 8 + 2 bytes and 19 per field (cpu, memory, gpu, memory MB).
+    assert_eq!(bytes.len(), 1 + closed.len() * (10 + 4 * 19));
     let decoded = decode_buckets(&bytes).unwrap();
     assert_eq!(decoded, closed);
 
@@ -164,7 +165,18 @@ fn buckets_survive_encode_decode_and_restore() {
 
 #[test]
 fn malformed_bucket_bytes_are_an_error() {
-    for bytes in [&b""[..], b"[{", b"[{\"start_ms\":0,\"fields\":[[\"disk\",1,1,1,1]]}]", b"[1,2]"] {
+    let good = encode_buckets(&[MinuteBucket {
+        start_ms: MINUTE_MS,
+        fields: vec![FieldStats { field: Field::GpuUtilization(3), min: 1.0, avg: 2.0, max: 3.0, count: 12 }],
+    }]);
+    assert!(decode_buckets(&good).is_ok());
+    let mut bad_kind = good.clone();
+    bad_kind[11] = 9;
+    let mut min_above_max = good.clone();
+    min_above_max[14..18].copy_from_slice(&5.0f32.to_le_bytes());
+    let mut off_minute = good.clone();
+    off_minute[1] = 1;
+    for bytes in [&b""[..], &[7], &good[..good.len() - 1], &bad_kind, &min_above_max, &off_minute] {
         assert!(matches!(decode_buckets(bytes), Err(HistoryError::Decode(_))), "{bytes:?}");
     }
 }
@@ -215,4 +227,22 @@ fn gpus_appearing_later_are_tracked_per_index() {
     assert!(series.get(Field::GpuUtilization(99)).is_empty(), "beyond max_gpus");
     let json = serde_json::to_string(&series).unwrap();
     assert!(json.contains(r#""gpu1_memory_used_mb":[{"timestamp_ms":5000"#), "{json}");
+}
+
+#[test]
+fn a_restored_minute_and_new_samples_in_it_are_both_counted() {
+    // Before the restart: two samples in minute 1, flushed as a partial bucket.
+    let mut before = history();
+    before.append(&cpu(MINUTE_MS + 1_000, 10.0));
+    before.append(&cpu(MINUTE_MS + 2_000, 20.0));
+    let flushed = before.tick(i64::MAX).expect("the open minute closes");
+    // After: the bucket is restored, and the worker goes on within the same minute.
+    let mut after = history();
+    after.restore(vec![flushed]);
+    after.append(&cpu(MINUTE_MS + 30_000, 60.0));
+    let minute = after.query(MINUTE_MS, 2 * MINUTE_MS, MINUTE_MS as u64);
+    assert_eq!(minute.get(Field::Cpu), [point(MINUTE_MS, 10.0, 30.0, 60.0)]);
+    // Only the restored bucket lies before the restart.
+    let before_restart = after.query(0, MINUTE_MS + 3_000, 0);
+    assert_eq!(before_restart.get(Field::Cpu), [point(MINUTE_MS, 10.0, 15.0, 20.0)]);
 }

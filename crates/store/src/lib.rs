@@ -126,6 +126,15 @@ pub struct WorkerRecord {
     pub last_seen_ms: i64,
 }
 
+/// One worker's telemetry over one closed minute, encoded by the history tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelemetryMinute {
+    pub worker_id: WorkerId,
+    /// Unix milliseconds, the start of the minute.
+    pub start_ms: i64,
+    pub data: Vec<u8>,
+}
+
 /// The master's persistent state. Every write is committed when its future resolves.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -152,6 +161,13 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
     /// Workers ordered by id.
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+
+    /// Inserts minutes, replacing any already stored for the same worker and start.
+    async fn append_telemetry_minutes(&self, minutes: Vec<TelemetryMinute>) -> Result<(), StoreError>;
+    /// Minutes starting at or after `since_ms`, by worker then time.
+    async fn telemetry_minutes(&self, since_ms: i64) -> Result<Vec<TelemetryMinute>, StoreError>;
+    /// Deletes minutes starting before `before_ms`.
+    async fn prune_telemetry_minutes(&self, before_ms: i64) -> Result<(), StoreError>;
 
     async fn put_kv(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
     async fn get_kv(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;

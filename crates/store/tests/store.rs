@@ -406,3 +406,27 @@ async fn acknowledged_writes_survive_sigkill() {
         assert!(store.get_task(id).await.expect("get").is_some(), "acknowledged task {id} lost");
     }
 }
+
+#[tokio::test]
+async fn telemetry_minutes_survive_a_restart_and_are_pruned_by_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let minute = |w: &str, start_ms: i64, data: &[u8]| cloudai_store::TelemetryMinute {
+        worker_id: wid(w),
+        start_ms,
+        data: data.to_vec(),
+    };
+    {
+        let store = open(dir.path());
+        let batch = vec![minute("w2", 60_000, b"a"), minute("w1", 120_000, b"b"), minute("w1", 60_000, b"c")];
+        store.append_telemetry_minutes(batch).await.expect("append");
+        // The same minute again (a re-sent bucket) replaces the first copy.
+        store.append_telemetry_minutes(vec![minute("w1", 120_000, b"B")]).await.expect("replace");
+        std::mem::forget(store);
+    }
+    let store = open(dir.path());
+    let all = store.telemetry_minutes(0).await.expect("read");
+    assert_eq!(all, vec![minute("w1", 60_000, b"c"), minute("w1", 120_000, b"B"), minute("w2", 60_000, b"a")]);
+    assert_eq!(store.telemetry_minutes(120_000).await.expect("read"), vec![minute("w1", 120_000, b"B")]);
+    store.prune_telemetry_minutes(120_000).await.expect("prune");
+    assert_eq!(store.telemetry_minutes(0).await.expect("read"), vec![minute("w1", 120_000, b"B")]);
+}

@@ -1,6 +1,6 @@
 //! `/api/workers…`: registration details plus live figures, for clients and the CLI.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -60,13 +60,124 @@ struct WorkerMetrics {
     memory_total_mb: u64,
     gpu_usage: f64,
     gpus: Vec<GpuStats>,
+    /// Present when the request asked for a time range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<History>,
+}
+
+/// `?since=&until=&step=&fields=`: times are a duration ago (`15m`), unix seconds or
+/// RFC 3339; `step` a duration (`1m`) or seconds, absent for the points as stored.
+#[derive(serde::Deserialize)]
+struct RangeQuery {
+    since: Option<String>,
+    until: Option<String>,
+    step: Option<String>,
+    fields: Option<String>,
+}
+
+#[derive(Serialize)]
+struct History {
+    since_ms: i64,
+    until_ms: i64,
+    step_ms: u64,
+    #[serde(flatten)]
+    series: cloudai_history::Series,
+}
+
+/// Most points one field may have in an answer with a step (as Prometheus allows).
+const MAX_STEPS: i64 = 11_000;
+
+impl RangeQuery {
+    fn wanted(&self) -> bool {
+        self.since.is_some() || self.until.is_some() || self.step.is_some() || self.fields.is_some()
+    }
+
+    /// `(since_ms, until_ms, step_ms, fields)`, defaults: the last hour, as stored, all fields.
+    fn parse(&self, now_ms: i64) -> Result<(i64, i64, u64, Option<Vec<cloudai_history::Field>>), ApiError> {
+        let since = match &self.since {
+            Some(raw) => parse_time("since", raw, now_ms)?,
+            None => now_ms - 3_600_000,
+        };
+        let until = match &self.until {
+            Some(raw) => parse_time("until", raw, now_ms)?,
+            None => now_ms,
+        };
+        if until <= since {
+            return Err(ApiError::bad_request("until must be after since"));
+        }
+        let step = match &self.step {
+            Some(raw) => parse_step(raw)?,
+            None => 0,
+        };
+        if step > 0 && (until - since) / step as i64 > MAX_STEPS {
+            return Err(ApiError::bad_request(format!(
+                "step too small for the range: at most {MAX_STEPS} points per field"
+            )));
+        }
+        let fields = self
+            .fields
+            .as_deref()
+            .map(|raw| {
+                raw.split(',')
+                    .map(|f| f.trim().parse().map_err(|e| ApiError::bad_request(format!("fields: {e}"))))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        Ok((since, until, step, fields))
+    }
+}
+
+fn parse_time(name: &str, raw: &str, now_ms: i64) -> Result<i64, ApiError> {
+    let raw = raw.trim();
+    if let Ok(secs) = raw.parse::<f64>()
+        && secs.is_finite()
+        && secs.abs() < 1e13
+    {
+        return Ok((secs * 1000.0).round() as i64);
+    }
+    if let Ok(ago) = humantime::parse_duration(raw) {
+        return Ok(now_ms.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)));
+    }
+    if let Ok(at) = humantime::parse_rfc3339_weak(raw) {
+        let ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        return Ok(i64::try_from(ms).unwrap_or(i64::MAX));
+    }
+    Err(ApiError::bad_request(format!(
+        "{name}: invalid time {raw:?}; use a duration ago (15m), unix seconds or RFC 3339"
+    )))
+}
+
+fn parse_step(raw: &str) -> Result<u64, ApiError> {
+    let raw = raw.trim();
+    let ms = match raw.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs < 1e9 => (secs * 1000.0).round() as u64,
+        Ok(_) => return Err(ApiError::bad_request(format!("step: {raw:?} is out of range"))),
+        Err(_) => humantime::parse_duration(raw)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map_err(|e| ApiError::bad_request(format!("step: invalid duration {raw:?} ({e})")))?,
+    };
+    Ok(ms)
 }
 
 async fn metrics(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
+    Query(range): Query<RangeQuery>,
 ) -> Result<Json<WorkerMetrics>, ApiError> {
     let (info, t) = lookup(&state, &raw)?;
+    let history = if range.wanted() {
+        let (since_ms, until_ms, step_ms, fields) = range.parse(crate::time::unix_ms())?;
+        let mut series = state
+            .telemetry
+            .history(&t.worker_id, since_ms, until_ms, step_ms)
+            .ok_or_else(|| ApiError::not_found(format!("worker {raw:?} not found")))?;
+        if let Some(fields) = fields {
+            series.fields.retain(|field, _| fields.contains(field));
+        }
+        Some(History { since_ms, until_ms, step_ms, series })
+    } else {
+        None
+    };
     Ok(Json(WorkerMetrics {
         worker_id: t.worker_id.to_string(),
         is_active: t.is_active,
@@ -78,6 +189,7 @@ async fn metrics(
         memory_total_mb: t.memory_total_mb,
         gpu_usage: t.gpu_usage,
         gpus: t.gpus,
+        history,
     }))
 }
 

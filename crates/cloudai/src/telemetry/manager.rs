@@ -19,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
+use cloudai_history::{History, HistoryConfig, MinuteBucket, Series};
+
 use super::model::{HeartbeatSample, WorkerInfo, WorkerTelemetry};
 use crate::events::{ClusterEvent, EventBus};
 use crate::ids::WorkerId;
-use crate::time::unix_secs;
+use crate::time::unix_ms;
 
 #[derive(Clone, Debug)]
 pub struct TelemetryConfig {
@@ -32,6 +34,8 @@ pub struct TelemetryConfig {
     pub channel_capacity: usize,
     /// Per-worker heartbeat rate limit (token bucket); `None` turns it off.
     pub rate_limit: Option<RateLimit>,
+    /// How long raw samples and minute buckets are kept in memory.
+    pub history: HistoryConfig,
 }
 
 /// A token bucket: `per_second` heartbeats on average, bursts of up to `burst`.
@@ -54,6 +58,7 @@ impl Default for TelemetryConfig {
             inactivity_timeout: Duration::from_secs(30),
             channel_capacity: 10,
             rate_limit: Some(RateLimit::default()),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -94,6 +99,14 @@ pub enum TelemetryError {
     RateLimited { retry_after: Duration },
 }
 
+/// A minute of a worker's history that just closed, for the store.
+pub type ClosedMinute = (WorkerId, MinuteBucket);
+
+/// Closed minutes waiting for the store; past this they are dropped (and counted).
+const CLOSED_MINUTES_QUEUE: usize = 65_536;
+/// A silent worker's open minute is closed this long after the minute ends.
+const MINUTE_GRACE_MS: i64 = 10_000;
+
 /// Called from a worker's task after each applied heartbeat.
 pub type UpdateCallback = Arc<dyn Fn(&WorkerTelemetry) + Send + Sync>;
 
@@ -106,11 +119,14 @@ pub struct TelemetryStats {
     pub heartbeats_dropped: u64,
     pub heartbeats_rejected: u64,
     pub heartbeats_rate_limited: u64,
+    /// History minutes dropped because the store fell behind.
+    pub history_minutes_dropped: u64,
 }
 
 struct Queued {
     seq: u64,
-    received_at: i64,
+    /// Unix milliseconds; the history is kept on the master's clock, not the worker's.
+    received_at_ms: i64,
     sample: HeartbeatSample,
 }
 
@@ -127,6 +143,7 @@ struct WorkerSlot {
     received: AtomicU64,
     dropped: AtomicU64,
     bucket: Mutex<Bucket>,
+    history: Mutex<History>,
     /// Digest of the running tasks last passed on, and when.
     running_digest: AtomicU64,
     running_forwarded_ms: AtomicU64,
@@ -172,6 +189,13 @@ struct Inner {
     cancel: CancellationToken,
     tracker: TaskTracker,
     started: AtomicBool,
+    /// A new worker's history starts as a clone of this (its config validated once).
+    empty_history: History,
+    /// Minute buckets loaded from the store, waiting for their worker to register.
+    restored: Mutex<HashMap<WorkerId, Vec<MinuteBucket>>>,
+    closed_minutes: mpsc::Sender<ClosedMinute>,
+    closed_minutes_rx: Mutex<Option<mpsc::Receiver<ClosedMinute>>>,
+    minutes_dropped: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
     rejected: AtomicU64,
@@ -182,6 +206,14 @@ impl Inner {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+
+    /// Hands a closed minute to the store writer without waiting.
+    fn persist_minute(&self, worker_id: &WorkerId, bucket: Option<MinuteBucket>) {
+        let Some(bucket) = bucket else { return };
+        if self.closed_minutes.try_send((worker_id.clone(), bucket)).is_err() {
+            self.minutes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Handle to the telemetry state; cheap to clone.
@@ -191,9 +223,12 @@ pub struct TelemetryManager {
 }
 
 impl TelemetryManager {
-    pub fn new(config: TelemetryConfig, events: EventBus) -> Self {
+    /// Fails only on an invalid history configuration.
+    pub fn new(config: TelemetryConfig, events: EventBus) -> Result<Self, cloudai_history::HistoryError> {
+        let empty_history = History::new(config.history.clone())?;
         let config = TelemetryConfig { channel_capacity: config.channel_capacity.max(1), ..config };
-        Self {
+        let (closed_minutes, closed_minutes_rx) = mpsc::channel(CLOSED_MINUTES_QUEUE);
+        Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 workers: RwLock::new(HashMap::new()),
@@ -203,12 +238,17 @@ impl TelemetryManager {
                 cancel: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 started: AtomicBool::new(false),
+                empty_history,
+                restored: Mutex::new(HashMap::new()),
+                closed_minutes,
+                closed_minutes_rx: Mutex::new(Some(closed_minutes_rx)),
+                minutes_dropped: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 limited: AtomicU64::new(0),
             }),
-        }
+        })
     }
 
     pub fn config(&self) -> &TelemetryConfig {
@@ -222,6 +262,34 @@ impl TelemetryManager {
         }
         let inner = Arc::clone(&self.inner);
         self.inner.tracker.spawn(inactivity_checker(inner));
+    }
+
+    /// The stream of closed history minutes, for the store writer; `None` once taken.
+    pub fn take_closed_minutes(&self) -> Option<mpsc::Receiver<ClosedMinute>> {
+        self.inner.closed_minutes_rx.lock().take()
+    }
+
+    /// Minute buckets loaded from the store at start-up; each worker gets its own back when
+    /// it registers.
+    pub fn restore_history(&self, buckets: HashMap<WorkerId, Vec<MinuteBucket>>) {
+        let workers = self.inner.workers.read();
+        let mut restored = self.inner.restored.lock();
+        for (worker_id, buckets) in buckets {
+            match workers.get(&worker_id) {
+                Some(slot) => slot.history.lock().restore(buckets),
+                None => {
+                    restored.insert(worker_id, buckets);
+                }
+            }
+        }
+    }
+
+    /// A worker's history between two unix-ms times, aggregated per `step_ms` (0: as stored).
+    /// `None` if the worker is not registered.
+    pub fn history(&self, worker_id: &WorkerId, since_ms: i64, until_ms: i64, step_ms: u64) -> Option<Series> {
+        let slot = self.inner.workers.read().get(worker_id).cloned()?;
+        let series = slot.history.lock().query(since_ms, until_ms, step_ms);
+        Some(series)
     }
 
     /// Sets the hook called after every applied heartbeat (store writer, history, alerts).
@@ -247,6 +315,10 @@ impl TelemetryManager {
             }
             None => {
                 let (tx, rx) = mpsc::channel(inner.config.channel_capacity);
+                let mut history = inner.empty_history.clone();
+                if let Some(buckets) = inner.restored.lock().remove(&worker_id) {
+                    history.restore(buckets);
+                }
                 let slot = Arc::new(WorkerSlot {
                     info: RwLock::new(info),
                     telemetry: Mutex::new(WorkerTelemetry::empty(worker_id.clone())),
@@ -264,6 +336,7 @@ impl TelemetryManager {
                         tokens: inner.config.rate_limit.map_or(0.0, |l| l.burst),
                         refilled_ms: now,
                     }),
+                    history: Mutex::new(history),
                     cancel: inner.cancel.child_token(),
                 });
                 workers.insert(worker_id.clone(), Arc::clone(&slot));
@@ -284,6 +357,9 @@ impl TelemetryManager {
             return false;
         };
         slot.cancel.cancel();
+        // Its open minute is all there is of that minute: keep it.
+        let open = slot.history.lock().tick(i64::MAX);
+        self.inner.persist_minute(worker_id, open);
         info!(worker_id = %worker_id, "worker unregistered");
         self.inner.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone() });
         true
@@ -323,7 +399,7 @@ impl TelemetryManager {
             .then(|| sample.running_tasks.iter().map(|t| t.task_id.clone()).collect());
         let queued = Box::new(Queued {
             seq: slot.next_seq.fetch_add(1, Ordering::Relaxed),
-            received_at: unix_secs(),
+            received_at_ms: unix_ms(),
             sample,
         });
         match slot.tx.try_send(queued) {
@@ -380,14 +456,22 @@ impl TelemetryManager {
             heartbeats_dropped: inner.dropped.load(Ordering::Relaxed),
             heartbeats_rejected: inner.rejected.load(Ordering::Relaxed),
             heartbeats_rate_limited: inner.limited.load(Ordering::Relaxed),
+            history_minutes_dropped: inner.minutes_dropped.load(Ordering::Relaxed),
         }
     }
 
-    /// Stops the checker and every worker task, and waits until all have ended.
+    /// Stops the checker and every worker task, and waits until all have ended. Open history
+    /// minutes are closed and queued for the store, so a restart keeps them.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+        let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
+        for slot in slots {
+            let open = slot.history.lock().tick(i64::MAX);
+            let worker_id = slot.info.read().worker_id.clone();
+            self.inner.persist_minute(&worker_id, open);
+        }
         info!("telemetry manager stopped");
     }
 }
@@ -419,7 +503,11 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Qu
         return;
     }
     *last_applied = Some(q.seq);
-    let Queued { received_at, sample, .. } = q;
+    let Queued { received_at_ms, sample, .. } = q;
+    let closed = slot.history.lock().append(&history_sample(received_at_ms, &sample));
+    if closed.is_some() {
+        inner.persist_minute(&sample.worker_id, closed);
+    }
     {
         let mut t = slot.telemetry.lock();
         t.cpu_usage = sample.cpu_usage;
@@ -429,7 +517,7 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Qu
         t.memory_total_mb = sample.memory_total_mb;
         t.gpus = sample.gpus;
         t.running_tasks = sample.running_tasks;
-        t.last_update = received_at;
+        t.last_update = received_at_ms.div_euclid(1000);
         t.sample_time_ms = sample.timestamp_ms;
     }
     let callback = inner.callback.read().clone();
@@ -438,16 +526,45 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Qu
     }
 }
 
+fn history_sample(at_ms: i64, s: &HeartbeatSample) -> cloudai_history::Sample {
+    cloudai_history::Sample {
+        timestamp_ms: at_ms,
+        cpu: s.cpu_usage,
+        memory: s.memory_usage,
+        gpu: s.gpu_usage,
+        memory_used_mb: s.memory_used_mb as f64,
+        gpus: s.gpus.iter().map(|g| (g.index, g.utilization_percent, g.memory_used_mb as f64)).collect(),
+    }
+}
+
+/// Closes the open minute of workers that went silent, so it reaches the store.
+fn close_silent_minutes(inner: &Inner) {
+    let due = unix_ms().saturating_sub(MINUTE_GRACE_MS);
+    let slots: Vec<_> = inner.workers.read().values().cloned().collect();
+    for slot in slots {
+        let closed = slot.history.lock().tick(due);
+        if closed.is_some() {
+            let worker_id = slot.info.read().worker_id.clone();
+            inner.persist_minute(&worker_id, closed);
+        }
+    }
+}
+
 async fn inactivity_checker(inner: Arc<Inner>) {
     let timeout_ms = inner.config.inactivity_timeout.as_millis() as u64;
     let mut tick = tokio::time::interval(inner.config.check_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut minutes_checked_ms = 0;
     loop {
         tokio::select! {
             _ = inner.cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
         let now = inner.now_ms();
+        if now.saturating_sub(minutes_checked_ms) >= 10_000 {
+            minutes_checked_ms = now;
+            close_silent_minutes(&inner);
+        }
         let silent: Vec<Arc<WorkerSlot>> = inner
             .workers
             .read()

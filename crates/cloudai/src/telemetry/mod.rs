@@ -5,6 +5,7 @@ mod manager;
 mod model;
 
 pub use manager::{
-    RateLimit, TelemetryConfig, TelemetryError, TelemetryManager, TelemetryStats, UpdateCallback,
+    ClosedMinute, RateLimit, TelemetryConfig, TelemetryError, TelemetryManager, TelemetryStats,
+    UpdateCallback,
 };
 pub use model::{GpuInfo, GpuStats, HeartbeatSample, RunningTask, WorkerInfo, WorkerTelemetry};

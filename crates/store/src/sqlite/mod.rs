@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::rows::{TaskRow, WorkerRow};
 use self::writer::{Msg, WriteOp, WriterConfig};
 use crate::{
-    LogChunk, LogPage, LogQuery, Store, StoreConfig, StoreError, TaskFilter, WorkerRecord, migrations,
+    LogChunk, LogPage, LogQuery, Store, StoreConfig, StoreError, TaskFilter, TelemetryMinute, WorkerRecord,
+    migrations,
 };
 
 /// The SQLite [`Store`]. Dropping it finishes the queued writes and stops the writer thread
@@ -230,6 +231,21 @@ impl Store for SqliteStore {
 
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
         self.read(|c| read::list_workers(c)).await
+    }
+
+    async fn append_telemetry_minutes(&self, minutes: Vec<TelemetryMinute>) -> Result<(), StoreError> {
+        if minutes.is_empty() {
+            return Ok(());
+        }
+        self.write(WriteOp::AppendMinutes(minutes)).await
+    }
+
+    async fn telemetry_minutes(&self, since_ms: i64) -> Result<Vec<TelemetryMinute>, StoreError> {
+        self.read(move |c| read::telemetry_minutes(c, since_ms)).await
+    }
+
+    async fn prune_telemetry_minutes(&self, before_ms: i64) -> Result<(), StoreError> {
+        self.write(WriteOp::PruneMinutes { before_ms }).await
     }
 
     async fn put_kv(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus};
+use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus, WorkerId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{
     EVENT_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, col, decode_event, decode_task, decode_worker,
     type_error_is_corrupt,
 };
-use crate::{StoreError, TaskFilter, WorkerRecord};
+use crate::{StoreError, TaskFilter, TelemetryMinute, WorkerRecord};
 
 pub(crate) fn get_task(conn: &Connection, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?1"))?;
@@ -109,6 +109,23 @@ pub(crate) fn scan_kv(conn: &Connection, namespace: &str) -> Result<Vec<(String,
         let key: String = col(row, 0, "kv", namespace)?;
         let value: Vec<u8> = col(row, 1, "kv", &format!("{namespace}/{key}"))?;
         out.push((key, value));
+    }
+    Ok(out)
+}
+
+pub(crate) fn telemetry_minutes(conn: &Connection, since_ms: i64) -> Result<Vec<TelemetryMinute>, StoreError> {
+    const T: &str = "telemetry_minutes";
+    let mut stmt = conn.prepare_cached(
+        "SELECT worker_id, start_ms, data FROM telemetry_minutes WHERE start_ms >= ?1 \
+         ORDER BY worker_id, start_ms",
+    )?;
+    let mut rows = stmt.query([since_ms])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: String = col(row, 0, T, "?")?;
+        let worker_id =
+            WorkerId::parse(&id).map_err(|e| StoreError::corrupt(T, id.as_str(), format!("worker id: {e}")))?;
+        out.push(TelemetryMinute { worker_id, start_ms: col(row, 1, T, &id)?, data: col(row, 2, T, &id)? });
     }
     Ok(out)
 }

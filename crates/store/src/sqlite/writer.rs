@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::logs;
 use super::rows::{TaskRow, WorkerRow};
-use crate::{LogChunk, StoreError};
+use crate::{LogChunk, StoreError, TelemetryMinute};
 
 pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
 
@@ -28,6 +28,8 @@ pub(crate) enum WriteOp {
     UpdateTask(Box<TaskRow>, TaskEvent),
     AppendLogs(Vec<LogChunk>),
     UpsertWorker(Box<WorkerRow>),
+    AppendMinutes(Vec<TelemetryMinute>),
+    PruneMinutes { before_ms: i64 },
     PutKv { namespace: String, key: String, value: Vec<u8> },
     DeleteKv { namespace: String, key: String },
 }
@@ -253,6 +255,20 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<()
                 w.first_seen_ms,
                 w.last_seen_ms,
             ])?;
+            Ok(())
+        }
+        WriteOp::AppendMinutes(minutes) => {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO telemetry_minutes (worker_id, start_ms, data) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (worker_id, start_ms) DO UPDATE SET data = excluded.data",
+            )?;
+            for m in minutes {
+                insert.execute(params![m.worker_id.as_str(), m.start_ms, m.data])?;
+            }
+            Ok(())
+        }
+        WriteOp::PruneMinutes { before_ms } => {
+            tx.prepare_cached("DELETE FROM telemetry_minutes WHERE start_ms < ?1")?.execute(params![before_ms])?;
             Ok(())
         }
         WriteOp::PutKv { namespace, key, value } => {
