@@ -283,6 +283,10 @@ pub struct WorkerArgs {
     /// Keep task working folders after tasks end (debugging).
     #[arg(long, env = "CLOUDAI_KEEP_WORKDIRS")]
     pub keep_workdirs: bool,
+
+    /// Compression of heartbeats to the master: zstd, gzip or none (used only if the master accepts it).
+    #[arg(long, env = "GRPC_COMPRESSION", value_name = "GRPC_COMPRESSION", default_value = "zstd", value_parser = crate::compression::Compression::parse)]
+    pub compression: crate::compression::Compression,
 }
 
 /// The address a worker dials.

@@ -22,14 +22,20 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Loads the minutes within `retention_ms` and hands them to the telemetry manager.
 /// Unreadable rows are skipped with a warning: history is not worth refusing to start.
-pub async fn load(store: &dyn Store, telemetry: &TelemetryManager, retention_ms: i64) -> Result<(), StoreError> {
+pub async fn load(
+    store: &dyn Store,
+    telemetry: &TelemetryManager,
+    retention_ms: i64,
+) -> Result<(), StoreError> {
     let rows = store.telemetry_minutes(unix_ms().saturating_sub(retention_ms)).await?;
     let count = rows.len();
     let mut by_worker: HashMap<WorkerId, Vec<MinuteBucket>> = HashMap::new();
     for row in rows {
         match decode_buckets(&row.data) {
             Ok(buckets) => by_worker.entry(row.worker_id).or_default().extend(buckets),
-            Err(e) => warn!(worker_id = %row.worker_id, start_ms = row.start_ms, error = %e, "skipping a stored history minute"),
+            Err(e) => {
+                warn!(worker_id = %row.worker_id, start_ms = row.start_ms, error = %e, "skipping a stored history minute")
+            }
         }
     }
     if count > 0 {

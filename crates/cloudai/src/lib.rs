@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod compression;
 pub mod config;
 pub mod console;
 pub mod events;

@@ -17,10 +17,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
+use crate::compression::ACCEPTED_COMPRESSION;
 use crate::ids::{TaskId, WorkerId};
 use crate::tasks::{TaskError, TaskService};
 use crate::telemetry::{HeartbeatSample, TelemetryError, TelemetryManager, WorkerInfo};
@@ -124,10 +124,11 @@ impl MasterRpc {
     }
 
     pub fn into_server(self) -> MasterServiceServer<Self> {
-        MasterServiceServer::new(self)
+        ACCEPTED_COMPRESSION
+            .iter()
+            .filter_map(|c| c.encoding())
+            .fold(MasterServiceServer::new(self), |server, encoding| server.accept_compressed(encoding))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
     }
 }
 
@@ -147,6 +148,7 @@ impl MasterService for MasterRpc {
         Ok(Response::new(pb::RegisterWorkerResponse {
             master_id: self.master_id.clone(),
             heartbeat_interval_ms: 0,
+            accept_compression: ACCEPTED_COMPRESSION.iter().map(|c| c.to_string()).collect(),
         }))
     }
 

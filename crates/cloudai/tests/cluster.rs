@@ -16,9 +16,14 @@ async fn three_workers_join_and_report_plausible_telemetry() {
     let master = start_master(master_config(Duration::from_secs(5))).await;
     let api = format!("http://{}", master.http_addr);
 
+    // Each compresses its heartbeats differently; the master accepts them all.
+    use cloudai::compression::Compression;
     let mut workers = Vec::new();
-    for id in ["worker-1", "worker-2", "worker-3"] {
+    for (id, compression) in
+        [("worker-1", Compression::Zstd), ("worker-2", Compression::Gzip), ("worker-3", Compression::None)]
+    {
         let mut config = worker_config(master.grpc_addr, id);
+        config.compression = compression;
         if id == "worker-3" {
             config.simulated_gpus = Some(2);
         }

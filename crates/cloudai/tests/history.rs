@@ -49,7 +49,8 @@ async fn history_is_served_and_survives_a_master_restart_at_the_minute_tier() {
         }
         assert!(!points(&body, field).is_empty(), "{field} recorded: {body}");
     }
-    let times: Vec<i64> = points(&body, "cpu_usage").iter().filter_map(|p| p["timestamp_ms"].as_i64()).collect();
+    let times: Vec<i64> =
+        points(&body, "cpu_usage").iter().filter_map(|p| p["timestamp_ms"].as_i64()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
 
     // Aggregated per minute, only the fields asked for.

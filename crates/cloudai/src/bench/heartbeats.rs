@@ -6,6 +6,7 @@
 //! as real workers have). With `--master-pid` the master's resident memory is read
 //! before and after registration to give bytes per idle registered worker.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{cpu_seconds, resident_bytes};
+use crate::compression::Compression;
 use crate::config::{parse_duration, parse_url};
 use crate::time::unix_ms;
 use crate::worker::gpu::{GpuSource, SimulatedGpus};
@@ -64,6 +66,68 @@ pub struct HeartbeatArgs {
     /// Load-generator threads, each with its own single-threaded runtime and connections.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Compression of the heartbeats: zstd, gzip or none.
+    #[arg(long, default_value = "none", value_parser = Compression::parse)]
+    pub compression: Compression,
+    /// Route the connections through a byte-counting loopback proxy and report the bytes
+    /// per heartbeat each way (costs CPU: leave it off when measuring latency).
+    #[arg(long)]
+    pub count_bytes: bool,
+}
+
+/// Bytes seen by the counting proxy, each way.
+#[derive(Default)]
+struct WireBytes {
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl WireBytes {
+    fn snapshot(&self) -> (u64, u64) {
+        (self.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed))
+    }
+}
+
+/// Accepts loopback connections and forwards each to `target`, counting bytes.
+async fn counting_proxy(target: String) -> anyhow::Result<(String, Arc<WireBytes>)> {
+    let authority =
+        target.split_once("://").map_or(target.as_str(), |(_, rest)| rest).trim_end_matches('/').to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let bytes = Arc::new(WireBytes::default());
+    let counters = bytes.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (authority, counters) = (authority.clone(), counters.clone());
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&authority).await else { return };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::join!(
+                    pump(client_read, server_write, &counters.up),
+                    pump(server_read, client_write, &counters.down)
+                );
+            });
+        }
+    });
+    Ok((format!("http://{addr}"), bytes))
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counter: &AtomicU64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    let _ = to.shutdown().await;
 }
 
 /// One load-generator thread: its own runtime, connections and simulated workers.
@@ -94,12 +158,20 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
     let connections =
         if args.connection_per_worker { args.workers } else { args.connections.clamp(1, args.workers) };
     let threads = args.threads.clamp(1, 64).min(connections);
-    let args = Arc::new(HeartbeatArgs { connections, threads, ..args });
+    let (master, wire) = if args.count_bytes {
+        let (proxy, wire) = counting_proxy(args.master.clone()).await?;
+        (proxy, Some(wire))
+    } else {
+        (args.master.clone(), None)
+    };
+    let target = args.master.clone();
+    let args = Arc::new(HeartbeatArgs { connections, threads, master, ..args });
     let prefix =
         args.prefix.clone().unwrap_or_else(|| format!("sim-{:06x}", rand::random::<u32>() & 0xff_ffff));
     eprintln!(
-        "{} workers over {connections} connection(s) from {threads} thread(s) to {}",
-        args.workers, args.master
+        "{} workers over {connections} connection(s) from {threads} thread(s) to {target}{}",
+        args.workers,
+        if wire.is_some() { " (through a byte-counting proxy)" } else { "" }
     );
 
     let phases = Arc::new(Phases {
@@ -123,7 +195,7 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
 
     // The coordinator measures the master between phases; it blocks, so off the runtime.
     let coordinator = {
-        let (args, phases) = (args.clone(), phases.clone());
+        let (args, phases, wire) = (args.clone(), phases.clone(), wire.clone());
         tokio::task::spawn_blocking(move || {
             let rss_before = args.master_pid.and_then(resident_bytes);
             phases.registered.wait();
@@ -137,15 +209,20 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
                 args.workers as f64 / args.interval.as_secs_f64()
             );
             let start = Instant::now();
+            let wire_start = wire.as_ref().map(|w| w.snapshot());
             phases.go.wait();
             phases.done.wait();
             let elapsed = start.elapsed().as_secs_f64();
+            let wire_bytes = wire.zip(wire_start).map(|(w, (up0, down0))| {
+                let (up, down) = w.snapshot();
+                (up - up0, down - down0)
+            });
             let cpu_used = cpu_start.zip(args.master_pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
             let rss_end = args.master_pid.and_then(resident_bytes);
-            (rss_before, rss_registered, rss_end, cpu_used, elapsed)
+            (rss_before, rss_registered, rss_end, cpu_used, elapsed, wire_bytes)
         })
     };
-    let (rss_before, rss_registered, rss_end, cpu_used, elapsed) = coordinator.await?;
+    let (rss_before, rss_registered, rss_end, cpu_used, elapsed, wire_bytes) = coordinator.await?;
     let mut total = ShardResult {
         sent: 0,
         errors: 0,
@@ -187,6 +264,9 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
         "master_rss_per_idle_worker_bytes": per_worker,
         "master_cpu_seconds": cpu_used,
         "master_cpu_us_per_heartbeat": cpu_used.map(|c| c * 1e6 / total.sent.max(1) as f64),
+        "compression": args.compression.as_str(),
+        "wire_bytes_per_heartbeat_up": wire_bytes.map(|(up, _)| up as f64 / total.sent.max(1) as f64),
+        "wire_bytes_per_heartbeat_down": wire_bytes.map(|(_, down)| down as f64 / total.sent.max(1) as f64),
     }))
 }
 
@@ -269,10 +349,15 @@ async fn run_shard(
     let template: Vec<pb::GpuStats> = gpus.sample().into_iter().map(Into::into).collect();
     let local = tokio::task::LocalSet::new();
     let stats = std::rc::Rc::new(std::cell::RefCell::new(ShardStats::default()));
+    let encoding = args.compression.encoding();
     for (i, id, client) in &sims {
+        let client = match encoding {
+            Some(encoding) => client.clone().send_compressed(encoding),
+            None => client.clone(),
+        };
         let offset = args.interval.mul_f64(*i as f64 / args.workers as f64);
         let hb = heartbeat_template(id, args.running_tasks, &template);
-        let (client, stats, interval) = (client.clone(), stats.clone(), args.interval);
+        let (stats, interval) = (stats.clone(), args.interval);
         local.spawn_local(heartbeat_loop(client, hb, interval, offset, deadline, stats));
     }
     local.await;

@@ -286,7 +286,13 @@ impl TelemetryManager {
 
     /// A worker's history between two unix-ms times, aggregated per `step_ms` (0: as stored).
     /// `None` if the worker is not registered.
-    pub fn history(&self, worker_id: &WorkerId, since_ms: i64, until_ms: i64, step_ms: u64) -> Option<Series> {
+    pub fn history(
+        &self,
+        worker_id: &WorkerId,
+        since_ms: i64,
+        until_ms: i64,
+        step_ms: u64,
+    ) -> Option<Series> {
         let slot = self.inner.workers.read().get(worker_id).cloned()?;
         let series = slot.history.lock().query(since_ms, until_ms, step_ms);
         Some(series)

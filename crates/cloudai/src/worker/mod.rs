@@ -20,6 +20,7 @@ use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
 use self::collector::Collector;
+use crate::compression::Compression;
 use crate::config::WorkerArgs;
 use crate::ids::WorkerId;
 use crate::time::unix_ms;
@@ -41,6 +42,8 @@ pub struct WorkerConfig {
     /// Task working folders live under `<data_dir>/tasks/`.
     pub data_dir: PathBuf,
     pub keep_workdirs: bool,
+    /// Preferred compression of heartbeats, used when the master accepts it.
+    pub compression: Compression,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,7 @@ impl WorkerConfig {
             labels: args.labels.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
             data_dir: args.worker_data_dir.clone().unwrap_or(data_dir),
             keep_workdirs: args.keep_workdirs,
+            compression: args.compression,
         }
     }
 }
@@ -176,6 +180,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         worker_id: config.worker_id.clone(),
         runtime: runtime.clone(),
         shutdown: shutdown.clone(),
+        compression: config.compression,
+        heartbeat_encoding: Arc::new(parking_lot::Mutex::new(None)),
     };
     if !agent.register_until_accepted().await? {
         runtime.shutdown().await;
@@ -209,6 +215,9 @@ struct Agent {
     worker_id: WorkerId,
     runtime: TaskRuntime,
     shutdown: CancellationToken,
+    compression: Compression,
+    /// Agreed with the master at registration (a restarted master may differ).
+    heartbeat_encoding: Arc<parking_lot::Mutex<Option<tonic::codec::CompressionEncoding>>>,
 }
 
 impl Agent {
@@ -229,7 +238,11 @@ impl Agent {
             };
             match result {
                 Ok(resp) => {
-                    info!(worker_id = %self.worker_id, master_id = %resp.get_ref().master_id, "registered with master");
+                    let resp = resp.into_inner();
+                    let encoding = self.compression.negotiate(&resp.accept_compression);
+                    *self.heartbeat_encoding.lock() = encoding;
+                    let compression = encoding.map_or("none", |_| self.compression.as_str());
+                    info!(worker_id = %self.worker_id, master_id = %resp.master_id, compression, "registered with master");
                     return Ok(true);
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {
@@ -285,6 +298,9 @@ impl Agent {
                 running_tasks: self.runtime.running_tasks(),
             };
             let mut client = self.client.clone();
+            if let Some(encoding) = *self.heartbeat_encoding.lock() {
+                client = client.send_compressed(encoding);
+            }
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 r = client.send_heartbeat(heartbeat) => r,

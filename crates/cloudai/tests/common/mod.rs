@@ -73,6 +73,7 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
         labels: Vec::new(),
         data_dir: tempfile::tempdir().expect("tempdir").keep(),
         keep_workdirs: false,
+        compression: cloudai::compression::Compression::Zstd,
     }
 }
 

@@ -113,7 +113,10 @@ pub(crate) fn scan_kv(conn: &Connection, namespace: &str) -> Result<Vec<(String,
     Ok(out)
 }
 
-pub(crate) fn telemetry_minutes(conn: &Connection, since_ms: i64) -> Result<Vec<TelemetryMinute>, StoreError> {
+pub(crate) fn telemetry_minutes(
+    conn: &Connection,
+    since_ms: i64,
+) -> Result<Vec<TelemetryMinute>, StoreError> {
     const T: &str = "telemetry_minutes";
     let mut stmt = conn.prepare_cached(
         "SELECT worker_id, start_ms, data FROM telemetry_minutes WHERE start_ms >= ?1 \
@@ -123,8 +126,8 @@ pub(crate) fn telemetry_minutes(conn: &Connection, since_ms: i64) -> Result<Vec<
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         let id: String = col(row, 0, T, "?")?;
-        let worker_id =
-            WorkerId::parse(&id).map_err(|e| StoreError::corrupt(T, id.as_str(), format!("worker id: {e}")))?;
+        let worker_id = WorkerId::parse(&id)
+            .map_err(|e| StoreError::corrupt(T, id.as_str(), format!("worker id: {e}")))?;
         out.push(TelemetryMinute { worker_id, start_ms: col(row, 1, T, &id)?, data: col(row, 2, T, &id)? });
     }
     Ok(out)

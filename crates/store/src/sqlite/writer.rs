@@ -268,7 +268,8 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<()
             Ok(())
         }
         WriteOp::PruneMinutes { before_ms } => {
-            tx.prepare_cached("DELETE FROM telemetry_minutes WHERE start_ms < ?1")?.execute(params![before_ms])?;
+            tx.prepare_cached("DELETE FROM telemetry_minutes WHERE start_ms < ?1")?
+                .execute(params![before_ms])?;
             Ok(())
         }
         WriteOp::PutKv { namespace, key, value } => {
