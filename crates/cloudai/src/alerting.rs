@@ -239,6 +239,37 @@ mod tests {
         reqwest::Url::parse(raw).expect("valid url")
     }
 
+    fn seen(worker: &str, at_ms: i64, active: bool) -> WorkerObservation {
+        WorkerObservation {
+            worker_id: worker.to_string(),
+            at_ms,
+            active,
+            cpu_usage: f64::NAN,
+            memory_usage: f64::NAN,
+            gpus: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn firing_alerts_are_listed_before_resolved_ones() {
+        let mut engine = AlertEngine::new(RuleSet::builtin());
+        engine.observe_worker(&seen("a", 1_000, false));
+        engine.evaluate(1_000);
+        engine.observe_worker(&seen("b", 2_000, false));
+        engine.evaluate(2_000);
+        engine.observe_worker(&seen("b", 3_000, true));
+        engine.evaluate(3_000);
+        let service = AlertService { engine: Arc::new(Mutex::new(engine)), webhook: None };
+        // b fired later, so the engine alone would list its resolved alert first.
+        let listed: Vec<(Option<String>, bool)> = service
+            .alerts(4_000)
+            .into_iter()
+            .map(|a| (a.key.worker_id, a.resolved_at_ms.is_some()))
+            .collect();
+        assert_eq!(listed, [(Some("a".to_string()), false), (Some("b".to_string()), true)]);
+        assert_eq!(service.firing_count(), 1);
+    }
+
     #[test]
     fn the_webhook_url_override_keeps_the_file_retry_settings() {
         let file = r#"{"webhook": {"url": "http://file.example:9000/hook", "max_attempts": 2}}"#;
