@@ -222,6 +222,18 @@ pub struct MasterArgs {
     #[arg(long, env = "HISTORY_RETENTION", value_name = "HISTORY_RETENTION", default_value = "24h", value_parser = parse_history_span)]
     pub history_retention: Duration,
 
+    /// Alert rules file (JSON, see crates/alerts/alerts.example.json); default: built-in rules.
+    #[arg(long, env = "ALERT_RULES", value_name = "ALERT_RULES", value_parser = parse_alert_rules)]
+    pub alert_rules: Option<cloudai_alerts::RuleSet>,
+
+    /// Where alert events are POSTed (http://); overrides the rules file's webhook url.
+    #[arg(long, env = "ALERT_WEBHOOK_URL", value_name = "ALERT_WEBHOOK_URL", value_parser = parse_webhook_url)]
+    pub alert_webhook_url: Option<reqwest::Url>,
+
+    /// How often alert rules are evaluated.
+    #[arg(long, env = "ALERT_EVAL_INTERVAL", value_name = "ALERT_EVAL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub alert_eval_interval: Duration,
+
     /// Never start the interactive console, even on a terminal.
     #[arg(long)]
     pub no_console: bool,
@@ -235,6 +247,26 @@ fn parse_history_span(raw: &str) -> Result<Duration, String> {
         return Err(format!("invalid history span {raw:?}: expected whole minutes from 1m to 30d"));
     }
     Ok(d)
+}
+
+/// Reads and validates the rules file while parsing, so a bad file is a usage error
+/// naming `ALERT_RULES` like any other bad value.
+fn parse_alert_rules(raw: &str) -> Result<cloudai_alerts::RuleSet, String> {
+    use cloudai_alerts::ConfigError;
+    cloudai_alerts::RuleSet::load(std::path::Path::new(raw)).map_err(|e| match e {
+        ConfigError::Read { source, .. } => format!("cannot read alert rules file {raw:?}: {source}"),
+        ConfigError::Json(source) => format!("alert rules file {raw:?} is not valid: {source}"),
+        ConfigError::Invalid { .. } => format!("alert rules file {raw:?}: {e}"),
+    })
+}
+
+fn parse_webhook_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| format!("invalid webhook url {raw:?}: {e}"))?;
+    // reqwest is built without TLS in this workspace.
+    if url.scheme() != "http" {
+        return Err(format!("invalid webhook url {raw:?}: only http:// is supported"));
+    }
+    Ok(url)
 }
 
 fn parse_policy(raw: &str) -> Result<cloudai_scheduler::Policy, String> {
@@ -336,6 +368,29 @@ mod tests {
         assert_eq!(ListenAddr::parse("[::1]:9"), Ok(ListenAddr { host: "::1".into(), port: 9 }));
         assert!(ListenAddr::parse("8080").is_err());
         assert!(ListenAddr::parse(":99999").is_err());
+    }
+
+    #[test]
+    fn alert_options() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("alerts.json");
+        let path = path.to_str().expect("utf-8 path");
+        let missing = parse_alert_rules(path).expect_err("no such file");
+        assert!(missing.contains(path) && missing.contains("cannot read"), "{missing}");
+        std::fs::write(path, "{\"rules\": [").expect("write");
+        let malformed = parse_alert_rules(path).expect_err("truncated JSON");
+        assert!(malformed.contains(path) && malformed.contains("line 1"), "{malformed}");
+        std::fs::write(path, r#"{"rules": [{"name": "hot", "kind": "cpu_usage", "threshold": 101}]}"#)
+            .expect("write");
+        let invalid = parse_alert_rules(path).expect_err("threshold out of range");
+        assert!(invalid.contains("\"hot\"") && invalid.contains("\"threshold\""), "{invalid}");
+        std::fs::write(path, r#"{"rules": [{"name": "hot", "kind": "cpu_usage", "threshold": 80}]}"#)
+            .expect("write");
+        assert_eq!(parse_alert_rules(path).map(|r| r.rules.len()), Ok(1));
+
+        assert!(parse_webhook_url("http://127.0.0.1:9000/hook").is_ok());
+        assert!(parse_webhook_url("https://hooks.example/x").is_err());
+        assert!(parse_webhook_url("not a url").is_err());
     }
 
     #[test]

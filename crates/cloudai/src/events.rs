@@ -6,7 +6,9 @@
 
 use tokio::sync::broadcast;
 
-use crate::ids::WorkerId;
+use cloudai_domain::TaskStatus;
+
+use crate::ids::{TaskId, WorkerId};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClusterEvent {
@@ -18,6 +20,8 @@ pub enum ClusterEvent {
     WorkerActive { worker_id: WorkerId },
     /// A worker left cleanly.
     WorkerUnregistered { worker_id: WorkerId },
+    /// A task reached a final state (completed, failed or cancelled); published once per task.
+    TaskFinished { task_id: TaskId, status: TaskStatus },
 }
 
 #[derive(Clone)]

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use cloudai_store::{SqliteStore, Store, StoreConfig};
 use tokio_util::task::TaskTracker;
 
+use crate::alerting::{AlertConfig, AlertService};
 use crate::events::EventBus;
 use crate::http::{self, ApiState};
 use crate::rpc::{self, CommandHub, MasterRpc};
@@ -27,6 +28,7 @@ const STAGE_DEADLINE: Duration = Duration::from_secs(5);
 pub struct MasterConfig {
     pub telemetry: TelemetryConfig,
     pub tasks: TaskConfig,
+    pub alerts: AlertConfig,
     /// `sqlite://PATH` (the embedded store).
     pub database_url: String,
 }
@@ -37,6 +39,7 @@ impl MasterConfig {
         Self {
             telemetry: TelemetryConfig::default(),
             tasks: TaskConfig::default(),
+            alerts: AlertConfig::default(),
             database_url: format!("sqlite://{}", data_dir.join("cloudai.db").display()),
         }
     }
@@ -56,6 +59,11 @@ impl MasterConfig {
                 // Workers get at least the inactivity timeout to check in after a restart.
                 restart_grace: inactivity_timeout.max(args.task_loss_grace),
                 policy: args.placement,
+            },
+            alerts: AlertConfig {
+                rules: args.alert_rules.clone().unwrap_or_else(cloudai_alerts::RuleSet::builtin),
+                webhook_url: args.alert_webhook_url.clone(),
+                eval_interval: args.alert_eval_interval,
             },
             database_url: args
                 .database_url
@@ -90,6 +98,8 @@ pub enum MasterError {
     History(#[from] cloudai_history::HistoryError),
     #[error("cannot read the listeners' addresses")]
     Io(#[from] std::io::Error),
+    #[error("cannot start the alert webhook")]
+    Webhook(#[from] cloudai_alerts::WebhookError),
 }
 
 /// A running master.
@@ -100,7 +110,10 @@ pub struct Master {
     pub tasks: TaskService,
     pub events: EventBus,
     pub commands: CommandHub,
+    pub alerts: AlertService,
     store: Arc<dyn Store>,
+    alerts_stop: CancellationToken,
+    alerts_tracker: TaskTracker,
     tasks_stop: CancellationToken,
     tasks_tracker: TaskTracker,
     history_stop: CancellationToken,
@@ -142,6 +155,15 @@ impl Master {
             None => tokio::spawn(async {}),
         };
         telemetry.start();
+        let alerts_stop = CancellationToken::new();
+        let alerts_tracker = TaskTracker::new();
+        let alerts = AlertService::start(
+            &config.alerts,
+            telemetry.clone(),
+            &events,
+            &alerts_tracker,
+            alerts_stop.clone(),
+        )?;
         let commands = CommandHub::default();
         let master_id = format!("{:016x}", rand::random::<u64>());
 
@@ -171,7 +193,12 @@ impl Master {
         info!("gRPC listening on {grpc_addr}");
 
         let http_stop = CancellationToken::new();
-        let state = ApiState { telemetry: telemetry.clone(), tasks: tasks.clone(), metrics: metrics.clone() };
+        let state = ApiState {
+            telemetry: telemetry.clone(),
+            tasks: tasks.clone(),
+            metrics: metrics.clone(),
+            alerts: alerts.clone(),
+        };
         let http_task = tokio::spawn(http::serve(http, state, http_stop.clone()));
         info!("HTTP API listening on {http_addr}");
         info!(master_id, inactivity_timeout = ?config.telemetry.inactivity_timeout, "master started");
@@ -183,7 +210,10 @@ impl Master {
             tasks,
             events,
             commands,
+            alerts,
             store,
+            alerts_stop,
+            alerts_tracker,
             tasks_stop,
             tasks_tracker,
             history_stop,
@@ -211,8 +241,9 @@ impl Master {
         Ok(Self::start(MasterConfig::from_args(args), http, grpc).await?)
     }
 
-    /// Ordered shutdown: HTTP server, task actor (transitions flushed), TelemetryManager
-    /// (every worker task joined), history writer (open minutes stored), gRPC server, store.
+    /// Ordered shutdown: HTTP server, alerting (queued webhook posts are abandoned), task
+    /// actor (transitions flushed), TelemetryManager (every worker task joined), history
+    /// writer (open minutes stored), gRPC server, store.
     pub async fn shutdown(self) {
         info!("master shutting down");
         self.http_stop.cancel();
@@ -221,6 +252,15 @@ impl Master {
             Ok(Ok(Err(e))) => warn!(error = %e, "http server ended with an error"),
             Ok(Err(e)) => warn!(error = %e, "http server task failed"),
             Err(_) => warn!("http server did not stop in time"),
+        }
+        self.alerts_stop.cancel();
+        self.alerts_tracker.close();
+        let alerts_stopped = async {
+            self.alerts_tracker.wait().await;
+            self.alerts.stopped().await;
+        };
+        if tokio::time::timeout(STAGE_DEADLINE, alerts_stopped).await.is_err() {
+            warn!("alerting did not stop in time");
         }
         self.tasks_stop.cancel();
         self.tasks_tracker.close();

@@ -1,5 +1,6 @@
 //! The master's HTTP API (axum): health, telemetry and workers.
 
+mod alerts;
 mod error;
 mod tasks;
 mod telemetry;
@@ -30,6 +31,7 @@ pub struct ApiState {
     pub telemetry: TelemetryManager,
     pub tasks: TaskService,
     pub metrics: crate::metrics::Metrics,
+    pub alerts: crate::alerting::AlertService,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -38,6 +40,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(tasks::routes())
         .route("/metrics", axum::routing::get(metrics))
         .merge(workers::routes())
+        .merge(alerts::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::persist::PersistOp;
-use super::{LogWatch, ReportOutcome, Request, TaskConfig, TaskError};
-use crate::events::ClusterEvent;
+use super::{LogWatch, ReportOutcome, Request, TaskConfig, TaskError, TaskParts};
+use crate::events::{ClusterEvent, EventBus};
 use crate::rpc::CommandHub;
 use crate::telemetry::{TelemetryManager, WorkerInfo};
 use crate::time::unix_ms;
@@ -42,6 +42,7 @@ pub(super) struct Actor {
     telemetry: TelemetryManager,
     commands: CommandHub,
     metrics: crate::metrics::Metrics,
+    events: EventBus,
     persist: mpsc::Sender<PersistOp>,
     logs: LogWatch,
     scheduler: Scheduler,
@@ -63,9 +64,7 @@ const STALE_RESEND: Duration = Duration::from_secs(10);
 impl Actor {
     pub fn new(
         config: TaskConfig,
-        telemetry: TelemetryManager,
-        commands: CommandHub,
-        metrics: crate::metrics::Metrics,
+        parts: &TaskParts,
         persist: mpsc::Sender<PersistOp>,
         logs: LogWatch,
         unfinished: Vec<Task>,
@@ -73,9 +72,10 @@ impl Actor {
         let mut actor = Self {
             scheduler: Scheduler::new(config.policy),
             config,
-            telemetry,
-            commands,
-            metrics,
+            telemetry: parts.telemetry.clone(),
+            commands: parts.commands.clone(),
+            metrics: parts.metrics.clone(),
+            events: parts.events.clone(),
             persist,
             logs,
             tasks: HashMap::new(),
@@ -252,6 +252,8 @@ impl Actor {
             self.scheduler.remove_pending(task_id);
             self.scheduler.release(task_id);
             info!(task_id = %task_id, status = %to, reason, "task ended");
+            // Once per task: it has just left the actor, so no later transition reaches here.
+            self.events.publish(ClusterEvent::TaskFinished { task_id: task_id.clone(), status: to });
         }
         self.persist(&task, event, done).await;
         if to.is_final() {
@@ -520,8 +522,8 @@ impl Actor {
                 self.scheduler.remove_worker(&worker_id);
                 self.schedule().await;
             }
-            // Registration details arrive with Request::Registered.
-            ClusterEvent::WorkerRegistered { .. } => {}
+            // Registration details arrive with Request::Registered; task ends are our own.
+            ClusterEvent::WorkerRegistered { .. } | ClusterEvent::TaskFinished { .. } => {}
         }
     }
 

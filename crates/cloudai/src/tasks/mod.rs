@@ -132,16 +132,14 @@ impl TaskService {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, StoreError> {
-        let TaskParts { store, telemetry, events, commands, metrics } = parts;
-        let unfinished = store.unfinished_tasks().await?;
+        let unfinished = parts.store.unfinished_tasks().await?;
         let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
         let (persist_tx, persist_rx) = mpsc::channel(REQUEST_BUFFER);
         let logs = LogWatch::default();
-        tracker.spawn(persist::run(store.clone(), persist_rx));
-        let actor =
-            actor::Actor::new(config, telemetry, commands, metrics, persist_tx, logs.clone(), unfinished);
-        tracker.spawn(actor.run(rx, events.subscribe(), shutdown));
-        Ok(Self { tx, store, logs })
+        tracker.spawn(persist::run(parts.store.clone(), persist_rx));
+        let actor = actor::Actor::new(config, &parts, persist_tx, logs.clone(), unfinished);
+        tracker.spawn(actor.run(rx, parts.events.subscribe(), shutdown));
+        Ok(Self { tx, store: parts.store, logs })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, TaskError> {
