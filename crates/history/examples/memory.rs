@@ -60,6 +60,7 @@ impl Worker {
             memory: self.memory_used_mb / MEMORY_TOTAL_MB * 100.0,
             gpu,
             memory_used_mb: self.memory_used_mb,
+            memory_total_mb: MEMORY_TOTAL_MB,
             gpus: self.gpus.iter().enumerate().map(|(g, &(util, mem))| (g as u32, util, mem)).collect(),
         }
     }

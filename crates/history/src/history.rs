@@ -6,7 +6,7 @@ use crate::HistoryError;
 use crate::frame::Frame;
 use crate::minute::{MINUTE_MS, MinuteBucket, MinuteTier, minute_of};
 use crate::query::{Series, Steps};
-use crate::sample::{Field, Sample};
+use crate::sample::{Field, Sample, memory_percent};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryConfig {
@@ -93,7 +93,7 @@ impl History {
         let newest = self.newest_ts.map_or(ts, |n| n.max(ts));
         self.newest_ts = Some(newest);
         self.append_raw(sample);
-        let closed = self.minutes.add(ts, sample.fields(self.config.max_gpus));
+        let closed = self.minutes.add(ts, sample.fields(self.config.max_gpus, false));
         self.expire(newest);
         closed
     }
@@ -143,7 +143,7 @@ impl History {
         };
         let newest_block = index + 1 == self.blocks.len();
         let frame = &mut self.blocks[index].frame;
-        frame.push_row(ts, sample.fields(self.config.max_gpus));
+        frame.push_row(ts, sample.fields(self.config.max_gpus, true));
         if !newest_block {
             frame.seal();
         }
@@ -196,8 +196,14 @@ impl History {
                 continue;
             }
             let timestamps = block.frame.timestamps();
-            for field in block.frame.keys() {
-                let values = block.frame.column(field).unwrap_or_default();
+            let mut columns: Vec<(Field, Vec<f64>)> = block
+                .frame
+                .keys()
+                .into_iter()
+                .map(|k| (k, block.frame.column(k).unwrap_or_default()))
+                .collect();
+            derive_memory_percent(&mut columns, timestamps.len());
+            for (field, values) in columns {
                 for (&ts, &v) in timestamps.iter().zip(&values) {
                     if (since..until_ms).contains(&ts) {
                         steps.add(field, ts, v, v, v, 1);
@@ -227,5 +233,28 @@ impl History {
             expired_samples: self.expired_samples,
             late_samples: self.minutes.late_samples,
         }
+    }
+}
+
+/// Fills memory % back in for rows that stored used and total MB instead of it.
+fn derive_memory_percent(columns: &mut Vec<(Field, Vec<f64>)>, rows: usize) {
+    let column = |columns: &[(Field, Vec<f64>)], field| columns.iter().position(|(f, _)| *f == field);
+    let (Some(used), Some(total)) =
+        (column(columns, Field::MemoryUsedMb), column(columns, Field::MemoryTotalMb))
+    else {
+        return;
+    };
+    let derived: Vec<f64> =
+        columns[used].1.iter().zip(&columns[total].1).map(|(&u, &t)| memory_percent(u, t)).collect();
+    match column(columns, Field::Memory) {
+        Some(memory) => {
+            for (stored, derived) in columns[memory].1.iter_mut().zip(derived) {
+                if stored.is_nan() {
+                    *stored = derived;
+                }
+            }
+        }
+        None if rows > 0 => columns.push((Field::Memory, derived)),
+        None => {}
     }
 }

@@ -114,6 +114,7 @@ fn field_code(field: Field) -> (u8, u16) {
         Field::Memory => (1, 0),
         Field::Gpu => (2, 0),
         Field::MemoryUsedMb => (3, 0),
+        Field::MemoryTotalMb => (6, 0),
         Field::GpuUtilization(i) => (4, gpu(i)),
         Field::GpuMemoryUsedMb(i) => (5, gpu(i)),
     }
@@ -127,6 +128,7 @@ fn field_of(kind: u8, index: u16) -> Result<Field, HistoryError> {
         3 => Field::MemoryUsedMb,
         4 => Field::GpuUtilization(u32::from(index)),
         5 => Field::GpuMemoryUsedMb(u32::from(index)),
+        6 => Field::MemoryTotalMb,
         _ => return Err(HistoryError::Decode(format!("unknown field kind {kind}"))),
     })
 }

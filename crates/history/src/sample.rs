@@ -15,25 +15,46 @@ pub struct Sample {
     pub memory: f64,
     pub gpu: f64,
     pub memory_used_mb: f64,
+    /// 0 when unknown. When known, the raw tier derives memory % from used / total instead
+    /// of storing it: a ratio has all its mantissa bits set and would cost a quarter of the
+    /// raw tier, while used MB and an unchanging total compress to a few bits.
+    pub memory_total_mb: f64,
     /// `(gpu index, utilisation %, memory used MB)`.
     pub gpus: Vec<(u32, f64, f64)>,
 }
 
 impl Sample {
+    /// Whether the raw tier can leave memory % out and derive it back.
+    pub(crate) fn memory_derivable(&self) -> bool {
+        self.memory_total_mb > 0.0 && self.memory_total_mb.is_finite() && self.memory_used_mb.is_finite()
+    }
+
     /// The sample as `(field, value)` pairs at f32 precision, GPUs with `index >= max_gpus`
-    /// left out.
-    pub(crate) fn fields(&self, max_gpus: u32) -> impl Iterator<Item = (Field, f64)> + '_ {
+    /// left out; `raw` leaves out memory % where it can be derived.
+    pub(crate) fn fields(&self, max_gpus: u32, raw: bool) -> impl Iterator<Item = (Field, f64)> + '_ {
+        let derived = raw && self.memory_derivable();
         let fixed = [
             (Field::Cpu, self.cpu),
-            (Field::Memory, self.memory),
+            (Field::Memory, if derived { f64::NAN } else { self.memory }),
             (Field::Gpu, self.gpu),
             (Field::MemoryUsedMb, self.memory_used_mb),
+            (Field::MemoryTotalMb, if self.memory_total_mb > 0.0 { self.memory_total_mb } else { f64::NAN }),
         ];
         let gpus = self.gpus.iter().filter(move |g| g.0 < max_gpus).flat_map(|&(index, util, mem)| {
             [(Field::GpuUtilization(index), util), (Field::GpuMemoryUsedMb(index), mem)]
         });
-        fixed.into_iter().chain(gpus).map(|(field, v)| (field, to_f32(v)))
+        let known = move |(field, v): &(Field, f64)| match field {
+            Field::Memory => !derived,
+            Field::MemoryTotalMb => v.is_finite(),
+            _ => true,
+        };
+        fixed.into_iter().filter(known).chain(gpus).map(|(field, v)| (field, to_f32(v)))
     }
+}
+
+/// Memory % as the raw tier derives it, at the precision it keeps figures.
+pub(crate) fn memory_percent(used_mb: f64, total_mb: f64) -> f64 {
+    if total_mb > 0.0 { to_f32(used_mb / total_mb * 100.0) } else { f64::NAN }
 }
 
 /// Figures are kept to f32 precision (about 7 significant digits, whole numbers exact to
@@ -53,6 +74,7 @@ pub enum Field {
     Memory,
     Gpu,
     MemoryUsedMb,
+    MemoryTotalMb,
     GpuUtilization(u32),
     GpuMemoryUsedMb(u32),
 }
@@ -64,6 +86,7 @@ impl fmt::Display for Field {
             Field::Memory => f.write_str("memory_usage"),
             Field::Gpu => f.write_str("gpu_usage"),
             Field::MemoryUsedMb => f.write_str("memory_used_mb"),
+            Field::MemoryTotalMb => f.write_str("memory_total_mb"),
             Field::GpuUtilization(i) => write!(f, "gpu{i}_utilization"),
             Field::GpuMemoryUsedMb(i) => write!(f, "gpu{i}_memory_used_mb"),
         }
@@ -79,6 +102,7 @@ impl FromStr for Field {
             "memory_usage" => Some(Field::Memory),
             "gpu_usage" => Some(Field::Gpu),
             "memory_used_mb" => Some(Field::MemoryUsedMb),
+            "memory_total_mb" => Some(Field::MemoryTotalMb),
             _ => gpu_field(s),
         };
         field.ok_or_else(|| HistoryError::UnknownField(s.to_owned()))
@@ -122,6 +146,7 @@ mod tests {
             Field::Memory,
             Field::Gpu,
             Field::MemoryUsedMb,
+            Field::MemoryTotalMb,
             Field::GpuUtilization(0),
             Field::GpuMemoryUsedMb(15),
         ] {

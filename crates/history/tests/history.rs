@@ -246,3 +246,27 @@ fn a_restored_minute_and_new_samples_in_it_are_both_counted() {
     let before_restart = after.query(0, MINUTE_MS + 3_000, 0);
     assert_eq!(before_restart.get(Field::Cpu), [point(MINUTE_MS, 10.0, 15.0, 20.0)]);
 }
+
+#[test]
+fn memory_percent_is_derived_from_used_and_total_when_the_total_is_known() {
+    let mut h = history();
+    let sample = |ts, used| Sample {
+        timestamp_ms: ts,
+        memory: used / 64_000.0 * 100.0,
+        memory_used_mb: used,
+        memory_total_mb: 64_000.0,
+        ..Sample::default()
+    };
+    h.append(&sample(1_000, 16_000.0));
+    h.append(&sample(6_000, 32_000.0));
+    // A worker that does not report its total: memory % is kept as reported.
+    h.append(&Sample { timestamp_ms: 11_000, memory: 42.5, ..Sample::default() });
+    let raw = h.query(0, MINUTE_MS, 0);
+    let memory: Vec<f64> = raw.get(Field::Memory).iter().map(|p| p.avg).collect();
+    assert_eq!(memory, [25.0, 50.0, 42.5]);
+    assert_eq!(raw.get(Field::MemoryTotalMb).len(), 2);
+    // The minute tier keeps memory % itself.
+    let bucket = h.tick(i64::MAX).expect("minute closes");
+    let stats = bucket.fields.iter().find(|s| s.field == Field::Memory).expect("memory in the minute");
+    assert_eq!((stats.min, stats.max, stats.count), (25.0, 50.0, 3));
+}

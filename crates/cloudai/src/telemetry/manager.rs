@@ -539,6 +539,7 @@ fn history_sample(at_ms: i64, s: &HeartbeatSample) -> cloudai_history::Sample {
         memory: s.memory_usage,
         gpu: s.gpu_usage,
         memory_used_mb: s.memory_used_mb as f64,
+        memory_total_mb: s.memory_total_mb as f64,
         gpus: s.gpus.iter().map(|g| (g.index, g.utilization_percent, g.memory_used_mb as f64)).collect(),
     }
 }

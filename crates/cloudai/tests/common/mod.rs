@@ -11,7 +11,6 @@ use cloudai::master::{Master, MasterConfig};
 use cloudai::telemetry::TelemetryConfig;
 use cloudai::worker::{self, WorkerConfig};
 use parking_lot::Mutex;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -77,28 +76,49 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
     }
 }
 
-/// A worker agent running in this process.
+/// A worker agent running in this process, on its own thread and runtime so that `kill`
+/// ends every one of its tasks at once, as when a worker process dies.
 pub struct InProcessWorker {
     stop: CancellationToken,
-    task: JoinHandle<Result<(), cloudai::worker::WorkerError>>,
+    killed: CancellationToken,
+    thread: std::thread::JoinHandle<Option<Result<(), cloudai::worker::WorkerError>>>,
 }
 
 impl InProcessWorker {
     pub fn start(config: WorkerConfig) -> Self {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(worker::run(config, stop.clone()));
-        Self { stop, task }
+        let (stop, killed) = (CancellationToken::new(), CancellationToken::new());
+        let (run_stop, run_killed) = (stop.clone(), killed.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("worker runtime");
+            let result = runtime.block_on(async {
+                tokio::select! {
+                    r = worker::run(config, run_stop) => Some(r),
+                    _ = run_killed.cancelled() => None,
+                }
+            });
+            // Drops every task the worker spawned (heartbeats, commands, task runners).
+            runtime.shutdown_background();
+            result
+        });
+        Self { stop, killed, thread }
     }
 
     /// Graceful stop: the worker unregisters.
     pub async fn stop(self) {
         self.stop.cancel();
-        self.task.await.expect("worker task").expect("worker ends cleanly");
+        let result = tokio::task::spawn_blocking(move || self.thread.join()).await.expect("join");
+        let result = result.expect("worker thread").expect("worker was not killed");
+        result.expect("worker ends cleanly");
     }
 
-    /// Abrupt stop: no unregistration, as if the process died.
+    /// Abrupt stop: no unregistration, no more heartbeats, as if the process died.
     pub fn kill(self) {
-        self.task.abort();
+        self.killed.cancel();
+        let _ = self.thread.join();
     }
 }
 
