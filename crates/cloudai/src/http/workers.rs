@@ -84,6 +84,14 @@ struct History {
     series: cloudai_history::Series,
 }
 
+struct Range {
+    since_ms: i64,
+    until_ms: i64,
+    step_ms: u64,
+    /// `None`: every field.
+    fields: Option<Vec<cloudai_history::Field>>,
+}
+
 /// Most points one field may have in an answer with a step (as Prometheus allows).
 const MAX_STEPS: i64 = 11_000;
 
@@ -92,8 +100,8 @@ impl RangeQuery {
         self.since.is_some() || self.until.is_some() || self.step.is_some() || self.fields.is_some()
     }
 
-    /// `(since_ms, until_ms, step_ms, fields)`, defaults: the last hour, as stored, all fields.
-    fn parse(&self, now_ms: i64) -> Result<(i64, i64, u64, Option<Vec<cloudai_history::Field>>), ApiError> {
+    /// Defaults: the last hour, as stored, all fields.
+    fn parse(&self, now_ms: i64) -> Result<Range, ApiError> {
         let since = match &self.since {
             Some(raw) => parse_time("since", raw, now_ms)?,
             None => now_ms - 3_600_000,
@@ -123,7 +131,7 @@ impl RangeQuery {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
-        Ok((since, until, step, fields))
+        Ok(Range { since_ms: since, until_ms: until, step_ms: step, fields })
     }
 }
 
@@ -150,7 +158,7 @@ fn parse_time(name: &str, raw: &str, now_ms: i64) -> Result<i64, ApiError> {
 fn parse_step(raw: &str) -> Result<u64, ApiError> {
     let raw = raw.trim();
     let ms = match raw.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs < 1e9 => (secs * 1000.0).round() as u64,
+        Ok(secs) if (0.0..1e9).contains(&secs) => (secs * 1000.0).round() as u64,
         Ok(_) => return Err(ApiError::bad_request(format!("step: {raw:?} is out of range"))),
         Err(_) => humantime::parse_duration(raw)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -166,7 +174,7 @@ async fn metrics(
 ) -> Result<Json<WorkerMetrics>, ApiError> {
     let (info, t) = lookup(&state, &raw)?;
     let history = if range.wanted() {
-        let (since_ms, until_ms, step_ms, fields) = range.parse(crate::time::unix_ms())?;
+        let Range { since_ms, until_ms, step_ms, fields } = range.parse(crate::time::unix_ms())?;
         let mut series = state
             .telemetry
             .history(&t.worker_id, since_ms, until_ms, step_ms)
