@@ -17,6 +17,7 @@ fn samples(n: usize, gpus: u32) -> Vec<Sample> {
                 memory: (8_000.0 + (t / 100.0).cos() * 500.0).round() / 32_000.0 * 100.0,
                 gpu: if gpus == 0 { 0.0 } else { (0..gpus).map(gpu_util).sum::<f64>() / f64::from(gpus) },
                 memory_used_mb: (8_000.0 + (t / 100.0).cos() * 500.0).round(),
+                memory_total_mb: 32_000.0,
                 gpus: (0..gpus).map(|g| (g, gpu_util(g), 20_000.0 + f64::from(g) * 100.0)).collect(),
             }
         })
