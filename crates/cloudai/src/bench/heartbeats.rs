@@ -346,7 +346,12 @@ async fn run_shard(
     phases.go.wait();
 
     let deadline = tokio::time::Instant::now() + args.duration;
-    let template: Vec<pb::GpuStats> = gpus.sample().into_iter().map(Into::into).collect();
+    // As a real worker sends them: GPU uuids and models only at registration.
+    let template: Vec<pb::GpuStats> = gpus
+        .sample()
+        .into_iter()
+        .map(|g| pb::GpuStats { uuid: String::new(), model: String::new(), ..g.into() })
+        .collect();
     let local = tokio::task::LocalSet::new();
     let stats = std::rc::Rc::new(std::cell::RefCell::new(ShardStats::default()));
     let encoding = args.compression.encoding();

@@ -21,7 +21,7 @@ use tracing::{Instrument, info, warn};
 
 use cloudai_history::{History, HistoryConfig, MinuteBucket, Series};
 
-use super::model::{HeartbeatSample, WorkerInfo, WorkerTelemetry};
+use super::model::{GpuStats, HeartbeatSample, WorkerInfo, WorkerTelemetry};
 use crate::events::{ClusterEvent, EventBus};
 use crate::ids::WorkerId;
 use crate::time::unix_ms;
@@ -514,14 +514,16 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Qu
     if closed.is_some() {
         inner.persist_minute(&sample.worker_id, closed);
     }
+    let mut gpus = sample.gpus;
     {
         let mut t = slot.telemetry.lock();
+        name_gpus(&mut gpus, &mut t.gpus, &slot.info.read());
         t.cpu_usage = sample.cpu_usage;
         t.memory_usage = sample.memory_usage;
         t.gpu_usage = sample.gpu_usage;
         t.memory_used_mb = sample.memory_used_mb;
         t.memory_total_mb = sample.memory_total_mb;
-        t.gpus = sample.gpus;
+        t.gpus = gpus;
         t.running_tasks = sample.running_tasks;
         t.last_update = received_at_ms.div_euclid(1000);
         t.sample_time_ms = sample.timestamp_ms;
@@ -529,6 +531,24 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Qu
     let callback = inner.callback.read().clone();
     if let Some(callback) = callback {
         callback(&slot.snapshot());
+    }
+}
+
+/// Heartbeats leave GPU uuids and models out: they come from the registration, moved from the
+/// previous figures when those already hold them (no copy in the steady state).
+fn name_gpus(gpus: &mut [GpuStats], previous: &mut [GpuStats], info: &WorkerInfo) {
+    for g in gpus.iter_mut().filter(|g| g.uuid.is_empty() && g.model.is_empty()) {
+        let Some(registered) = info.gpus.iter().find(|i| i.index == g.index) else { continue };
+        match previous.iter_mut().find(|p| p.index == g.index) {
+            Some(p) if p.uuid == registered.uuid && p.model == registered.model => {
+                g.uuid = std::mem::take(&mut p.uuid);
+                g.model = std::mem::take(&mut p.model);
+            }
+            _ => {
+                g.uuid.clone_from(&registered.uuid);
+                g.model.clone_from(&registered.model);
+            }
+        }
     }
 }
 

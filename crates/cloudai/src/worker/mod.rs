@@ -294,7 +294,12 @@ impl Agent {
                 gpu_usage: sample.gpu_usage(),
                 memory_used_mb: sample.memory_used_mb,
                 memory_total_mb: sample.memory_total_mb,
-                gpus: sample.gpus.into_iter().map(Into::into).collect(),
+                // Identity strings travel once, at registration.
+                gpus: sample
+                    .gpus
+                    .into_iter()
+                    .map(|g| pb::GpuStats { uuid: String::new(), model: String::new(), ..g.into() })
+                    .collect(),
                 running_tasks: self.runtime.running_tasks(),
             };
             let mut client = self.client.clone();
