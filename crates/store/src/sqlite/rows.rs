@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use cloudai_domain::{Task, TaskEvent, TaskId, TaskSpec, TaskStatus, WorkerId};
 use rusqlite::Row;
-use rusqlite::types::FromSql;
+use rusqlite::types::{FromSql, ToSql};
 
 use crate::{StoreError, WorkerRecord};
 
@@ -29,6 +29,28 @@ pub(crate) struct TaskRow {
 }
 
 impl TaskRow {
+    /// Calls `f` with the row as `?1`..`?14`, in `tasks` column order (`task_id` first), for
+    /// INSERT and UPDATE alike.
+    pub fn with_params<T>(&self, f: impl FnOnce(&[&dyn ToSql]) -> T) -> T {
+        let task_id = self.task_id.as_str();
+        f(&[
+            &task_id,
+            &self.status,
+            &self.worker_id,
+            &self.priority,
+            &self.spec,
+            &self.gpu_indices,
+            &self.attempt,
+            &self.pending_reason,
+            &self.exit_code,
+            &self.error,
+            &self.created_at_ms,
+            &self.updated_at_ms,
+            &self.started_at_ms,
+            &self.finished_at_ms,
+        ])
+    }
+
     pub fn encode(task: &Task) -> Result<Self, StoreError> {
         let encode = |what| move |source| StoreError::Encode { what, source };
         Ok(Self {

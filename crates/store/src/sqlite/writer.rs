@@ -167,57 +167,29 @@ fn apply_in_tx(
 fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<(), StoreError> {
     match op {
         WriteOp::InsertTask(row, event) => {
-            let inserted = tx
-                .prepare_cached(
+            let inserted = row.with_params(|params| {
+                tx.prepare_cached(
                     "INSERT INTO tasks (task_id, status, worker_id, priority, spec, gpu_indices, attempt, \
                      pending_reason, exit_code, error, created_at_ms, updated_at_ms, started_at_ms, \
                      finished_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
                      ON CONFLICT (task_id) DO NOTHING",
                 )?
-                .execute(params![
-                    row.task_id.as_str(),
-                    row.status,
-                    row.worker_id,
-                    row.priority,
-                    row.spec,
-                    row.gpu_indices,
-                    row.attempt,
-                    row.pending_reason,
-                    row.exit_code,
-                    row.error,
-                    row.created_at_ms,
-                    row.updated_at_ms,
-                    row.started_at_ms,
-                    row.finished_at_ms,
-                ])?;
+                .execute(params)
+            })?;
             if inserted == 0 {
                 return Err(StoreError::AlreadyExists(row.task_id.clone()));
             }
             insert_event(tx, event)
         }
         WriteOp::UpdateTask(row, event) => {
-            let updated = tx
-                .prepare_cached(
+            let updated = row.with_params(|params| {
+                tx.prepare_cached(
                     "UPDATE tasks SET status = ?2, worker_id = ?3, priority = ?4, spec = ?5, gpu_indices = ?6, \
                      attempt = ?7, pending_reason = ?8, exit_code = ?9, error = ?10, created_at_ms = ?11, \
                      updated_at_ms = ?12, started_at_ms = ?13, finished_at_ms = ?14 WHERE task_id = ?1",
                 )?
-                .execute(params![
-                    row.task_id.as_str(),
-                    row.status,
-                    row.worker_id,
-                    row.priority,
-                    row.spec,
-                    row.gpu_indices,
-                    row.attempt,
-                    row.pending_reason,
-                    row.exit_code,
-                    row.error,
-                    row.created_at_ms,
-                    row.updated_at_ms,
-                    row.started_at_ms,
-                    row.finished_at_ms,
-                ])?;
+                .execute(params)
+            })?;
             if updated == 0 {
                 return Err(StoreError::NotFound(row.task_id.clone()));
             }
