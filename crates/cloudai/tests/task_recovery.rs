@@ -12,6 +12,17 @@ fn env_pairs(pairs: &[(&str, String)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
+/// A `cloudai worker` process's environment: process driver, 200 ms heartbeats.
+fn worker_env(master: &cloudai::master::Master, id: &str, data: &std::path::Path) -> Vec<(String, String)> {
+    env_pairs(&[
+        ("MASTER_ADDR", format!("http://{}", master.grpc_addr)),
+        ("WORKER_ID", id.into()),
+        ("HEARTBEAT_INTERVAL", "200ms".into()),
+        ("CLOUDAI_DRIVERS", "process".into()),
+        ("WORKER_DATA_DIR", data.display().to_string()),
+    ])
+}
+
 fn as_refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
     pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
@@ -24,13 +35,7 @@ async fn a_killed_workers_task_runs_again_on_another_worker() {
     let master = start_master(config).await;
     let api = format!("http://{}", master.http_addr);
     let data = tempfile::tempdir().expect("tempdir");
-    let env = env_pairs(&[
-        ("MASTER_ADDR", format!("http://{}", master.grpc_addr)),
-        ("WORKER_ID", "doomed".into()),
-        ("HEARTBEAT_INTERVAL", "200ms".into()),
-        ("CLOUDAI_DRIVERS", "process".into()),
-        ("WORKER_DATA_DIR", data.path().display().to_string()),
-    ]);
+    let env = worker_env(&master, "doomed", data.path());
     let doomed = Proc::spawn(&["worker"], &as_refs(&env), None);
     doomed.wait_for_line("registered with master").await;
 
@@ -111,14 +116,8 @@ async fn a_worker_that_comes_back_is_told_to_stop_its_stale_copy() {
     let master = start_master(config).await;
     let api = format!("http://{}", master.http_addr);
     let data = tempfile::tempdir().expect("tempdir");
-    let env = env_pairs(&[
-        ("MASTER_ADDR", format!("http://{}", master.grpc_addr)),
-        ("WORKER_ID", "sleepy".into()),
-        ("HEARTBEAT_INTERVAL", "200ms".into()),
-        ("CLOUDAI_DRIVERS", "process".into()),
-        ("WORKER_DATA_DIR", data.path().display().to_string()),
-        ("RUST_LOG", "info".into()),
-    ]);
+    let mut env = worker_env(&master, "sleepy", data.path());
+    env.push(("RUST_LOG".into(), "info".into()));
     let sleepy = Proc::spawn(&["worker"], &as_refs(&env), None);
     sleepy.wait_for_line("registered with master").await;
     let task = submit(&api, shell_task("sleep 8; echo done")).await;
