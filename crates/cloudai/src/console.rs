@@ -22,6 +22,7 @@ commands:
   status <worker>   one worker in detail
   history <worker> [range]
                     CPU, memory and GPU over the last range (default 15m)
+  alerts            firing alerts, then recently resolved ones
   tasks [status]    tasks, optionally only one status
   task <id>         one task in detail
   logs <id>         a task's output so far
@@ -33,8 +34,21 @@ commands:
 pub struct Console {
     pub telemetry: TelemetryManager,
     pub tasks: TaskService,
+    pub alerts: crate::alerting::AlertService,
     /// The master's runtime: task calls are async and run there.
     pub runtime: tokio::runtime::Handle,
+}
+
+impl Console {
+    /// A console on a running master; call from within the master's runtime.
+    pub fn for_master(master: &crate::master::Master) -> Self {
+        Self {
+            telemetry: master.telemetry.clone(),
+            tasks: master.tasks.clone(),
+            alerts: master.alerts.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
 }
 
 /// Whether to run the console: only on a terminal, and not when turned off.
@@ -105,6 +119,7 @@ pub fn execute(console: &Console, line: &str) -> Outcome {
         ("status", None) => Outcome::Print("usage: status <worker>".into()),
         ("history", Some(id)) => Outcome::Print(history(telemetry, id, words.next())),
         ("history", None) => Outcome::Print("usage: history <worker> [range, e.g. 15m or 2h]".into()),
+        ("alerts", _) => Outcome::Print(alerts_table(&console.alerts.alerts(crate::time::unix_ms()))),
         ("tasks", status) => Outcome::Print(console.runtime.block_on(tasks(&console.tasks, status))),
         ("task", Some(id)) => Outcome::Print(console.runtime.block_on(task(&console.tasks, id))),
         ("logs", Some(id)) => Outcome::Print(console.runtime.block_on(logs(&console.tasks, id))),
@@ -190,6 +205,30 @@ fn status(telemetry: &TelemetryManager, raw: &str) -> String {
     }
     for task in &t.running_tasks {
         out.push_str(&format!("\n  task {} ({})", task.task_id, task.status));
+    }
+    out
+}
+
+fn alerts_table(alerts: &[cloudai_alerts::Alert]) -> String {
+    if alerts.is_empty() {
+        return "no alerts".into();
+    }
+    let mut out = format!(
+        "{:<24} {:<16} {:>4} {:<9} {:<8} {:>10}  message",
+        "rule", "worker", "gpu", "status", "severity", "since"
+    );
+    for a in alerts {
+        let status = if a.resolved_at_ms.is_some() { "resolved" } else { "firing" };
+        out.push_str(&format!(
+            "\n{:<24} {:<16} {:>4} {:<9} {:<8} {:>10}  {}",
+            a.key.rule,
+            a.key.worker_id.as_deref().unwrap_or("-"),
+            a.key.gpu.map_or("-".to_string(), |g| g.to_string()),
+            status,
+            format!("{:?}", a.severity).to_lowercase(),
+            ago(a.since_ms / 1000),
+            a.message
+        ));
     }
     out
 }

@@ -130,11 +130,7 @@ async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
     let master = Master::bind_and_start(&args).await?;
     let shutdown = CancellationToken::new();
     if cloudai::console::wanted(args.no_console) {
-        let console = cloudai::console::Console {
-            telemetry: master.telemetry.clone(),
-            tasks: master.tasks.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        };
+        let console = cloudai::console::Console::for_master(&master);
         cloudai::console::spawn(console, shutdown.clone());
     }
     tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -153,11 +149,7 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
     let worker_stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));
     if cloudai::console::wanted(master_args.no_console) {
-        let console = cloudai::console::Console {
-            telemetry: master.telemetry.clone(),
-            tasks: master.tasks.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        };
+        let console = cloudai::console::Console::for_master(&master);
         cloudai::console::spawn(console, shutdown.clone());
     }
     tracing::info!(

@@ -88,11 +88,7 @@ async fn a_user_session_with_the_cli_and_the_console() {
     assert!(code != 0 && err.contains("cannot reach the master"), "{err}");
 
     // The console answers the same questions.
-    let console = Console {
-        telemetry: master.telemetry.clone(),
-        tasks: master.tasks.clone(),
-        runtime: tokio::runtime::Handle::current(),
-    };
+    let console = Console::for_master(&master);
     let run = |line: &'static str| {
         let console = console.clone();
         tokio::task::spawn_blocking(move || match execute(&console, line) {
@@ -108,6 +104,7 @@ async fn a_user_session_with_the_cli_and_the_console() {
     assert_eq!(run(id_static).await.expect("console"), "hello cli");
     assert!(run("tasks bogus").await.expect("console").contains("unknown status"));
     assert!(run("status nobody").await.expect("console").contains("not found"));
+    assert_eq!(run("alerts").await.expect("console"), "no alerts", "a healthy cluster");
     assert_eq!(run("quit").await.expect("console"), "<quit>");
 
     worker.stop().await;

@@ -82,11 +82,7 @@ async fn history_is_served_and_survives_a_master_restart_at_the_minute_tier() {
     assert_eq!(status, 404);
 
     // The console shows the same history as a table.
-    let console = Console {
-        telemetry: master.telemetry.clone(),
-        tasks: master.tasks.clone(),
-        runtime: tokio::runtime::Handle::current(),
-    };
+    let console = Console::for_master(&master);
     let table = tokio::task::spawn_blocking(move || match execute(&console, "history hist-1 5m") {
         Outcome::Print(text) => text,
         Outcome::Quit => panic!("history does not quit"),
