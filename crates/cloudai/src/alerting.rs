@@ -133,7 +133,22 @@ impl Evaluator {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => self.evaluate(),
+                _ = tick.tick() => {
+                    // A pass over every worker: on a blocking thread, off the async ones that
+                    // answer heartbeats.
+                    self = match tokio::task::spawn_blocking(move || {
+                        self.evaluate();
+                        self
+                    })
+                    .await
+                    {
+                        Ok(evaluator) => evaluator,
+                        Err(e) => {
+                            warn!(error = %e, "alert evaluation failed; alerting stops");
+                            break;
+                        }
+                    };
+                }
                 event = events.recv(), if listening => match event {
                     Ok(e) => self.on_event(e),
                     // The next tick takes every worker from telemetry again; task ends
@@ -150,10 +165,12 @@ impl Evaluator {
 
     fn evaluate(&mut self) {
         let now = unix_ms();
-        let workers = self.telemetry.list_workers();
-        let observations: Vec<WorkerObservation> =
-            workers.iter().map(|(info, t)| observation(info, t, now)).collect();
-        let current: HashSet<WorkerId> = workers.into_iter().map(|(info, _)| info.worker_id).collect();
+        let mut observations = Vec::new();
+        let mut current = HashSet::new();
+        self.telemetry.for_each_worker(|info, t| {
+            observations.push(observation(info, t, now));
+            current.insert(info.worker_id.clone());
+        });
         let events = {
             let mut engine = self.service.engine.lock();
             for gone in self.known.difference(&current) {

@@ -53,17 +53,22 @@ async fn metrics(
     headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let snapshot = crate::metrics::Snapshot {
-        workers: state.telemetry.list_workers(),
-        stats: state.telemetry.stats(),
-        task_states: state.tasks.count_by_status().await?,
-        counts: state.tasks.counts().await?,
-    };
-    let metrics = state.metrics.clone();
-    let text = tokio::task::spawn_blocking(move || crate::metrics::render(&metrics, snapshot))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")))?;
+    let task_states = state.tasks.count_by_status().await?;
+    let counts = state.tasks.counts().await?;
+    let (metrics, telemetry) = (state.metrics.clone(), state.telemetry.clone());
+    // Copying every worker's figures is a pass over the cluster too: not on an async thread.
+    let text = tokio::task::spawn_blocking(move || {
+        let snapshot = crate::metrics::Snapshot {
+            workers: telemetry.list_workers(),
+            stats: telemetry.stats(),
+            task_states,
+            counts,
+        };
+        crate::metrics::render(&metrics, snapshot)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")))?;
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if accept.contains("application/openmetrics-text") {
         let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

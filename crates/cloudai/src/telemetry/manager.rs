@@ -448,6 +448,18 @@ impl TelemetryManager {
         all
     }
 
+    /// Calls `f` with every worker's registration and latest figures, in no order, without
+    /// copying them (each worker's figures are locked only during its call).
+    pub fn for_each_worker(&self, mut f: impl FnMut(&WorkerInfo, &WorkerTelemetry)) {
+        let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
+        for slot in slots {
+            let info = slot.info.read();
+            let mut t = slot.telemetry.lock();
+            t.is_active = slot.active.load(Ordering::Relaxed);
+            f(&info, &t);
+        }
+    }
+
     pub fn is_registered(&self, worker_id: &WorkerId) -> bool {
         self.inner.workers.read().contains_key(worker_id)
     }
