@@ -23,7 +23,7 @@ pub use driver::{
     DockerDriver, DockerOptions, Driver, DriverError, Execution, ExitStatus, Launch, Leftover, ProcessDriver,
     TaskControl, error_chain,
 };
-pub use link::{GrpcMasterLink, MasterLink};
+pub use link::{GrpcMasterLink, MasterLink, SendCompression};
 pub use runtime::TaskRuntime;
 
 /// The driver name of [`ProcessDriver`] in [`RuntimeConfig::drivers`].

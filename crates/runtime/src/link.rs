@@ -1,12 +1,15 @@
 //! The runtime's boundary to the master, and delivery with retries over it.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -18,15 +21,44 @@ pub trait MasterLink: Send + Sync + 'static {
     async fn ship_logs(&self, batch: pb::LogBatch) -> Result<(), Status>;
 }
 
+/// The message compression agreed with the master, shared by everything that sends to it
+/// (agreed again at each registration: a restarted master may accept other encodings).
+#[derive(Clone, Debug, Default)]
+pub struct SendCompression(Arc<Mutex<Option<CompressionEncoding>>>);
+
+impl SendCompression {
+    pub fn set(&self, encoding: Option<CompressionEncoding>) {
+        *self.0.lock() = encoding;
+    }
+
+    pub fn get(&self) -> Option<CompressionEncoding> {
+        *self.0.lock()
+    }
+
+    /// `client`, compressing what it sends if an encoding was agreed.
+    pub fn apply(&self, client: MasterServiceClient<Channel>) -> MasterServiceClient<Channel> {
+        match self.get() {
+            Some(encoding) => client.send_compressed(encoding),
+            None => client,
+        }
+    }
+}
+
 /// [`MasterLink`] over the worker's gRPC channel to the master.
 #[derive(Clone, Debug)]
 pub struct GrpcMasterLink {
     client: MasterServiceClient<Channel>,
+    compression: SendCompression,
 }
 
 impl GrpcMasterLink {
     pub fn new(client: MasterServiceClient<Channel>) -> Self {
-        Self { client }
+        Self { client, compression: SendCompression::default() }
+    }
+
+    /// Ships logs compressed as agreed (they compress well; status reports are too small).
+    pub fn with_compression(self, compression: SendCompression) -> Self {
+        Self { compression, ..self }
     }
 }
 
@@ -38,7 +70,7 @@ impl MasterLink for GrpcMasterLink {
     }
 
     async fn ship_logs(&self, batch: pb::LogBatch) -> Result<(), Status> {
-        let mut client = self.client.clone();
+        let mut client = self.compression.apply(self.client.clone());
         client.ship_logs(batch).await.map(|_| ())
     }
 }

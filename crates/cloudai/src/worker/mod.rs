@@ -12,7 +12,8 @@ use std::time::Duration;
 use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use cloudai_runtime::{
-    DockerDriver, DockerOptions, GrpcMasterLink, ProcessDriver, RuntimeConfig, TaskRuntime, error_chain,
+    DockerDriver, DockerOptions, GrpcMasterLink, ProcessDriver, RuntimeConfig, SendCompression, TaskRuntime,
+    error_chain,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -146,7 +147,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         }
     }
     let runtime_stop = CancellationToken::new();
-    let link = Arc::new(GrpcMasterLink::new(client.clone()));
+    let send_compression = SendCompression::default();
+    let link = Arc::new(GrpcMasterLink::new(client.clone()).with_compression(send_compression.clone()));
     let runtime = TaskRuntime::new(runtime_config, link, runtime_stop.clone());
     // Containers left by a previous process of this worker: followed again, and listed
     // in the registration below.
@@ -181,7 +183,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         runtime: runtime.clone(),
         shutdown: shutdown.clone(),
         compression: config.compression,
-        heartbeat_encoding: Arc::new(parking_lot::Mutex::new(None)),
+        send_compression,
     };
     if !agent.register_until_accepted().await? {
         runtime.shutdown().await;
@@ -216,8 +218,8 @@ struct Agent {
     runtime: TaskRuntime,
     shutdown: CancellationToken,
     compression: Compression,
-    /// Agreed with the master at registration (a restarted master may differ).
-    heartbeat_encoding: Arc<parking_lot::Mutex<Option<tonic::codec::CompressionEncoding>>>,
+    /// Agreed with the master at registration; used for heartbeats and logs.
+    send_compression: SendCompression,
 }
 
 impl Agent {
@@ -240,7 +242,7 @@ impl Agent {
                 Ok(resp) => {
                     let resp = resp.into_inner();
                     let encoding = self.compression.negotiate(&resp.accept_compression);
-                    *self.heartbeat_encoding.lock() = encoding;
+                    self.send_compression.set(encoding);
                     let compression = encoding.map_or("none", |_| self.compression.as_str());
                     info!(worker_id = %self.worker_id, master_id = %resp.master_id, compression, "registered with master");
                     return Ok(true);
@@ -302,10 +304,7 @@ impl Agent {
                     .collect(),
                 running_tasks: self.runtime.running_tasks(),
             };
-            let mut client = self.client.clone();
-            if let Some(encoding) = *self.heartbeat_encoding.lock() {
-                client = client.send_compressed(encoding);
-            }
+            let mut client = self.send_compression.apply(self.client.clone());
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 r = client.send_heartbeat(heartbeat) => r,
