@@ -55,7 +55,7 @@ impl Default for StoreConfig {
 pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     pub worker_id: Option<WorkerId>,
-    /// The first `limit` tasks in creation order.
+    /// Only the newest `limit` tasks (still listed in creation order).
     pub limit: Option<usize>,
 }
 

@@ -47,8 +47,11 @@ async fn insert_get_and_list_by_status_and_worker() {
     assert_eq!(store.list_tasks(&on_w2).await.expect("list"), vec![t3.clone()]);
     let both = TaskFilter { status: Some(TaskStatus::Pending), worker_id: Some(wid("w1")), limit: None };
     assert!(store.list_tasks(&both).await.expect("list").is_empty());
-    let first = TaskFilter { limit: Some(1), ..Default::default() };
-    assert_eq!(ids(store.list_tasks(&first).await.expect("list")), vec![t1.task_id.clone()]);
+    let newest = TaskFilter { limit: Some(2), ..Default::default() };
+    assert_eq!(
+        ids(store.list_tasks(&newest).await.expect("list")),
+        vec![t2.task_id.clone(), t3.task_id.clone()]
+    );
 
     let counts = store.count_by_status().await.expect("count");
     assert_eq!(counts.len(), TaskStatus::ALL.len());

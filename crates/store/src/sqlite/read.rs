@@ -28,7 +28,11 @@ pub(crate) fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<Vec<T
         clauses.push("worker_id = ?2");
     }
     let where_ = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks {where_} ORDER BY created_at_ms, seq LIMIT ?3");
+    // The newest `limit`, then back in creation order.
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM (SELECT {TASK_COLUMNS}, seq FROM tasks {where_} \
+         ORDER BY created_at_ms DESC, seq DESC LIMIT ?3) ORDER BY created_at_ms, seq"
+    );
     let limit = filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params![
