@@ -51,6 +51,10 @@ async fn a_killed_workers_task_runs_again_on_another_worker() {
     let done = wait_status(&api, id, "completed").await;
     assert_eq!(done["worker_id"], "rescuer", "{done}");
     assert_eq!(done["attempt"], 2);
+    // One log for both attempts, the second one announced.
+    let output = task_output(&api, id).await;
+    let second = output.find("[cloudai] attempt 2 on worker rescuer").unwrap_or_else(|| panic!("{output}"));
+    assert!(output[second..].contains("finished"), "{output}");
     let (_, events) = get_json(&format!("{api}/api/tasks/{id}/events")).await;
     let reasons: Vec<&str> =
         events.as_array().expect("events").iter().filter_map(|e| e["reason"].as_str()).collect();
@@ -142,7 +146,8 @@ async fn a_worker_that_comes_back_is_told_to_stop_its_stale_copy() {
     let (_, events) = get_json(&format!("{api}/api/tasks/{id}/events")).await;
     let ended = events.as_array().expect("events").iter().filter(|e| e["to"] == "completed").count();
     assert_eq!(ended, 1, "{events}");
-    assert_eq!(task_output(&api, &id).await, "done\n");
+    // Only the second attempt's output: the stale copy's never reached the log.
+    assert_eq!(task_output(&api, &id).await, "[cloudai] attempt 2 on worker rescuer\ndone\n");
     rescuer.stop().await;
     master.shutdown().await;
 }

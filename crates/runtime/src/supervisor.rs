@@ -96,7 +96,17 @@ impl Supervisor {
         let execution = match self.adopted.take() {
             Some(execution) => execution,
             None => match self.start().await {
-                Ok(execution) => execution,
+                Ok(execution) => {
+                    if self.launch.attempt > 1 {
+                        // Every attempt's output lands in the one task log: mark where this begins.
+                        let note = format!(
+                            "attempt {} on worker {}",
+                            self.launch.attempt, self.inner.config.worker_id
+                        );
+                        self.prelude.insert(0, note);
+                    }
+                    execution
+                }
                 Err(last) => return last,
             },
         };
