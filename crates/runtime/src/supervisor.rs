@@ -185,7 +185,24 @@ impl Supervisor {
                     lines.push(line);
                 }
             };
-            self.driver.prepare(&self.launch, &mut progress).await
+            // A stop during a long pull ends the task now: dropping the pull abandons it.
+            let stop_all = self.inner.stop_all.clone();
+            tokio::select! {
+                prepared = self.driver.prepare(&self.launch, &mut progress) => Ok(prepared),
+                Some(request) = self.stops.recv() => Err(request.reason),
+                _ = stop_all.cancelled() => Err(StopReason::Shutdown),
+            }
+        };
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                info!(?reason, "task stopped while being prepared");
+                let stop = match self.stop_before_start() {
+                    Some(later) => strongest(Some(reason), later),
+                    None => reason,
+                };
+                return Err(self.final_report(Ok(None), Some(stop)));
+            }
         };
         if let Err(e) = prepared {
             let error = error_chain(&e);
@@ -193,6 +210,10 @@ impl Supervisor {
             return Err(Some(self.report(TaskStatus::Failed, None, error)));
         }
         self.prelude = lines;
+        if let Some(reason) = self.stop_before_start() {
+            info!(?reason, "task stopped before it started");
+            return Err(self.final_report(Ok(None), Some(reason)));
+        }
         self.driver.start(&self.launch).await.map_err(|e| {
             let error = error_chain(&e);
             warn!(error = %error, "task failed to start");

@@ -122,6 +122,39 @@ async fn unknown_image_fails_with_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_cancel_during_a_pull_stops_the_task_at_once() {
+    let Some(driver) = engine().await else { return };
+    let worker = worker_id("pullcancel");
+    let (h, _cleanup) = harness(&driver, &worker);
+    // A registry that accepts connections and never answers: the pull hangs.
+    let registry = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = registry.local_addr().expect("addr").port();
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = {
+        let connected = connected.clone();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = registry.accept().await {
+                connected.store(true, std::sync::atomic::Ordering::SeqCst);
+                open.push(conn);
+            }
+        })
+    };
+    let image = format!("127.0.0.1:{port}/cloudai-test/hang:1");
+    h.runtime.start(docker_start("hang", &image, &["true"]));
+    wait_docker("the engine to reach the registry", || connected.load(std::sync::atomic::Ordering::SeqCst))
+        .await;
+
+    h.runtime.cancel(cancel("hang", Duration::from_millis(100)));
+    let started = std::time::Instant::now();
+    let report = finished(&h, "hang").await;
+    assert_eq!(report.status, "cancelled", "{report:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "cancelled only after {:?}", started.elapsed());
+    assert!(containers(driver.client(), &worker).await.is_empty(), "no container was created");
+    held.abort();
+}
+
+#[tokio::test]
 async fn image_is_pulled_from_a_registry() {
     let Some(driver) = engine().await else { return };
     let Some(registry) = Registry::start().await else { return };
