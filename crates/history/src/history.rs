@@ -6,7 +6,7 @@ use crate::HistoryError;
 use crate::frame::Frame;
 use crate::minute::{MINUTE_MS, MinuteBucket, MinuteTier, minute_of};
 use crate::query::{Series, Steps};
-use crate::sample::{Field, Sample, memory_percent};
+use crate::sample::{Field, Sample, mean_utilization, memory_percent};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryConfig {
@@ -202,7 +202,7 @@ impl History {
                 .into_iter()
                 .map(|k| (k, block.frame.column(k).unwrap_or_default()))
                 .collect();
-            derive_memory_percent(&mut columns, timestamps.len());
+            derive_columns(&mut columns, timestamps.len());
             for (field, values) in columns {
                 for (&ts, &v) in timestamps.iter().zip(&values) {
                     if (since..until_ms).contains(&ts) {
@@ -236,25 +236,31 @@ impl History {
     }
 }
 
-/// Fills memory % back in for rows that stored used and total MB instead of it.
-fn derive_memory_percent(columns: &mut Vec<(Field, Vec<f64>)>, rows: usize) {
-    let column = |columns: &[(Field, Vec<f64>)], field| columns.iter().position(|(f, _)| *f == field);
-    let (Some(used), Some(total)) =
-        (column(columns, Field::MemoryUsedMb), column(columns, Field::MemoryTotalMb))
-    else {
-        return;
-    };
-    let derived: Vec<f64> =
-        columns[used].1.iter().zip(&columns[total].1).map(|(&u, &t)| memory_percent(u, t)).collect();
-    match column(columns, Field::Memory) {
-        Some(memory) => {
-            for (stored, derived) in columns[memory].1.iter_mut().zip(derived) {
-                if stored.is_nan() {
-                    *stored = derived;
+/// Fills back in the figures the raw tier derives instead of storing: memory % from used
+/// and total MB, GPU % as the mean of the GPUs' utilisation. Rows that stored them keep theirs.
+fn derive_columns(columns: &mut Vec<(Field, Vec<f64>)>, rows: usize) {
+    let position = |columns: &[(Field, Vec<f64>)], field| columns.iter().position(|(f, _)| *f == field);
+    let column = |field| position(columns, field).map(|i| &columns[i].1);
+    let memory: Option<Vec<f64>> = column(Field::MemoryUsedMb)
+        .zip(column(Field::MemoryTotalMb))
+        .map(|(used, total)| used.iter().zip(total).map(|(&u, &t)| memory_percent(u, t)).collect());
+    let utils: Vec<&Vec<f64>> =
+        columns.iter().filter(|(f, _)| matches!(f, Field::GpuUtilization(_))).map(|(_, c)| c).collect();
+    let gpu: Option<Vec<f64>> = (!utils.is_empty()).then(|| {
+        (0..rows).map(|r| mean_utilization(utils.iter().filter_map(|c| c.get(r).copied()))).collect()
+    });
+    for (field, derived) in [(Field::Memory, memory), (Field::Gpu, gpu)] {
+        let Some(derived) = derived else { continue };
+        match position(columns, field) {
+            Some(i) => {
+                for (stored, derived) in columns[i].1.iter_mut().zip(derived) {
+                    if stored.is_nan() {
+                        *stored = derived;
+                    }
                 }
             }
+            None if rows > 0 => columns.push((field, derived)),
+            None => {}
         }
-        None if rows > 0 => columns.push((Field::Memory, derived)),
-        None => {}
     }
 }

@@ -30,9 +30,13 @@ impl Sample {
     }
 
     /// The sample as `(field, value)` pairs at f32 precision, GPUs with `index >= max_gpus`
-    /// left out; `raw` leaves out memory % where it can be derived.
+    /// left out; `raw` leaves out memory % and GPU % where they can be derived back exactly
+    /// (GPU % is the mean of the GPUs' utilisation, as a worker reports it).
     pub(crate) fn fields(&self, max_gpus: u32, raw: bool) -> impl Iterator<Item = (Field, f64)> + '_ {
         let derived = raw && self.memory_derivable();
+        let kept = move |g: &&(u32, f64, f64)| g.0 < max_gpus;
+        let gpu_derived =
+            raw && to_f32(self.gpu) == mean_utilization(self.gpus.iter().filter(kept).map(|g| to_f32(g.1)));
         let fixed = [
             (Field::Cpu, self.cpu),
             (Field::Memory, if derived { f64::NAN } else { self.memory }),
@@ -40,16 +44,23 @@ impl Sample {
             (Field::MemoryUsedMb, self.memory_used_mb),
             (Field::MemoryTotalMb, if self.memory_total_mb > 0.0 { self.memory_total_mb } else { f64::NAN }),
         ];
-        let gpus = self.gpus.iter().filter(move |g| g.0 < max_gpus).flat_map(|&(index, util, mem)| {
+        let gpus = self.gpus.iter().filter(kept).flat_map(|&(index, util, mem)| {
             [(Field::GpuUtilization(index), util), (Field::GpuMemoryUsedMb(index), mem)]
         });
         let known = move |(field, v): &(Field, f64)| match field {
             Field::Memory => !derived,
+            Field::Gpu => !gpu_derived,
             Field::MemoryTotalMb => v.is_finite(),
             _ => true,
         };
         fixed.into_iter().filter(known).chain(gpus).map(|(field, v)| (field, to_f32(v)))
     }
+}
+
+/// The mean of the finite utilisations, at the precision figures are kept; NaN without any.
+pub(crate) fn mean_utilization(utils: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = utils.filter(|u| u.is_finite()).fold((0.0, 0u32), |(sum, n), u| (sum + u, n + 1));
+    if n == 0 { f64::NAN } else { to_f32(sum / f64::from(n)) }
 }
 
 /// Memory % as the raw tier derives it, at the precision it keeps figures.

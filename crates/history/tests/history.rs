@@ -270,3 +270,19 @@ fn memory_percent_is_derived_from_used_and_total_when_the_total_is_known() {
     let stats = bucket.fields.iter().find(|s| s.field == Field::Memory).expect("memory in the minute");
     assert_eq!((stats.min, stats.max, stats.count), (25.0, 50.0, 3));
 }
+
+#[test]
+fn gpu_percent_is_derived_from_the_gpus_when_it_is_their_mean() {
+    let mut h = history();
+    let sample = |ts, gpu, utils: [f64; 2]| Sample {
+        timestamp_ms: ts,
+        gpu,
+        gpus: vec![(0, utils[0], 1_000.0), (1, utils[1], 2_000.0)],
+        ..Sample::default()
+    };
+    h.append(&sample(1_000, 30.0, [20.0, 40.0]));
+    // A worker whose GPU % is not the plain mean keeps what it reported.
+    h.append(&sample(6_000, 35.5, [20.0, 40.0]));
+    let gpu: Vec<f64> = h.query(0, MINUTE_MS, 0).get(Field::Gpu).iter().map(|p| p.avg).collect();
+    assert_eq!(gpu, [30.0, 35.5]);
+}
