@@ -247,44 +247,43 @@ impl Master {
     pub async fn shutdown(self) {
         info!("master shutting down");
         self.http_stop.cancel();
-        match tokio::time::timeout(STAGE_DEADLINE, self.http_task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => warn!(error = %e, "http server ended with an error"),
-            Ok(Err(e)) => warn!(error = %e, "http server task failed"),
-            Err(_) => warn!("http server did not stop in time"),
-        }
+        server_stage("http server", self.http_task).await;
         self.alerts_stop.cancel();
         self.alerts_tracker.close();
-        let alerts_stopped = async {
+        let alerts = async {
             self.alerts_tracker.wait().await;
             self.alerts.stopped().await;
         };
-        if tokio::time::timeout(STAGE_DEADLINE, alerts_stopped).await.is_err() {
-            warn!("alerting did not stop in time");
-        }
+        stage("alerting", alerts).await;
         self.tasks_stop.cancel();
         self.tasks_tracker.close();
-        if tokio::time::timeout(STAGE_DEADLINE, self.tasks_tracker.wait()).await.is_err() {
-            warn!("task service did not stop in time");
-        }
-        if tokio::time::timeout(STAGE_DEADLINE, self.telemetry.shutdown()).await.is_err() {
-            warn!("telemetry manager did not stop in time");
-        }
+        stage("task service", self.tasks_tracker.wait()).await;
+        stage("telemetry manager", self.telemetry.shutdown()).await;
         // After the telemetry manager: it queues every worker's open minute as it stops.
         self.history_stop.cancel();
-        if tokio::time::timeout(STAGE_DEADLINE, self.history_task).await.is_err() {
-            warn!("history minutes were not all stored in time");
-        }
+        stage("history writer", self.history_task).await;
         self.grpc_stop.cancel();
-        match tokio::time::timeout(STAGE_DEADLINE, self.grpc_task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => warn!(error = %e, "grpc server ended with an error"),
-            Ok(Err(e)) => warn!(error = %e, "grpc server task failed"),
-            Err(_) => warn!("grpc server did not stop in time"),
-        }
-        if tokio::time::timeout(STAGE_DEADLINE, self.store.close()).await.is_err() {
-            warn!("store did not close in time");
-        }
+        server_stage("grpc server", self.grpc_task).await;
+        stage("store", self.store.close()).await;
         info!("master stopped");
+    }
+}
+
+/// Waits for one shutdown stage up to the deadline; a stage that overruns is logged and left,
+/// so the later stages still run.
+async fn stage<F: std::future::Future>(what: &str, done: F) -> Option<F::Output> {
+    let out = tokio::time::timeout(STAGE_DEADLINE, done).await.ok();
+    if out.is_none() {
+        warn!("{what} did not stop in time");
+    }
+    out
+}
+
+/// A server task's stage: also logs how the server ended if not cleanly.
+async fn server_stage<E: std::fmt::Display>(what: &str, task: JoinHandle<Result<(), E>>) {
+    match stage(what, task).await {
+        Some(Ok(Err(e))) => warn!(error = %e, "{what} ended with an error"),
+        Some(Err(e)) => warn!(error = %e, "{what} task failed"),
+        Some(Ok(Ok(()))) | None => {}
     }
 }
