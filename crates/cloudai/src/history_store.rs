@@ -1,17 +1,18 @@
 //! Keeps the telemetry history's minute tier in the store: closed minutes are written in
-//! batches as they come, loaded back at start-up, and pruned past the retention.
+//! batches as they come, read back for each worker as it registers, and pruned past the
+//! retention.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cloudai_history::{MinuteBucket, decode_buckets, encode_buckets};
-use cloudai_store::{Store, StoreError, TelemetryMinute};
-use tokio::sync::mpsc;
+use cloudai_store::{Store, TelemetryMinute};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
+use crate::events::ClusterEvent;
 use crate::ids::WorkerId;
 use crate::telemetry::{ClosedMinute, TelemetryManager};
 use crate::time::unix_ms;
@@ -20,29 +21,65 @@ use crate::time::unix_ms;
 const BATCH: usize = 1024;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Loads the minutes within `retention_ms` and hands them to the telemetry manager.
-/// Unreadable rows are skipped with a warning: history is not worth refusing to start.
-pub async fn load(
-    store: &dyn Store,
-    telemetry: &TelemetryManager,
+/// Gives every worker that registers its stored minutes back. They are read then, one
+/// worker at a time, so a master with many workers starts at once and holds history only
+/// for the workers that are there.
+pub fn spawn_restorer(
+    store: Arc<dyn Store>,
+    telemetry: TelemetryManager,
+    mut events: broadcast::Receiver<ClusterEvent>,
     retention_ms: i64,
-) -> Result<(), StoreError> {
-    let rows = store.telemetry_minutes(unix_ms().saturating_sub(retention_ms)).await?;
-    let count = rows.len();
-    let mut by_worker: HashMap<WorkerId, Vec<MinuteBucket>> = HashMap::new();
-    for row in rows {
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => break,
+                event = events.recv() => event,
+            };
+            let workers = match event {
+                Ok(ClusterEvent::WorkerRegistered { worker_id }) => vec![worker_id],
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Registrations were missed: every worker there now (minutes held win).
+                    warn!(missed, "history restore lagged behind registrations; restoring every worker");
+                    let mut all = Vec::new();
+                    telemetry.for_each_worker(|info, _| all.push(info.worker_id.clone()));
+                    all
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            };
+            for worker_id in workers {
+                restore(store.as_ref(), &telemetry, &worker_id, retention_ms).await;
+            }
+        }
+    })
+}
+
+/// Unreadable rows are skipped with a warning: history is not worth more.
+async fn restore(store: &dyn Store, telemetry: &TelemetryManager, worker_id: &WorkerId, retention_ms: i64) {
+    let rows = match store.telemetry_minutes(worker_id, unix_ms().saturating_sub(retention_ms)).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(worker_id = %worker_id, error = %e, "cannot read stored history minutes");
+            return;
+        }
+    };
+    if rows.is_empty() {
+        return;
+    }
+    let mut buckets: Vec<MinuteBucket> = Vec::with_capacity(rows.len());
+    for row in &rows {
         match decode_buckets(&row.data) {
-            Ok(buckets) => by_worker.entry(row.worker_id).or_default().extend(buckets),
+            Ok(decoded) => buckets.extend(decoded),
             Err(e) => {
-                warn!(worker_id = %row.worker_id, start_ms = row.start_ms, error = %e, "skipping a stored history minute")
+                warn!(worker_id = %worker_id, start_ms = row.start_ms, error = %e, "skipping a stored history minute")
             }
         }
     }
-    if count > 0 {
-        info!(minutes = count, workers = by_worker.len(), "telemetry history restored");
+    if telemetry.restore_history(worker_id, buckets) {
+        debug!(worker_id = %worker_id, minutes = rows.len(), "history minutes restored");
     }
-    telemetry.restore_history(by_worker);
-    Ok(())
 }
 
 /// Writes closed minutes until `stop`, then writes what is still queued and returns.

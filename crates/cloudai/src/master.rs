@@ -117,6 +117,7 @@ pub struct Master {
     tasks_stop: CancellationToken,
     tasks_tracker: TaskTracker,
     history_stop: CancellationToken,
+    history_restorer: JoinHandle<()>,
     history_task: JoinHandle<()>,
     http_stop: CancellationToken,
     grpc_stop: CancellationToken,
@@ -144,10 +145,15 @@ impl Master {
         let events = EventBus::default();
         let telemetry = TelemetryManager::new(config.telemetry.clone(), events.clone())?;
         let retention_ms = config.telemetry.history.long_window_ms;
-        crate::history_store::load(store.as_ref(), &telemetry, retention_ms)
-            .await
-            .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
         let history_stop = CancellationToken::new();
+        // Subscribed before any worker can register.
+        let history_restorer = crate::history_store::spawn_restorer(
+            store.clone(),
+            telemetry.clone(),
+            events.subscribe(),
+            retention_ms,
+            history_stop.clone(),
+        );
         let history_task = match telemetry.take_closed_minutes() {
             Some(minutes) => {
                 crate::history_store::spawn_writer(store.clone(), minutes, retention_ms, history_stop.clone())
@@ -217,6 +223,7 @@ impl Master {
             tasks_stop,
             tasks_tracker,
             history_stop,
+            history_restorer,
             history_task,
             http_stop,
             grpc_stop,
@@ -261,6 +268,7 @@ impl Master {
         stage("telemetry manager", self.telemetry.shutdown()).await;
         // After the telemetry manager: it queues every worker's open minute as it stops.
         self.history_stop.cancel();
+        stage("history restorer", self.history_restorer).await;
         stage("history writer", self.history_task).await;
         self.grpc_stop.cancel();
         server_stage("grpc server", self.grpc_task).await;

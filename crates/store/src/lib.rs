@@ -164,8 +164,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts minutes, replacing any already stored for the same worker and start.
     async fn append_telemetry_minutes(&self, minutes: Vec<TelemetryMinute>) -> Result<(), StoreError>;
-    /// Minutes starting at or after `since_ms`, by worker then time.
-    async fn telemetry_minutes(&self, since_ms: i64) -> Result<Vec<TelemetryMinute>, StoreError>;
+    /// One worker's minutes starting at or after `since_ms`, oldest first.
+    async fn telemetry_minutes(
+        &self,
+        worker_id: &WorkerId,
+        since_ms: i64,
+    ) -> Result<Vec<TelemetryMinute>, StoreError>;
     /// Deletes minutes starting before `before_ms`.
     async fn prune_telemetry_minutes(&self, before_ms: i64) -> Result<(), StoreError>;
 

@@ -427,12 +427,15 @@ async fn telemetry_minutes_survive_a_restart_and_are_pruned_by_age() {
         std::mem::forget(store);
     }
     let store = open(dir.path());
-    let all = store.telemetry_minutes(0).await.expect("read");
-    assert_eq!(
-        all,
-        vec![minute("w1", 60_000, b"c"), minute("w1", 120_000, b"B"), minute("w2", 60_000, b"a")]
-    );
-    assert_eq!(store.telemetry_minutes(120_000).await.expect("read"), vec![minute("w1", 120_000, b"B")]);
+    let w1 = store.telemetry_minutes(&wid("w1"), 0).await.expect("read");
+    assert_eq!(w1, vec![minute("w1", 60_000, b"c"), minute("w1", 120_000, b"B")]);
+    assert_eq!(store.telemetry_minutes(&wid("w2"), 0).await.expect("read"), vec![minute("w2", 60_000, b"a")]);
+    let recent = store.telemetry_minutes(&wid("w1"), 120_000).await.expect("read");
+    assert_eq!(recent, vec![minute("w1", 120_000, b"B")]);
     store.prune_telemetry_minutes(120_000).await.expect("prune");
-    assert_eq!(store.telemetry_minutes(0).await.expect("read"), vec![minute("w1", 120_000, b"B")]);
+    assert_eq!(
+        store.telemetry_minutes(&wid("w1"), 0).await.expect("read"),
+        vec![minute("w1", 120_000, b"B")]
+    );
+    assert!(store.telemetry_minutes(&wid("w2"), 0).await.expect("read").is_empty());
 }

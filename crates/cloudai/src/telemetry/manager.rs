@@ -191,8 +191,6 @@ struct Inner {
     started: AtomicBool,
     /// A new worker's history starts as a clone of this (its config validated once).
     empty_history: History,
-    /// Minute buckets loaded from the store, waiting for their worker to register.
-    restored: Mutex<HashMap<WorkerId, Vec<MinuteBucket>>>,
     closed_minutes: mpsc::Sender<ClosedMinute>,
     closed_minutes_rx: Mutex<Option<mpsc::Receiver<ClosedMinute>>>,
     minutes_dropped: AtomicU64,
@@ -239,7 +237,6 @@ impl TelemetryManager {
                 tracker: TaskTracker::new(),
                 started: AtomicBool::new(false),
                 empty_history,
-                restored: Mutex::new(HashMap::new()),
                 closed_minutes,
                 closed_minutes_rx: Mutex::new(Some(closed_minutes_rx)),
                 minutes_dropped: AtomicU64::new(0),
@@ -269,19 +266,11 @@ impl TelemetryManager {
         self.inner.closed_minutes_rx.lock().take()
     }
 
-    /// Minute buckets loaded from the store at start-up; each worker gets its own back when
-    /// it registers.
-    pub fn restore_history(&self, buckets: HashMap<WorkerId, Vec<MinuteBucket>>) {
-        let workers = self.inner.workers.read();
-        let mut restored = self.inner.restored.lock();
-        for (worker_id, buckets) in buckets {
-            match workers.get(&worker_id) {
-                Some(slot) => slot.history.lock().restore(buckets),
-                None => {
-                    restored.insert(worker_id, buckets);
-                }
-            }
-        }
+    /// Gives a registered worker its stored minute buckets back (after a master restart);
+    /// minutes it already holds win. `false` if the worker is not registered.
+    pub fn restore_history(&self, worker_id: &WorkerId, buckets: Vec<MinuteBucket>) -> bool {
+        let slot = self.inner.workers.read().get(worker_id).cloned();
+        slot.map(|slot| slot.history.lock().restore(buckets)).is_some()
     }
 
     /// A worker's history between two unix-ms times, aggregated per `step_ms` (0: as stored).
@@ -321,10 +310,7 @@ impl TelemetryManager {
             }
             None => {
                 let (tx, rx) = mpsc::channel(inner.config.channel_capacity);
-                let mut history = inner.empty_history.clone();
-                if let Some(buckets) = inner.restored.lock().remove(&worker_id) {
-                    history.restore(buckets);
-                }
+                let history = inner.empty_history.clone();
                 let slot = Arc::new(WorkerSlot {
                     info: RwLock::new(info),
                     telemetry: Mutex::new(WorkerTelemetry::empty(worker_id.clone())),

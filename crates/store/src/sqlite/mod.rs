@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus};
+use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus, WorkerId};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
@@ -240,8 +240,13 @@ impl Store for SqliteStore {
         self.write(WriteOp::AppendMinutes(minutes)).await
     }
 
-    async fn telemetry_minutes(&self, since_ms: i64) -> Result<Vec<TelemetryMinute>, StoreError> {
-        self.read(move |c| read::telemetry_minutes(c, since_ms)).await
+    async fn telemetry_minutes(
+        &self,
+        worker_id: &WorkerId,
+        since_ms: i64,
+    ) -> Result<Vec<TelemetryMinute>, StoreError> {
+        let worker_id = worker_id.clone();
+        self.read(move |c| read::telemetry_minutes(c, &worker_id, since_ms)).await
     }
 
     async fn prune_telemetry_minutes(&self, before_ms: i64) -> Result<(), StoreError> {

@@ -119,20 +119,20 @@ pub(crate) fn scan_kv(conn: &Connection, namespace: &str) -> Result<Vec<(String,
 
 pub(crate) fn telemetry_minutes(
     conn: &Connection,
+    worker_id: &WorkerId,
     since_ms: i64,
 ) -> Result<Vec<TelemetryMinute>, StoreError> {
     const T: &str = "telemetry_minutes";
     let mut stmt = conn.prepare_cached(
-        "SELECT worker_id, start_ms, data FROM telemetry_minutes WHERE start_ms >= ?1 \
-         ORDER BY worker_id, start_ms",
+        "SELECT start_ms, data FROM telemetry_minutes WHERE worker_id = ?1 AND start_ms >= ?2 \
+         ORDER BY start_ms",
     )?;
-    let mut rows = stmt.query([since_ms])?;
+    let mut rows = stmt.query(params![worker_id.as_str(), since_ms])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let id: String = col(row, 0, T, "?")?;
-        let worker_id = WorkerId::parse(&id)
-            .map_err(|e| StoreError::corrupt(T, id.as_str(), format!("worker id: {e}")))?;
-        out.push(TelemetryMinute { worker_id, start_ms: col(row, 1, T, &id)?, data: col(row, 2, T, &id)? });
+        let start_ms: i64 = col(row, 0, T, worker_id.as_str())?;
+        let data: Vec<u8> = col(row, 1, T, worker_id.as_str())?;
+        out.push(TelemetryMinute { worker_id: worker_id.clone(), start_ms, data });
     }
     Ok(out)
 }
