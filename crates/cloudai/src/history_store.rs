@@ -41,7 +41,7 @@ pub fn spawn_restorer(
                 Ok(ClusterEvent::WorkerRegistered { worker_id }) => vec![worker_id],
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Registrations were missed: every worker there now (minutes held win).
+                    // Registrations were missed: every worker there now (each restored once).
                     warn!(missed, "history restore lagged behind registrations; restoring every worker");
                     let mut all = Vec::new();
                     telemetry.for_each_worker(|info, _| all.push(info.worker_id.clone()));

@@ -104,9 +104,9 @@ impl History {
         self.minutes.close_due(now_ms)
     }
 
-    /// Loads persisted minute buckets back (after a restart), before any new sample is
-    /// appended. Minutes already held win; buckets older than `long_window` (from the newest
-    /// data held) are skipped.
+    /// Loads persisted minute buckets back, once after a restart. Closed minutes already held
+    /// win; the open minute takes in its stored part; buckets older than `long_window` (from
+    /// the newest data held) are skipped.
     pub fn restore(&mut self, buckets: Vec<MinuteBucket>) {
         let newest_bucket = buckets.iter().map(|b| b.start_ms.saturating_add(MINUTE_MS - 1)).max();
         let newest = match (self.newest_ts, newest_bucket) {

@@ -328,12 +328,27 @@ impl MinuteTier {
         out
     }
 
-    /// Merges `restored` with what is held; a minute already held (or still open) wins.
-    /// Returns the end of the newest minute taken from `restored`.
+    /// Merges `restored` with what is held: a closed minute already held wins, the open minute
+    /// takes the stored part of itself in. Returns the end of the newest minute taken from
+    /// `restored` into the closed ones. Call once per restart: a second call would count the
+    /// open minute's stored part twice.
     pub(crate) fn restore(&mut self, restored: Vec<MinuteBucket>, cutoff: i64) -> Option<i64> {
         let mut all = self.buckets(i64::MIN, i64::MAX);
         let held: std::collections::HashSet<i64> = all.iter().map(|b| b.start_ms).collect();
         let open_start = self.open.as_ref().map_or(i64::MAX, |o| o.start);
+        // The minute still open (samples came before the restore): the stored part of it
+        // joins it, so the minute closes with both.
+        if let Some(open) = &mut self.open
+            && let Some(stored) = restored.iter().find(|b| b.start_ms == open.start)
+        {
+            for s in &stored.fields {
+                let i = open.fields.iter().position(|(f, _)| *f == s.field).unwrap_or_else(|| {
+                    open.fields.push((s.field, Agg::default()));
+                    open.fields.len() - 1
+                });
+                open.fields[i].1.add(s.min, s.avg, s.max, u64::from(s.count));
+            }
+        }
         let taken: Vec<_> = restored
             .into_iter()
             .filter(|b| b.start_ms < open_start && !held.contains(&b.start_ms))

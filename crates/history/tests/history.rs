@@ -286,3 +286,18 @@ fn gpu_percent_is_derived_from_the_gpus_when_it_is_their_mean() {
     let gpu: Vec<f64> = h.query(0, MINUTE_MS, 0).get(Field::Gpu).iter().map(|p| p.avg).collect();
     assert_eq!(gpu, [30.0, 35.5]);
 }
+
+#[test]
+fn a_stored_minute_joins_the_open_one_when_samples_came_first() {
+    let mut before = history();
+    before.append(&cpu(MINUTE_MS + 1_000, 10.0));
+    before.append(&cpu(MINUTE_MS + 2_000, 20.0));
+    let flushed = before.tick(i64::MAX).expect("the open minute closes");
+    // After the restart a heartbeat arrives before the stored minutes are read back.
+    let mut after = history();
+    after.append(&cpu(MINUTE_MS + 30_000, 60.0));
+    after.restore(vec![flushed]);
+    let closed = after.tick(i64::MAX).expect("minute closes");
+    let stats = closed.fields.iter().find(|s| s.field == Field::Cpu).expect("cpu");
+    assert_eq!((stats.min, stats.avg, stats.max, stats.count), (10.0, 30.0, 60.0, 3));
+}

@@ -144,6 +144,7 @@ struct WorkerSlot {
     dropped: AtomicU64,
     bucket: Mutex<Bucket>,
     history: Mutex<History>,
+    history_restored: AtomicBool,
     /// Digest of the running tasks last passed on, and when.
     running_digest: AtomicU64,
     running_forwarded_ms: AtomicU64,
@@ -266,11 +267,17 @@ impl TelemetryManager {
         self.inner.closed_minutes_rx.lock().take()
     }
 
-    /// Gives a registered worker its stored minute buckets back (after a master restart);
-    /// minutes it already holds win. `false` if the worker is not registered.
+    /// Gives a registered worker its stored minute buckets back (after a master restart, or
+    /// when it registers again after leaving); closed minutes it already holds win.
+    /// `false` if the worker is not registered.
     pub fn restore_history(&self, worker_id: &WorkerId, buckets: Vec<MinuteBucket>) -> bool {
-        let slot = self.inner.workers.read().get(worker_id).cloned();
-        slot.map(|slot| slot.history.lock().restore(buckets)).is_some()
+        let Some(slot) = self.inner.workers.read().get(worker_id).cloned() else { return false };
+        // Once per registration of a new slot: a second restore would count the open
+        // minute's stored part twice, and the slot's history is otherwise kept in memory.
+        if !slot.history_restored.swap(true, Ordering::AcqRel) {
+            slot.history.lock().restore(buckets);
+        }
+        true
     }
 
     /// A worker's history between two unix-ms times, aggregated per `step_ms` (0: as stored).
@@ -329,6 +336,7 @@ impl TelemetryManager {
                         refilled_ms: now,
                     }),
                     history: Mutex::new(history),
+                    history_restored: AtomicBool::new(false),
                     cancel: inner.cancel.child_token(),
                 });
                 workers.insert(worker_id.clone(), Arc::clone(&slot));
