@@ -83,6 +83,7 @@ fn scrape(c: &mut Criterion) {
                     stats: TelemetryStats::default(),
                     task_states: BTreeMap::new(),
                     counts: Default::default(),
+                    alerts_firing: 0,
                 };
                 render(&metrics, snapshot).expect("render")
             })

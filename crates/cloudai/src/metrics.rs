@@ -54,6 +54,7 @@ pub struct Snapshot {
     pub stats: TelemetryStats,
     pub task_states: BTreeMap<TaskStatus, u64>,
     pub counts: TaskCounts,
+    pub alerts_firing: usize,
 }
 
 /// Renders the exposition text.
@@ -290,6 +291,13 @@ impl Collector for Snapshot {
             "Heartbeats refused because the worker exceeded its rate limit",
             self.stats.heartbeats_rate_limited,
         )?;
+        counter(
+            e,
+            "cloudai_history_buckets_dropped",
+            "History minute buckets not stored because the store fell behind",
+            self.stats.history_minutes_dropped,
+        )?;
+        gauge(e, "cloudai_alerts_firing", "Alerts firing now", self.alerts_firing as f64)?;
         Ok(())
     }
 }

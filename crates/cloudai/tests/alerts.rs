@@ -123,6 +123,11 @@ async fn a_dead_worker_fires_worker_inactive_and_resolves_when_it_comes_back() {
     assert!(alerts.iter().all(|a| a["worker_id"] != "gpu-box-2"), "a clean leave is no alert: {alerts:?}");
     assert!(find(&list_alerts(&api, "?status=firing").await, "worker_inactive", Some("gpu-box-1")).is_some());
     assert!(list_alerts(&api, "?status=resolved").await.is_empty());
+    // Prometheus sees it too.
+    let metrics = http_client().get(format!("{api}/metrics")).send().await.expect("scrape");
+    let text = metrics.text().await.expect("metrics text");
+    let firing = text.lines().find_map(|l| l.strip_prefix("cloudai_alerts_firing ")?.parse::<f64>().ok());
+    assert_eq!(firing, Some(1.0), "{text}");
 
     let posted = hook.wait_for("firing", "worker_inactive", "gpu-box-1").await;
     assert_eq!(posted["alert"]["status"], "firing", "{posted}");

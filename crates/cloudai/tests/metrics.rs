@@ -77,6 +77,8 @@ async fn metrics_cover_every_family_with_real_labels_and_pass_promtool() {
         "cloudai_heartbeats_dropped_total counter",
         "cloudai_heartbeats_rejected_total counter",
         "cloudai_heartbeats_rate_limited_total counter",
+        "cloudai_history_buckets_dropped_total counter",
+        "cloudai_alerts_firing gauge",
         "cloudai_heartbeat_handling_seconds histogram",
         "cloudai_scheduling_latency_seconds histogram",
     ] {
@@ -96,6 +98,8 @@ async fn metrics_cover_every_family_with_real_labels_and_pass_promtool() {
     assert_eq!(value("cloudai_cluster_gpu_capacity"), 2.0);
     assert_eq!(value("cloudai_cluster_cpu_capacity_cores"), 6.0);
     assert!(value("cloudai_heartbeats_received_total") >= 2.0);
+    assert_eq!(value("cloudai_alerts_firing"), 0.0, "a healthy cluster");
+    assert_eq!(value("cloudai_history_buckets_dropped_total"), 0.0);
     assert_eq!(value("cloudai_scheduling_latency_seconds_count"), 1.0);
     let gpu_lines: Vec<&str> =
         text.lines().filter(|l| l.starts_with("cloudai_gpu_temperature_celsius{")).collect();

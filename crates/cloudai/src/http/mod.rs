@@ -55,7 +55,7 @@ async fn metrics(
     use axum::response::IntoResponse;
     let task_states = state.tasks.count_by_status().await?;
     let counts = state.tasks.counts().await?;
-    let (metrics, telemetry) = (state.metrics.clone(), state.telemetry.clone());
+    let (metrics, telemetry, alerts) = (state.metrics.clone(), state.telemetry.clone(), state.alerts.clone());
     // Copying every worker's figures is a pass over the cluster too: not on an async thread.
     let text = tokio::task::spawn_blocking(move || {
         let snapshot = crate::metrics::Snapshot {
@@ -63,6 +63,7 @@ async fn metrics(
             stats: telemetry.stats(),
             task_states,
             counts,
+            alerts_firing: alerts.firing_count(),
         };
         crate::metrics::render(&metrics, snapshot)
     })
