@@ -58,6 +58,10 @@ pub fn spawn_restorer(
 
 /// Unreadable rows are skipped with a warning: history is not worth more.
 async fn restore(store: &dyn Store, telemetry: &TelemetryManager, worker_id: &WorkerId, retention_ms: i64) {
+    // A worker registering again while its slot is kept already has its history.
+    if !telemetry.needs_history(worker_id) {
+        return;
+    }
     let rows = match store.telemetry_minutes(worker_id, unix_ms().saturating_sub(retention_ms)).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -65,9 +69,7 @@ async fn restore(store: &dyn Store, telemetry: &TelemetryManager, worker_id: &Wo
             return;
         }
     };
-    if rows.is_empty() {
-        return;
-    }
+    // Applied even when empty: the worker is then marked as restored.
     let mut buckets: Vec<MinuteBucket> = Vec::with_capacity(rows.len());
     for row in &rows {
         match decode_buckets(&row.data) {
@@ -77,7 +79,7 @@ async fn restore(store: &dyn Store, telemetry: &TelemetryManager, worker_id: &Wo
             }
         }
     }
-    if telemetry.restore_history(worker_id, buckets) {
+    if telemetry.restore_history(worker_id, buckets) && !rows.is_empty() {
         debug!(worker_id = %worker_id, minutes = rows.len(), "history minutes restored");
     }
 }

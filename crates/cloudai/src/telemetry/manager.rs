@@ -267,6 +267,12 @@ impl TelemetryManager {
         self.inner.closed_minutes_rx.lock().take()
     }
 
+    /// Whether a registered worker still waits for its stored minutes (see `restore_history`).
+    pub fn needs_history(&self, worker_id: &WorkerId) -> bool {
+        let slot = self.inner.workers.read().get(worker_id).cloned();
+        slot.is_some_and(|slot| !slot.history_restored.load(Ordering::Acquire))
+    }
+
     /// Gives a registered worker its stored minute buckets back (after a master restart, or
     /// when it registers again after leaving); closed minutes it already holds win.
     /// `false` if the worker is not registered.
