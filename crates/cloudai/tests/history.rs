@@ -73,6 +73,7 @@ async fn history_is_served_and_survives_a_master_restart_at_the_minute_tier() {
         ("step=often", "step"),
         ("fields=disk_usage", "disk_usage"),
         ("since=1m&until=2m", "until"),
+        ("since=1000000y&step=1s", "step"),
     ] {
         let (status, body) = get_json(&format!("{api}/api/workers/hist-1/metrics?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");

@@ -117,7 +117,8 @@ impl RangeQuery {
             Some(raw) => parse_step(raw)?,
             None => 0,
         };
-        if step > 0 && (until - since) / step as i64 > MAX_STEPS {
+        // Saturating: `since` may be far in the past (`since=1000y`).
+        if step > 0 && until.saturating_sub(since) / i64::try_from(step).unwrap_or(i64::MAX) > MAX_STEPS {
             return Err(ApiError::bad_request(format!(
                 "step too small for the range: at most {MAX_STEPS} points per field"
             )));
