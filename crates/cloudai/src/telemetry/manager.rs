@@ -173,11 +173,16 @@ impl WorkerSlot {
     }
 
     fn snapshot(&self) -> WorkerTelemetry {
-        let mut t = self.telemetry.lock().clone();
+        self.with_current(WorkerTelemetry::clone)
+    }
+
+    /// Calls `f` on the latest figures, with the live flags and counters filled in.
+    fn with_current<R>(&self, f: impl FnOnce(&WorkerTelemetry) -> R) -> R {
+        let mut t = self.telemetry.lock();
         t.is_active = self.active.load(Ordering::Relaxed);
         t.heartbeats_received = self.received.load(Ordering::Relaxed);
         t.heartbeats_dropped = self.dropped.load(Ordering::Relaxed);
-        t
+        f(&t)
     }
 }
 
@@ -211,6 +216,15 @@ impl Inner {
         let Some(bucket) = bucket else { return };
         if self.closed_minutes.try_send((worker_id.clone(), bucket)).is_err() {
             self.minutes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes a worker's open minute if it ended before `due_ms` (`i64::MAX`: now, whatever
+    /// its end) and hands it to the store writer.
+    fn close_minute(&self, slot: &WorkerSlot, due_ms: i64) {
+        let closed = slot.history.lock().tick(due_ms);
+        if closed.is_some() {
+            self.persist_minute(&slot.info.read().worker_id, closed);
         }
     }
 }
@@ -364,8 +378,7 @@ impl TelemetryManager {
         };
         slot.cancel.cancel();
         // Its open minute is all there is of that minute: keep it.
-        let open = slot.history.lock().tick(i64::MAX);
-        self.inner.persist_minute(worker_id, open);
+        self.inner.close_minute(&slot, i64::MAX);
         info!(worker_id = %worker_id, "worker unregistered");
         self.inner.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone() });
         true
@@ -453,10 +466,7 @@ impl TelemetryManager {
     pub fn for_each_worker(&self, mut f: impl FnMut(&WorkerInfo, &WorkerTelemetry)) {
         let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
         for slot in slots {
-            let info = slot.info.read();
-            let mut t = slot.telemetry.lock();
-            t.is_active = slot.active.load(Ordering::Relaxed);
-            f(&info, &t);
+            slot.with_current(|t| f(&slot.info.read(), t));
         }
     }
 
@@ -486,9 +496,7 @@ impl TelemetryManager {
         self.inner.tracker.wait().await;
         let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
         for slot in slots {
-            let open = slot.history.lock().tick(i64::MAX);
-            let worker_id = slot.info.read().worker_id.clone();
-            self.inner.persist_minute(&worker_id, open);
+            self.inner.close_minute(&slot, i64::MAX);
         }
         info!("telemetry manager stopped");
     }
@@ -581,11 +589,7 @@ fn close_silent_minutes(inner: &Inner) {
     let due = unix_ms().saturating_sub(MINUTE_GRACE_MS);
     let slots: Vec<_> = inner.workers.read().values().cloned().collect();
     for slot in slots {
-        let closed = slot.history.lock().tick(due);
-        if closed.is_some() {
-            let worker_id = slot.info.read().worker_id.clone();
-            inner.persist_minute(&worker_id, closed);
-        }
+        inner.close_minute(&slot, due);
     }
 }
 
