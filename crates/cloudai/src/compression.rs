@@ -4,8 +4,6 @@
 //! compresses what it sends with its preferred encoding only when the master listed it, so
 //! a worker and a master of different versions still talk (uncompressed).
 
-use std::fmt;
-
 use tonic::codec::CompressionEncoding;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,12 +45,6 @@ impl Compression {
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
         }
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

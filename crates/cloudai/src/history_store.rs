@@ -19,6 +19,13 @@ use crate::time::unix_ms;
 
 /// Most minutes written in one store call.
 const BATCH: usize = 1024;
+/// Closed minutes waiting for the store; past this the TelemetryManager drops (and counts) them.
+const QUEUE: usize = 65_536;
+
+/// The queue from the TelemetryManager to [`spawn_writer`].
+pub fn minutes_channel() -> (mpsc::Sender<ClosedMinute>, mpsc::Receiver<ClosedMinute>) {
+    mpsc::channel(QUEUE)
+}
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Gives every worker that registers its stored minutes back. They are read then, one

@@ -143,7 +143,8 @@ impl Master {
         let store: Arc<dyn Store> = Arc::new(store);
         let metrics = crate::metrics::Metrics::default();
         let events = EventBus::default();
-        let telemetry = TelemetryManager::new(config.telemetry.clone(), events.clone())?;
+        let (minutes_tx, minutes_rx) = crate::history_store::minutes_channel();
+        let telemetry = TelemetryManager::new(config.telemetry.clone(), events.clone(), minutes_tx)?;
         let retention_ms = config.telemetry.history.long_window_ms;
         let history_stop = CancellationToken::new();
         // Subscribed before any worker can register.
@@ -154,12 +155,8 @@ impl Master {
             retention_ms,
             history_stop.clone(),
         );
-        let history_task = match telemetry.take_closed_minutes() {
-            Some(minutes) => {
-                crate::history_store::spawn_writer(store.clone(), minutes, retention_ms, history_stop.clone())
-            }
-            None => tokio::spawn(async {}),
-        };
+        let history_task =
+            crate::history_store::spawn_writer(store.clone(), minutes_rx, retention_ms, history_stop.clone());
         telemetry.start();
         let alerts_stop = CancellationToken::new();
         let alerts_tracker = TaskTracker::new();

@@ -148,7 +148,7 @@ impl MasterService for MasterRpc {
         Ok(Response::new(pb::RegisterWorkerResponse {
             master_id: self.master_id.clone(),
             heartbeat_interval_ms: 0,
-            accept_compression: ACCEPTED_COMPRESSION.iter().map(|c| c.to_string()).collect(),
+            accept_compression: ACCEPTED_COMPRESSION.iter().map(|c| c.as_str().to_owned()).collect(),
         }))
     }
 

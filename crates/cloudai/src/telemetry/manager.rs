@@ -102,8 +102,6 @@ pub enum TelemetryError {
 /// A minute of a worker's history that just closed, for the store.
 pub type ClosedMinute = (WorkerId, MinuteBucket);
 
-/// Closed minutes waiting for the store; past this they are dropped (and counted).
-const CLOSED_MINUTES_QUEUE: usize = 65_536;
 /// A silent worker's open minute is closed this long after the minute ends.
 const MINUTE_GRACE_MS: i64 = 10_000;
 
@@ -197,8 +195,8 @@ struct Inner {
     started: AtomicBool,
     /// A new worker's history starts as a clone of this (its config validated once).
     empty_history: History,
+    /// Closed minutes for the store writer; never waited on (a full queue drops, counted).
     closed_minutes: mpsc::Sender<ClosedMinute>,
-    closed_minutes_rx: Mutex<Option<mpsc::Receiver<ClosedMinute>>>,
     minutes_dropped: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
@@ -236,11 +234,15 @@ pub struct TelemetryManager {
 }
 
 impl TelemetryManager {
-    /// Fails only on an invalid history configuration.
-    pub fn new(config: TelemetryConfig, events: EventBus) -> Result<Self, cloudai_history::HistoryError> {
+    /// `closed_minutes` receives every worker's history minutes as they close. Fails only on
+    /// an invalid history configuration.
+    pub fn new(
+        config: TelemetryConfig,
+        events: EventBus,
+        closed_minutes: mpsc::Sender<ClosedMinute>,
+    ) -> Result<Self, cloudai_history::HistoryError> {
         let empty_history = History::new(config.history.clone())?;
         let config = TelemetryConfig { channel_capacity: config.channel_capacity.max(1), ..config };
-        let (closed_minutes, closed_minutes_rx) = mpsc::channel(CLOSED_MINUTES_QUEUE);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -253,7 +255,6 @@ impl TelemetryManager {
                 started: AtomicBool::new(false),
                 empty_history,
                 closed_minutes,
-                closed_minutes_rx: Mutex::new(Some(closed_minutes_rx)),
                 minutes_dropped: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
@@ -274,11 +275,6 @@ impl TelemetryManager {
         }
         let inner = Arc::clone(&self.inner);
         self.inner.tracker.spawn(inactivity_checker(inner));
-    }
-
-    /// The stream of closed history minutes, for the store writer; `None` once taken.
-    pub fn take_closed_minutes(&self) -> Option<mpsc::Receiver<ClosedMinute>> {
-        self.inner.closed_minutes_rx.lock().take()
     }
 
     /// Whether a registered worker still waits for its stored minutes (see `restore_history`).
