@@ -229,13 +229,17 @@ fn gpus_appearing_later_are_tracked_per_index() {
     assert!(json.contains(r#""gpu1_memory_used_mb":[{"timestamp_ms":5000"#), "{json}");
 }
 
-#[test]
-fn a_restored_minute_and_new_samples_in_it_are_both_counted() {
-    // Before the restart: two samples in minute 1, flushed as a partial bucket.
+/// Before a restart: two samples in minute 1 (cpu 10 and 20), flushed as a partial bucket.
+fn minute_flushed_at_a_restart() -> MinuteBucket {
     let mut before = history();
     before.append(&cpu(MINUTE_MS + 1_000, 10.0));
     before.append(&cpu(MINUTE_MS + 2_000, 20.0));
-    let flushed = before.tick(i64::MAX).expect("the open minute closes");
+    before.tick(i64::MAX).expect("the open minute closes")
+}
+
+#[test]
+fn a_restored_minute_and_new_samples_in_it_are_both_counted() {
+    let flushed = minute_flushed_at_a_restart();
     // After: the bucket is restored, and the worker goes on within the same minute.
     let mut after = history();
     after.restore(vec![flushed]);
@@ -289,10 +293,7 @@ fn gpu_percent_is_derived_from_the_gpus_when_it_is_their_mean() {
 
 #[test]
 fn a_stored_minute_joins_the_open_one_when_samples_came_first() {
-    let mut before = history();
-    before.append(&cpu(MINUTE_MS + 1_000, 10.0));
-    before.append(&cpu(MINUTE_MS + 2_000, 20.0));
-    let flushed = before.tick(i64::MAX).expect("the open minute closes");
+    let flushed = minute_flushed_at_a_restart();
     // After the restart a heartbeat arrives before the stored minutes are read back.
     let mut after = history();
     after.append(&cpu(MINUTE_MS + 30_000, 60.0));
