@@ -178,10 +178,7 @@ impl History {
             (None, None) => return steps.finish(),
         };
         // Restored minutes never overlap raw samples (those count as late for them).
-        let minutes_until = match self.restored_until {
-            Some(restored) => cutoff.max(restored.min(self.minutes.end().unwrap_or(restored))),
-            None => cutoff,
-        };
+        let minutes_until = cutoff.max(self.restored_until.unwrap_or(cutoff));
         if since_ms < minutes_until {
             for bucket in self.minutes.buckets(since_ms, until_ms.min(minutes_until)) {
                 for s in &bucket.fields {
