@@ -72,7 +72,9 @@ impl AlertService {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, WebhookError> {
-        let webhook = match config.webhook() {
+        let settings = config.webhook();
+        let webhook_url = settings.as_ref().map(|w| w.url.to_string());
+        let webhook = match settings {
             Some(WebhookSettings { url, config }) => Some(Webhook::spawn(url, config, shutdown.clone())?),
             None => None,
         };
@@ -81,7 +83,7 @@ impl AlertService {
         info!(
             rules = service.engine.lock().rules().len(),
             interval = ?config.eval_interval,
-            webhook = config.webhook().map(|w| w.url.to_string()),
+            webhook = webhook_url,
             "alerting started"
         );
         // Subscribed before the task starts, so no event published from now on is missed.
