@@ -23,16 +23,21 @@ fn worker_env(master: &cloudai::master::Master, id: &str, data: &std::path::Path
     ])
 }
 
+/// Inactive after 1.5 s, tasks lost 1 s later: short, but with room for a slow CI machine to
+/// stall a healthy worker's heartbeats.
+async fn master_quick_to_lose_workers() -> cloudai::master::Master {
+    let mut config = master_config(Duration::from_millis(1500));
+    config.tasks.loss_grace = Duration::from_millis(1000);
+    start_master(config).await
+}
+
 fn as_refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
     pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_task_runs_again_on_another_worker() {
-    // Short, but with room for a slow CI machine to stall a healthy worker's heartbeats.
-    let mut config = master_config(Duration::from_millis(1500));
-    config.tasks.loss_grace = Duration::from_millis(1000);
-    let master = start_master(config).await;
+    let master = master_quick_to_lose_workers().await;
     let api = format!("http://{}", master.http_addr);
     let data = tempfile::tempdir().expect("tempdir");
     let env = worker_env(&master, "doomed", data.path());
@@ -115,9 +120,7 @@ async fn tasks_survive_a_master_killed_with_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_comes_back_is_told_to_stop_its_stale_copy() {
-    let mut config = master_config(Duration::from_millis(1500));
-    config.tasks.loss_grace = Duration::from_millis(1000);
-    let master = start_master(config).await;
+    let master = master_quick_to_lose_workers().await;
     let api = format!("http://{}", master.http_addr);
     let data = tempfile::tempdir().expect("tempdir");
     let mut env = worker_env(&master, "sleepy", data.path());
