@@ -5,8 +5,8 @@ use std::io::Write;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::client::{ApiClient, ClientError};
-use crate::time::unix_ms;
+use cloudai_api::{ApiClient, ClientError};
+use cloudai_domain::time::unix_ms;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum Output {

@@ -7,17 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use cloudai_master::alerting::AlertConfig;
+use cloudai_master::tasks::TaskConfig;
+use cloudai_master::telemetry::TelemetryConfig;
+use cloudai_master::{Master, MasterConfig};
+use cloudai_worker::WorkerConfig;
 
-/// Parses `500ms`, `5s`, `1m`, `1h30m`.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(raw.trim()).map_err(|e| {
-        format!("invalid duration {raw:?} ({e}); use a number with a unit, e.g. 500ms, 5s, 1m")
-    })?;
-    if d.is_zero() {
-        return Err(format!("invalid duration {raw:?}: must be greater than zero"));
-    }
-    Ok(d)
-}
+pub use cloudai_api::parse::{parse_duration, parse_url};
 
 /// A listen address: `:PORT` (all interfaces) or `HOST:PORT`; port 0 picks a free port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,23 +56,9 @@ impl std::fmt::Display for ListenAddr {
     }
 }
 
-/// `http://HOST:PORT` for gRPC / HTTP clients; a bare `HOST:PORT` gets `http://`.
-pub fn parse_url(raw: &str) -> Result<String, String> {
-    let raw = raw.trim().trim_end_matches('/');
-    let url = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("invalid address {raw:?}: only http:// and https:// are supported"))?;
-    if rest.is_empty() || rest.starts_with(':') && rest.len() == 1 {
-        return Err(format!("invalid address {raw:?}: missing host"));
-    }
-    Ok(url)
-}
-
 /// A parsed `HEARTBEAT_RATE_LIMIT`; `None` is off.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RateLimitArg(pub Option<crate::telemetry::RateLimit>);
+pub struct RateLimitArg(pub Option<cloudai_master::telemetry::RateLimit>);
 
 fn parse_rate_limit(raw: &str) -> Result<RateLimitArg, String> {
     let raw = raw.trim();
@@ -98,7 +80,7 @@ fn parse_rate_limit(raw: &str) -> Result<RateLimitArg, String> {
     if !(per_second.is_finite() && per_second > 0.0 && burst.is_finite() && burst >= 1.0) {
         return Err(bad());
     }
-    Ok(RateLimitArg(Some(crate::telemetry::RateLimit { per_second, burst })))
+    Ok(RateLimitArg(Some(cloudai_master::telemetry::RateLimit { per_second, burst })))
 }
 
 fn parse_capacity(raw: &str) -> Result<usize, String> {
@@ -129,8 +111,8 @@ fn parse_gpu_count(raw: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_worker_id(raw: &str) -> Result<crate::ids::WorkerId, String> {
-    crate::ids::WorkerId::parse(raw).map_err(|e| format!("invalid worker id {raw:?}: {e}"))
+fn parse_worker_id(raw: &str) -> Result<cloudai_domain::WorkerId, String> {
+    cloudai_domain::WorkerId::parse(raw).map_err(|e| format!("invalid worker id {raw:?}: {e}"))
 }
 
 /// `k=v,k2=v2`.
@@ -282,7 +264,7 @@ fn parse_policy(raw: &str) -> Result<cloudai_scheduler::Policy, String> {
 pub struct WorkerArgs {
     /// The worker's stable id (default: the host name).
     #[arg(long, env = "WORKER_ID", value_name = "WORKER_ID", value_parser = parse_worker_id)]
-    pub worker_id: Option<crate::ids::WorkerId>,
+    pub worker_id: Option<cloudai_domain::WorkerId>,
 
     /// Heartbeat period.
     #[arg(long, env = "HEARTBEAT_INTERVAL", value_name = "HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
@@ -317,8 +299,8 @@ pub struct WorkerArgs {
     pub keep_workdirs: bool,
 
     /// Compression of heartbeats to the master: zstd, gzip or none (used only if the master accepts it).
-    #[arg(long, env = "GRPC_COMPRESSION", value_name = "GRPC_COMPRESSION", default_value = "zstd", value_parser = crate::compression::Compression::parse)]
-    pub compression: crate::compression::Compression,
+    #[arg(long, env = "GRPC_COMPRESSION", value_name = "GRPC_COMPRESSION", default_value = "zstd", value_parser = cloudai_proto::Compression::parse)]
+    pub compression: cloudai_proto::Compression,
 }
 
 /// The address a worker dials.
@@ -347,19 +329,85 @@ pub fn dialable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+impl MasterArgs {
+    /// The master's configuration from these flags.
+    pub fn master_config(&self) -> MasterConfig {
+        let inactivity_timeout = self.inactivity_timeout;
+        MasterConfig {
+            telemetry: TelemetryConfig {
+                inactivity_timeout,
+                channel_capacity: self.telemetry_channel_capacity,
+                rate_limit: self.heartbeat_rate_limit.0,
+                history: cloudai_master::history_config(self.history_window, self.history_retention),
+            },
+            tasks: TaskConfig {
+                loss_grace: self.task_loss_grace,
+                cancel_grace: self.cancel_grace,
+                // Workers get at least the inactivity timeout to check in after a restart.
+                restart_grace: inactivity_timeout.max(self.task_loss_grace),
+                policy: self.placement,
+            },
+            alerts: AlertConfig {
+                rules: self.alert_rules.clone().unwrap_or_else(cloudai_alerts::RuleSet::builtin),
+                webhook_url: self.alert_webhook_url.clone(),
+                eval_interval: self.alert_eval_interval,
+            },
+            database_url: self
+                .database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cloudai.db").display())),
+        }
+    }
+
+    /// Binds the configured addresses and starts a master.
+    pub async fn start_master(&self) -> anyhow::Result<Master> {
+        use anyhow::Context;
+        let http = self
+            .http_addr
+            .bind()
+            .await
+            .with_context(|| format!("cannot bind HTTP_PORT {}", self.http_addr))?;
+        let grpc = self
+            .grpc_addr
+            .bind()
+            .await
+            .with_context(|| format!("cannot bind GRPC_PORT {}", self.grpc_addr))?;
+        Ok(Master::start(self.master_config(), http, grpc).await?)
+    }
+}
+
+impl WorkerArgs {
+    /// The worker's configuration from these flags; `default_drivers` differs between `worker`
+    /// and `dev`.
+    pub fn worker_config(
+        &self,
+        master_addr: String,
+        default_drivers: &[&str],
+        data_dir: PathBuf,
+    ) -> WorkerConfig {
+        WorkerConfig {
+            master_addr,
+            worker_id: self.worker_id.clone().unwrap_or_else(cloudai_worker::default_worker_id),
+            heartbeat_interval: self.heartbeat_interval,
+            drivers: self
+                .drivers
+                .as_ref()
+                .map(|d| d.0.clone())
+                .unwrap_or_else(|| default_drivers.iter().map(|d| d.to_string()).collect()),
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+            simulated_gpus: self.simulated_gpus,
+            labels: self.labels.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
+            data_dir: self.worker_data_dir.clone().unwrap_or(data_dir),
+            keep_workdirs: self.keep_workdirs,
+            compression: self.compression,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("abc").is_err());
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("0s").is_err());
-    }
 
     #[test]
     fn listen_addresses() {
@@ -394,9 +442,7 @@ mod tests {
     }
 
     #[test]
-    fn urls_labels_drivers() {
-        assert_eq!(parse_url("127.0.0.1:50051").as_deref(), Ok("http://127.0.0.1:50051"));
-        assert!(parse_url("ftp://x").is_err());
+    fn labels_drivers() {
         assert_eq!(parse_labels("zone=a, gpu=a100").map(|l| l.0.len()), Ok(2));
         assert!(parse_labels("novalue").is_err());
         assert_eq!(parse_drivers("process,docker,process").map(|d| d.0.len()), Ok(2));

@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 use cloudai_domain::{TaskId, TaskStatus};
 use cloudai_store::{LogQuery, TaskFilter};
 
-use crate::ids::WorkerId;
-use crate::tasks::TaskService;
-use crate::telemetry::{TelemetryManager, WorkerInfo, WorkerTelemetry};
-use crate::time::unix_secs;
+use cloudai_domain::WorkerId;
+use cloudai_domain::WorkerInfo;
+use cloudai_domain::time::unix_secs;
+use cloudai_master::tasks::TaskService;
+use cloudai_master::telemetry::{TelemetryManager, WorkerTelemetry};
 
 const HELP: &str = "\
 commands:
@@ -34,14 +35,14 @@ commands:
 pub struct Console {
     pub telemetry: TelemetryManager,
     pub tasks: TaskService,
-    pub alerts: crate::alerting::AlertService,
+    pub alerts: cloudai_master::alerting::AlertService,
     /// The master's runtime: task calls are async and run there.
     pub runtime: tokio::runtime::Handle,
 }
 
 impl Console {
     /// A console on a running master; call from within the master's runtime.
-    pub fn for_master(master: &crate::master::Master) -> Self {
+    pub fn for_master(master: &cloudai_master::Master) -> Self {
         Self {
             telemetry: master.telemetry.clone(),
             tasks: master.tasks.clone(),
@@ -119,7 +120,9 @@ pub fn execute(console: &Console, line: &str) -> Outcome {
         ("status", None) => Outcome::Print("usage: status <worker>".into()),
         ("history", Some(id)) => Outcome::Print(history(telemetry, id, words.next())),
         ("history", None) => Outcome::Print("usage: history <worker> [range, e.g. 15m or 2h]".into()),
-        ("alerts", _) => Outcome::Print(alerts_table(&console.alerts.alerts(crate::time::unix_ms()))),
+        ("alerts", _) => {
+            Outcome::Print(alerts_table(&console.alerts.alerts(cloudai_domain::time::unix_ms())))
+        }
         ("tasks", status) => Outcome::Print(console.runtime.block_on(tasks(&console.tasks, status))),
         ("task", Some(id)) => Outcome::Print(console.runtime.block_on(task(&console.tasks, id))),
         ("logs", Some(id)) => Outcome::Print(console.runtime.block_on(logs(&console.tasks, id))),
@@ -244,7 +247,7 @@ fn history(telemetry: &TelemetryManager, raw: &str, range: Option<&str>) -> Stri
     };
     let range_ms = u64::try_from(range.as_millis()).unwrap_or(u64::MAX).max(HISTORY_ROWS);
     let step_ms = (range_ms / HISTORY_ROWS).max(1000);
-    let now = crate::time::unix_ms();
+    let now = cloudai_domain::time::unix_ms();
     let since = now.saturating_sub(i64::try_from(range_ms).unwrap_or(i64::MAX));
     let Some(series) = WorkerId::parse(raw).ok().and_then(|id| telemetry.history(&id, since, now, step_ms))
     else {
@@ -326,7 +329,7 @@ async fn cancel(service: &TaskService, raw: &str) -> String {
     match service.cancel(id.clone()).await {
         Ok(t) if t.status == TaskStatus::Cancelled => format!("{id} cancelled"),
         Ok(_) => format!("{id} is being stopped"),
-        Err(crate::tasks::TaskError::NotFound(_)) => match service.get(&id).await {
+        Err(cloudai_master::tasks::TaskError::NotFound(_)) => match service.get(&id).await {
             Ok(t) => format!("{id} has already ended ({})", t.status),
             Err(e) => format!("error: {e}"),
         },

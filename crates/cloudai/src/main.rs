@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cloudai::cli::OutputArg;
-use cloudai::client::ApiClient;
 use cloudai::config::{ClientArgs, MasterAddrArg, MasterArgs, WorkerArgs};
-use cloudai::master::Master;
-use cloudai::worker::{self, WorkerConfig};
+use cloudai_api::ApiClient;
+use cloudai_worker as worker;
 use tokio_util::sync::CancellationToken;
 
 /// glibc's malloc was a third of the master's CPU on the heartbeat path (many small,
@@ -64,7 +63,7 @@ enum Command {
     },
     /// Load generators against a running master; the last line printed is JSON.
     #[command(subcommand)]
-    Bench(cloudai::bench::BenchCommand),
+    Bench(cloudai_bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -116,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker { client: None, worker, master_addr, .. } => {
             let data_dir = std::path::PathBuf::from("cloudai-data/worker");
-            let config = WorkerConfig::from_args(&worker, master_addr.master_addr, &["docker"], data_dir);
+            let config = worker.worker_config(master_addr.master_addr, &["docker"], data_dir);
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             worker::run(config, shutdown).await.context("worker failed")
@@ -127,7 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
-    let master = Master::bind_and_start(&args).await?;
+    let master = args.start_master().await?;
     let shutdown = CancellationToken::new();
     if cloudai::console::wanted(args.no_console) {
         let console = cloudai::console::Console::for_master(&master);
@@ -140,11 +139,10 @@ async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
 }
 
 async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Result<()> {
-    let master = Master::bind_and_start(&master_args).await?;
+    let master = master_args.start_master().await?;
     let grpc = cloudai::config::dialable(master.grpc_addr);
     let data_dir = master_args.data_dir.join("worker");
-    let config =
-        WorkerConfig::from_args(&worker_args, format!("http://{grpc}"), &["process", "docker"], data_dir);
+    let config = worker_args.worker_config(format!("http://{grpc}"), &["process", "docker"], data_dir);
     let shutdown = CancellationToken::new();
     let worker_stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));

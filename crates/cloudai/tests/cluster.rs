@@ -17,7 +17,7 @@ async fn three_workers_join_and_report_plausible_telemetry() {
     let api = format!("http://{}", master.http_addr);
 
     // Each compresses its heartbeats differently; the master accepts them all.
-    use cloudai::compression::Compression;
+    use cloudai_proto::Compression;
     let mut workers = Vec::new();
     for (id, compression) in
         [("worker-1", Compression::Zstd), ("worker-2", Compression::Gzip), ("worker-3", Compression::None)]

@@ -63,7 +63,7 @@ async fn burst_larger_than_the_channel_coalesces_and_keeps_the_latest() {
     // If the handler waited on the stuck consumer, this would never finish.
     tokio::time::timeout(Duration::from_secs(30), sending).await.expect("heartbeat RPCs never block");
 
-    let id = cloudai::ids::WorkerId::parse("bursty").expect("id");
+    let id = cloudai_domain::WorkerId::parse("bursty").expect("id");
     let before = master.telemetry.get_worker_telemetry(&id).expect("registered");
     assert_eq!(before.heartbeats_received, u64::from(BURST));
     assert!(before.heartbeats_dropped > 0, "the drop counter moves: {before:?}");

@@ -52,7 +52,7 @@ async fn killed_worker_turns_inactive_and_active_again_when_restarted() {
     while let Ok(e) = events.try_recv() {
         seen.push(e);
     }
-    use cloudai::events::ClusterEvent::*;
+    use cloudai_master::events::ClusterEvent::*;
     assert!(
         seen.iter().any(|e| matches!(e, WorkerInactive { worker_id } if worker_id.as_str() == "worker-k")),
         "{seen:?}"

@@ -29,7 +29,7 @@ async fn scrape(api: &str) -> String {
     resp.text().await.expect("body")
 }
 
-async fn cluster_with_a_finished_task() -> (cloudai::master::Master, Vec<InProcessWorker>, String) {
+async fn cluster_with_a_finished_task() -> (cloudai_master::Master, Vec<InProcessWorker>, String) {
     let master = start_master(master_config(Duration::from_secs(5))).await;
     let api = format!("http://{}", master.http_addr);
     let workers = vec![

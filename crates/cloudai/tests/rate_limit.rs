@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cloudai::telemetry::RateLimit;
+use cloudai_master::telemetry::RateLimit;
 use cloudai_proto::v1 as pb;
 use common::*;
 
@@ -70,10 +70,10 @@ async fn a_flooding_worker_is_limited_while_others_keep_their_rate() {
     assert!((1..=1000).contains(&hint), "{hint}");
     let stats = master.telemetry.stats();
     assert_eq!(stats.heartbeats_rate_limited, u64::from(limited));
-    let steady_id = cloudai::ids::WorkerId::parse("steady").expect("id");
+    let steady_id = cloudai_domain::WorkerId::parse("steady").expect("id");
     assert_eq!(master.telemetry.get_worker_telemetry(&steady_id).map(|t| t.heartbeats_received), Some(6));
     // A limited worker is still alive.
-    let flooder_id = cloudai::ids::WorkerId::parse("flooder").expect("id");
+    let flooder_id = cloudai_domain::WorkerId::parse("flooder").expect("id");
     assert_eq!(master.telemetry.get_worker_telemetry(&flooder_id).map(|t| t.is_active), Some(true));
     master.shutdown().await;
 }

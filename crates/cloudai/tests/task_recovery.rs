@@ -13,7 +13,7 @@ fn env_pairs(pairs: &[(&str, String)]) -> Vec<(String, String)> {
 }
 
 /// A `cloudai worker` process's environment: process driver, 200 ms heartbeats.
-fn worker_env(master: &cloudai::master::Master, id: &str, data: &std::path::Path) -> Vec<(String, String)> {
+fn worker_env(master: &cloudai_master::Master, id: &str, data: &std::path::Path) -> Vec<(String, String)> {
     env_pairs(&[
         ("MASTER_ADDR", format!("http://{}", master.grpc_addr)),
         ("WORKER_ID", id.into()),
@@ -25,7 +25,7 @@ fn worker_env(master: &cloudai::master::Master, id: &str, data: &std::path::Path
 
 /// Inactive after 1.5 s, tasks lost 1 s later: short, but with room for a slow CI machine to
 /// stall a healthy worker's heartbeats.
-async fn master_quick_to_lose_workers() -> cloudai::master::Master {
+async fn master_quick_to_lose_workers() -> cloudai_master::Master {
     let mut config = master_config(Duration::from_millis(1500));
     config.tasks.loss_grace = Duration::from_millis(1000);
     start_master(config).await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-async fn cluster(cpus: f64, gpus: Option<u32>) -> (cloudai::master::Master, InProcessWorker, String) {
+async fn cluster(cpus: f64, gpus: Option<u32>) -> (cloudai_master::Master, InProcessWorker, String) {
     let master = start_master(master_config(Duration::from_secs(5))).await;
     let worker = InProcessWorker::start(sized_worker(master.grpc_addr, "w1", cpus, gpus));
     let api = format!("http://{}", master.http_addr);

@@ -1,12 +1,23 @@
-//! Generated protobuf and gRPC types of the `cloudai.v1` package.
+//! CloudAI's wire protocol: generated protobuf and gRPC types of the `cloudai.v1` package,
+//! their conversions to domain types, and the transport settings both sides share.
 //!
-//! These types stay at the edge: the master and worker convert them to domain types.
+//! The generated types stay at the edge: the master and worker work with domain types.
 
-#![allow(clippy::all, clippy::pedantic)]
+#![forbid(unsafe_code)]
 
+mod compression;
+mod convert;
+
+#[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("cloudai.v1");
 }
 
+pub use compression::{ACCEPTED_COMPRESSION, Compression};
+pub use convert::worker_info;
+
 /// The protocol version a worker announces when it registers.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Metadata key of a rate-limited heartbeat's answer: when to send the next one.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";

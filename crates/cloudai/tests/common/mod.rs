@@ -7,9 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudai::master::{Master, MasterConfig};
-use cloudai::telemetry::TelemetryConfig;
-use cloudai::worker::{self, WorkerConfig};
+use cloudai_master::telemetry::TelemetryConfig;
+use cloudai_master::{Master, MasterConfig};
+use cloudai_worker::{self as worker, WorkerConfig};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +63,7 @@ pub fn free_port() -> u16 {
 pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfig {
     WorkerConfig {
         master_addr: format!("http://{master_grpc}"),
-        worker_id: cloudai::ids::WorkerId::parse(id).expect("valid id"),
+        worker_id: cloudai_domain::WorkerId::parse(id).expect("valid id"),
         heartbeat_interval: Duration::from_millis(200),
         drivers: vec!["process".into()],
         cpus: None,
@@ -72,7 +72,7 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
         labels: Vec::new(),
         data_dir: tempfile::tempdir().expect("tempdir").keep(),
         keep_workdirs: false,
-        compression: cloudai::compression::Compression::Zstd,
+        compression: cloudai_proto::Compression::Zstd,
     }
 }
 
@@ -81,7 +81,7 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
 pub struct InProcessWorker {
     stop: CancellationToken,
     killed: CancellationToken,
-    thread: std::thread::JoinHandle<Option<Result<(), cloudai::worker::WorkerError>>>,
+    thread: std::thread::JoinHandle<Option<Result<(), cloudai_worker::WorkerError>>>,
 }
 
 impl InProcessWorker {

@@ -1,0 +1,244 @@
+//! `/api/workers…`: registration details plus live figures, for clients and the CLI.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::telemetry::worker_id;
+use super::{ApiError, ApiState};
+use crate::telemetry::WorkerTelemetry;
+use cloudai_domain::{GpuStats, WorkerInfo};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/workers", get(list))
+        .route("/api/workers/{worker_id}", get(one))
+        .route("/api/workers/{worker_id}/metrics", get(metrics))
+        .route("/api/workers/{worker_id}/tasks", get(tasks))
+}
+
+#[derive(Serialize)]
+pub struct WorkerDetail {
+    #[serde(flatten)]
+    pub info: WorkerInfo,
+    pub is_active: bool,
+    pub telemetry: WorkerTelemetry,
+}
+
+async fn list(State(state): State<ApiState>) -> Json<Vec<WorkerDetail>> {
+    Json(
+        state
+            .telemetry
+            .list_workers()
+            .into_iter()
+            .map(|(info, telemetry)| WorkerDetail { info, is_active: telemetry.is_active, telemetry })
+            .collect(),
+    )
+}
+
+fn lookup(state: &ApiState, raw: &str) -> Result<(WorkerInfo, WorkerTelemetry), ApiError> {
+    let id = worker_id(raw)?;
+    let info = state.telemetry.get_worker_info(&id);
+    let telemetry = state.telemetry.get_worker_telemetry(&id);
+    info.zip(telemetry).ok_or_else(|| ApiError::not_found(format!("worker {raw:?} not found")))
+}
+
+async fn one(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Json<WorkerDetail>, ApiError> {
+    let (info, telemetry) = lookup(&state, &raw)?;
+    Ok(Json(WorkerDetail { info, is_active: telemetry.is_active, telemetry }))
+}
+
+#[derive(Serialize)]
+struct WorkerMetrics {
+    worker_id: String,
+    is_active: bool,
+    last_update: i64,
+    cpu_usage: f64,
+    cpu_cores: f64,
+    memory_usage: f64,
+    memory_used_mb: u64,
+    memory_total_mb: u64,
+    gpu_usage: f64,
+    gpus: Vec<GpuStats>,
+    /// Present when the request asked for a time range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<History>,
+}
+
+/// `?since=&until=&step=&fields=`: times are a duration ago (`15m`), unix seconds or
+/// RFC 3339; `step` a duration (`1m`) or seconds, absent for the points as stored.
+#[derive(serde::Deserialize)]
+struct RangeQuery {
+    since: Option<String>,
+    until: Option<String>,
+    step: Option<String>,
+    fields: Option<String>,
+}
+
+#[derive(Serialize)]
+struct History {
+    since_ms: i64,
+    until_ms: i64,
+    step_ms: u64,
+    #[serde(flatten)]
+    series: cloudai_history::Series,
+}
+
+struct Range {
+    since_ms: i64,
+    until_ms: i64,
+    step_ms: u64,
+    /// `None`: every field.
+    fields: Option<Vec<cloudai_history::Field>>,
+}
+
+/// Most points one field may have in an answer with a step (as Prometheus allows).
+const MAX_STEPS: i64 = 11_000;
+
+impl RangeQuery {
+    fn wanted(&self) -> bool {
+        self.since.is_some() || self.until.is_some() || self.step.is_some() || self.fields.is_some()
+    }
+
+    /// Defaults: the last hour, as stored, all fields.
+    fn parse(&self, now_ms: i64) -> Result<Range, ApiError> {
+        let since = match &self.since {
+            Some(raw) => parse_time("since", raw, now_ms)?,
+            None => now_ms - 3_600_000,
+        };
+        let until = match &self.until {
+            Some(raw) => parse_time("until", raw, now_ms)?,
+            None => now_ms,
+        };
+        if until <= since {
+            return Err(ApiError::bad_request("until must be after since"));
+        }
+        let step = match &self.step {
+            Some(raw) => parse_step(raw)?,
+            None => 0,
+        };
+        // Saturating: `since` may be far in the past (`since=1000y`).
+        if step > 0 && until.saturating_sub(since) / i64::try_from(step).unwrap_or(i64::MAX) > MAX_STEPS {
+            return Err(ApiError::bad_request(format!(
+                "step too small for the range: at most {MAX_STEPS} points per field"
+            )));
+        }
+        let fields = self
+            .fields
+            .as_deref()
+            .map(|raw| {
+                raw.split(',')
+                    .map(|f| f.trim().parse().map_err(|e| ApiError::bad_request(format!("fields: {e}"))))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        Ok(Range { since_ms: since, until_ms: until, step_ms: step, fields })
+    }
+}
+
+fn parse_time(name: &str, raw: &str, now_ms: i64) -> Result<i64, ApiError> {
+    let raw = raw.trim();
+    if let Ok(secs) = raw.parse::<f64>()
+        && secs.is_finite()
+        && secs.abs() < 1e13
+    {
+        return Ok((secs * 1000.0).round() as i64);
+    }
+    if let Ok(ago) = humantime::parse_duration(raw) {
+        return Ok(now_ms.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)));
+    }
+    if let Ok(at) = humantime::parse_rfc3339_weak(raw) {
+        let ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        return Ok(i64::try_from(ms).unwrap_or(i64::MAX));
+    }
+    Err(ApiError::bad_request(format!(
+        "{name}: invalid time {raw:?}; use a duration ago (15m), unix seconds or RFC 3339"
+    )))
+}
+
+fn parse_step(raw: &str) -> Result<u64, ApiError> {
+    let raw = raw.trim();
+    let ms = match raw.parse::<f64>() {
+        Ok(secs) if (0.0..1e9).contains(&secs) => (secs * 1000.0).round() as u64,
+        Ok(_) => return Err(ApiError::bad_request(format!("step: {raw:?} is out of range"))),
+        Err(_) => humantime::parse_duration(raw)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map_err(|e| ApiError::bad_request(format!("step: invalid duration {raw:?} ({e})")))?,
+    };
+    Ok(ms)
+}
+
+async fn metrics(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(range): Query<RangeQuery>,
+) -> Result<Json<WorkerMetrics>, ApiError> {
+    let (info, t) = lookup(&state, &raw)?;
+    let history = if range.wanted() {
+        let Range { since_ms, until_ms, step_ms, fields } = range.parse(cloudai_domain::time::unix_ms())?;
+        let mut series = state
+            .telemetry
+            .history(&t.worker_id, since_ms, until_ms, step_ms)
+            .ok_or_else(|| ApiError::not_found(format!("worker {raw:?} not found")))?;
+        if let Some(fields) = fields {
+            series.fields.retain(|field, _| fields.contains(field));
+        }
+        Some(History { since_ms, until_ms, step_ms, series })
+    } else {
+        None
+    };
+    Ok(Json(WorkerMetrics {
+        worker_id: t.worker_id.to_string(),
+        is_active: t.is_active,
+        last_update: t.last_update,
+        cpu_usage: t.cpu_usage,
+        cpu_cores: info.cpu_cores,
+        memory_usage: t.memory_usage,
+        memory_used_mb: t.memory_used_mb,
+        memory_total_mb: t.memory_total_mb,
+        gpu_usage: t.gpu_usage,
+        gpus: t.gpus,
+        history,
+    }))
+}
+
+/// A task on a worker, with its live usage while it runs (container stats for docker).
+#[derive(Serialize)]
+struct WorkerTask {
+    #[serde(flatten)]
+    task: cloudai_domain::Task,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<TaskUsage>,
+}
+
+#[derive(Serialize)]
+struct TaskUsage {
+    cpu_percent: f64,
+    memory_bytes: u64,
+}
+
+async fn tasks(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<WorkerTask>>, ApiError> {
+    let id = worker_id(&raw)?;
+    let telemetry = state.telemetry.get_worker_telemetry(&id);
+    let tasks = state.tasks.worker_tasks(&id).await?;
+    if telemetry.is_none() && tasks.is_empty() {
+        return Err(ApiError::not_found(format!("worker {raw:?} not found")));
+    }
+    let running = telemetry.map(|t| t.running_tasks).unwrap_or_default();
+    Ok(Json(
+        tasks
+            .into_iter()
+            .map(|task| {
+                let usage = running
+                    .iter()
+                    .find(|r| r.task_id == task.task_id.as_str() && task.status.is_placed())
+                    .map(|r| TaskUsage { cpu_percent: r.cpu_percent, memory_bytes: r.memory_bytes });
+                WorkerTask { task, usage }
+            })
+            .collect(),
+    ))
+}

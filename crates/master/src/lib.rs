@@ -1,0 +1,21 @@
+//! The CloudAI master, as a library: `Master::start(config, http, grpc)` on bound listeners,
+//! `Master::shutdown` in order.
+//!
+//! Data flows one way: workers → [`rpc`] → telemetry / tasks → store → [`http`].
+
+#![forbid(unsafe_code)]
+
+pub mod alerting;
+pub mod events;
+mod history_store;
+pub mod http;
+mod master;
+pub mod metrics;
+pub mod rpc;
+pub mod tasks;
+pub mod telemetry;
+
+pub use master::{Master, MasterConfig, MasterError, history_config};
+
+/// Software version reported by the API.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

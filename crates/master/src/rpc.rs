@@ -1,0 +1,246 @@
+//! The master's gRPC service: the edge where wire types become domain types.
+//!
+//! Every handler returns without waiting on anything slow: heartbeats are handed to
+//! the [`TelemetryManager`] with a non-blocking send.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudai_proto::v1 as pb;
+use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
+use futures::Stream;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+
+use crate::tasks::{TaskError, TaskService};
+use crate::telemetry::{TelemetryError, TelemetryManager};
+use cloudai_domain::HeartbeatSample;
+use cloudai_domain::time::unix_secs;
+use cloudai_domain::{TaskId, WorkerId};
+use cloudai_proto::ACCEPTED_COMPRESSION;
+use cloudai_proto::RETRY_AFTER_MS;
+
+/// Largest message the master accepts from a worker.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Commands buffered per worker stream before the sender must wait.
+const COMMAND_BUFFER: usize = 256;
+
+impl From<TelemetryError> for Status {
+    fn from(e: TelemetryError) -> Self {
+        match e {
+            TelemetryError::UnknownWorker(id) => {
+                Status::not_found(format!("worker {id} is not registered; register again"))
+            }
+            TelemetryError::ShuttingDown => Status::unavailable("master is shutting down"),
+            TelemetryError::RateLimited { retry_after } => {
+                let millis = retry_after.as_millis().max(1);
+                let mut status = Status::resource_exhausted(format!(
+                    "heartbeat rate limit exceeded; retry after {millis} ms"
+                ));
+                if let Ok(v) = millis.to_string().parse() {
+                    status.metadata_mut().insert(RETRY_AFTER_MS, v);
+                }
+                status
+            }
+        }
+    }
+}
+
+impl From<TaskError> for Status {
+    fn from(e: TaskError) -> Self {
+        match e {
+            TaskError::NotFound(id) => Status::not_found(format!("task {id} not found")),
+            TaskError::Finished { .. } => Status::failed_precondition(e.to_string()),
+            TaskError::ShuttingDown => Status::unavailable("master is shutting down"),
+            TaskError::Store(source) => {
+                tracing::error!(error = %format!("{source:#}"), "store error");
+                Status::unavailable("the master cannot reach its store; retry")
+            }
+        }
+    }
+}
+
+fn bad_id(field: &str, e: cloudai_domain::IdError) -> Status {
+    Status::invalid_argument(format!("{field}: {e}"))
+}
+
+/// Open command streams, one per connected worker.
+type CommandSender = mpsc::Sender<Result<pb::WorkerCommand, Status>>;
+
+#[derive(Clone, Default)]
+pub struct CommandHub {
+    streams: Arc<Mutex<HashMap<WorkerId, CommandSender>>>,
+}
+
+impl CommandHub {
+    fn attach(&self, worker_id: WorkerId) -> mpsc::Receiver<Result<pb::WorkerCommand, Status>> {
+        let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
+        // A newer stream from the same worker replaces the old one.
+        self.streams.lock().insert(worker_id, tx);
+        rx
+    }
+
+    pub fn is_connected(&self, worker_id: &WorkerId) -> bool {
+        self.streams.lock().get(worker_id).is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// Queues a command for a worker; `false` if it has no open stream or its buffer is full.
+    pub fn send(&self, worker_id: &WorkerId, command: pb::WorkerCommand) -> bool {
+        let tx = self.streams.lock().get(worker_id).cloned();
+        tx.is_some_and(|tx| tx.try_send(Ok(command)).is_ok())
+    }
+}
+
+/// State shared by the gRPC handlers.
+#[derive(Clone)]
+pub struct MasterRpc {
+    telemetry: TelemetryManager,
+    tasks: TaskService,
+    commands: CommandHub,
+    metrics: crate::metrics::Metrics,
+    master_id: String,
+    shutdown: CancellationToken,
+}
+
+impl MasterRpc {
+    pub fn new(
+        telemetry: TelemetryManager,
+        tasks: TaskService,
+        commands: CommandHub,
+        metrics: crate::metrics::Metrics,
+        master_id: String,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { telemetry, tasks, commands, metrics, master_id, shutdown }
+    }
+
+    pub fn into_server(self) -> MasterServiceServer<Self> {
+        ACCEPTED_COMPRESSION
+            .iter()
+            .filter_map(|c| c.encoding())
+            .fold(MasterServiceServer::new(self), |server, encoding| server.accept_compressed(encoding))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+type CommandStream = Pin<Box<dyn Stream<Item = Result<pb::WorkerCommand, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl MasterService for MasterRpc {
+    async fn register_worker(
+        &self,
+        request: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        let mut request = request.into_inner();
+        let running = std::mem::take(&mut request.running_tasks);
+        let info = cloudai_proto::worker_info(request, unix_secs()).map_err(|e| bad_id("worker_id", e))?;
+        self.telemetry.register_worker(info.clone())?;
+        self.tasks.worker_registered(info, running).await;
+        Ok(Response::new(pb::RegisterWorkerResponse {
+            master_id: self.master_id.clone(),
+            heartbeat_interval_ms: 0,
+            accept_compression: ACCEPTED_COMPRESSION.iter().map(|c| c.as_str().to_owned()).collect(),
+        }))
+    }
+
+    async fn unregister_worker(
+        &self,
+        request: Request<pb::UnregisterWorkerRequest>,
+    ) -> Result<Response<pb::UnregisterWorkerResponse>, Status> {
+        let id = WorkerId::parse(&request.into_inner().worker_id).map_err(|e| bad_id("worker_id", e))?;
+        if !self.telemetry.unregister_worker(&id) {
+            return Err(Status::not_found(format!("worker {id} is not registered")));
+        }
+        Ok(Response::new(pb::UnregisterWorkerResponse {}))
+    }
+
+    async fn send_heartbeat(
+        &self,
+        request: Request<pb::Heartbeat>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let started = std::time::Instant::now();
+        let sample = HeartbeatSample::try_from(request.into_inner()).map_err(|e| bad_id("worker_id", e))?;
+        let worker_id = sample.worker_id.clone();
+        if let Some(running) = self.telemetry.process_heartbeat(sample)? {
+            self.tasks.worker_running(worker_id, running);
+        }
+        self.metrics.observe_heartbeat(started.elapsed());
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+
+    type StreamCommandsStream = CommandStream;
+
+    async fn stream_commands(
+        &self,
+        request: Request<pb::StreamCommandsRequest>,
+    ) -> Result<Response<Self::StreamCommandsStream>, Status> {
+        let id = WorkerId::parse(&request.into_inner().worker_id).map_err(|e| bad_id("worker_id", e))?;
+        if !self.telemetry.is_registered(&id) {
+            return Err(TelemetryError::UnknownWorker(id).into());
+        }
+        debug!(worker_id = %id, "command stream opened");
+        let rx = self.commands.attach(id.clone());
+        self.tasks.stream_opened(id).await;
+        // End the stream on shutdown so the gRPC server's graceful stop does not wait on it.
+        let stream = ReceiverStream::new(rx).take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_task_status(
+        &self,
+        request: Request<pb::TaskStatusReport>,
+    ) -> Result<Response<pb::TaskStatusAck>, Status> {
+        let report = request.into_inner();
+        WorkerId::parse(&report.worker_id).map_err(|e| bad_id("worker_id", e))?;
+        TaskId::parse(&report.task_id).map_err(|e| bad_id("task_id", e))?;
+        let outcome = self.tasks.report(report).await?;
+        if let Some(persisted) = outcome.persisted {
+            // Acknowledge a final status only once it is durable: the worker retries until then.
+            persisted.await.map_err(|_| Status::unavailable("master is shutting down"))?;
+        }
+        Ok(Response::new(pb::TaskStatusAck { keep_running: outcome.keep_running }))
+    }
+
+    async fn ship_logs(&self, request: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
+        let batch = request.into_inner();
+        WorkerId::parse(&batch.worker_id).map_err(|e| bad_id("worker_id", e))?;
+        let mut chunks = Vec::with_capacity(batch.chunks.len());
+        for c in batch.chunks {
+            let task_id = TaskId::parse(&c.task_id).map_err(|e| bad_id("chunks.task_id", e))?;
+            let stream = match c.stream.as_str() {
+                "stdout" => cloudai_store::LogStream::Stdout,
+                "stderr" => cloudai_store::LogStream::Stderr,
+                other => {
+                    return Err(Status::invalid_argument(format!("chunks.stream: unknown stream {other:?}")));
+                }
+            };
+            chunks.push(cloudai_store::LogChunk { task_id, stream, data: c.data, time_ms: c.timestamp_ms });
+        }
+        self.tasks.append_logs(chunks).await?;
+        Ok(Response::new(pb::LogAck {}))
+    }
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` fires, then drains in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    rpc: MasterRpc,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(rpc.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    info!("grpc server stopped");
+    result
+}

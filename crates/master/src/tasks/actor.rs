@@ -1,0 +1,600 @@
+//! The task actor: owns the scheduler and every unfinished task. Everything that
+//! changes a task goes through here, one request at a time, so there are no races
+//! between a report, a cancel and a lost worker.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use cloudai_domain::{Driver, Outcome, Task, TaskId, TaskStatus, WorkerId};
+use cloudai_proto::v1 as pb;
+use cloudai_scheduler::{PendingTask, Scheduler, WorkerResources};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::persist::PersistOp;
+use super::{LogWatch, ReportOutcome, Request, TaskConfig, TaskError, TaskParts};
+use crate::events::{ClusterEvent, EventBus};
+use crate::rpc::CommandHub;
+use crate::telemetry::TelemetryManager;
+use cloudai_domain::WorkerInfo;
+use cloudai_domain::time::unix_ms;
+
+/// Unfinished tasks by state, and cluster figures, for the API and metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TaskCounts {
+    pub pending: usize,
+    pub queued: usize,
+    pub running: usize,
+    pub totals: cloudai_scheduler::ClusterTotals,
+}
+
+struct Active {
+    task: Task,
+    /// The worker acknowledged the start command (reported queued or later).
+    confirmed: bool,
+    cancel_requested: bool,
+}
+
+pub(super) struct Actor {
+    config: TaskConfig,
+    telemetry: TelemetryManager,
+    commands: CommandHub,
+    metrics: crate::metrics::Metrics,
+    events: EventBus,
+    persist: mpsc::Sender<PersistOp>,
+    logs: LogWatch,
+    scheduler: Scheduler,
+    tasks: HashMap<TaskId, Active>,
+    next_seq: u64,
+    /// Workers whose tasks become lost at the deadline unless they come back.
+    losing: HashMap<WorkerId, Instant>,
+    /// Tasks restored after a restart, waiting for their worker to register.
+    awaiting_worker: HashMap<WorkerId, HashSet<TaskId>>,
+    /// Placed tasks a re-registered worker did not list: lost at the deadline unless reported.
+    unconfirmed: HashMap<TaskId, Instant>,
+    /// Stale copies already told to stop, so every heartbeat does not repeat the command.
+    stale_told: HashMap<(WorkerId, String), Instant>,
+}
+
+/// How long before a stale copy that is still reported gets its stop command again.
+const STALE_RESEND: Duration = Duration::from_secs(10);
+
+impl Actor {
+    pub fn new(
+        config: TaskConfig,
+        parts: &TaskParts,
+        persist: mpsc::Sender<PersistOp>,
+        logs: LogWatch,
+        unfinished: Vec<Task>,
+    ) -> Self {
+        let mut actor = Self {
+            scheduler: Scheduler::new(config.policy),
+            config,
+            telemetry: parts.telemetry.clone(),
+            commands: parts.commands.clone(),
+            metrics: parts.metrics.clone(),
+            events: parts.events.clone(),
+            persist,
+            logs,
+            tasks: HashMap::new(),
+            next_seq: 0,
+            losing: HashMap::new(),
+            awaiting_worker: HashMap::new(),
+            unconfirmed: HashMap::new(),
+            stale_told: HashMap::new(),
+        };
+        actor.restore(unfinished);
+        actor
+    }
+
+    /// After a restart: pending tasks queue again; placed ones wait for their worker.
+    fn restore(&mut self, unfinished: Vec<Task>) {
+        let deadline = Instant::now() + self.config.restart_grace.max(self.config.loss_grace);
+        let count = unfinished.len();
+        for task in unfinished {
+            match (task.status, task.worker_id.clone()) {
+                (TaskStatus::Queued | TaskStatus::Running, Some(worker)) => {
+                    self.awaiting_worker.entry(worker.clone()).or_default().insert(task.task_id.clone());
+                    self.losing.entry(worker).or_insert(deadline);
+                    self.insert(task, true);
+                }
+                _ => {
+                    let mut task = task;
+                    if task.status != TaskStatus::Pending {
+                        // Placed without a worker: cannot happen, but never lose the task.
+                        task.status = TaskStatus::Pending;
+                    }
+                    self.enqueue(task);
+                }
+            }
+        }
+        if count > 0 {
+            info!(tasks = count, workers = self.awaiting_worker.len(), "restored unfinished tasks");
+        }
+    }
+
+    fn insert(&mut self, task: Task, confirmed: bool) {
+        self.tasks.insert(task.task_id.clone(), Active { task, confirmed, cancel_requested: false });
+    }
+
+    fn enqueue(&mut self, task: Task) {
+        let pending = PendingTask {
+            task_id: task.task_id.clone(),
+            priority: task.spec.priority,
+            seq: self.next_seq,
+            cpu: task.spec.cpu_required,
+            memory_mb: task.spec.memory_required,
+            gpus: task.spec.gpu_required,
+            driver: task.spec.driver,
+        };
+        self.next_seq += 1;
+        if let Err(e) = self.scheduler.enqueue(pending) {
+            warn!(task_id = %task.task_id, error = %e, "cannot queue task");
+        }
+        self.insert(task, false);
+    }
+
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        mut events: broadcast::Receiver<ClusterEvent>,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(self.tick_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                event = events.recv() => match event {
+                    Ok(e) => self.on_cluster_event(e).await,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "task actor lagged behind cluster events; resyncing workers");
+                        self.resync_workers();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                request = rx.recv() => match request {
+                    Some(r) => self.handle(r).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+        debug!("task actor stopped");
+    }
+
+    fn tick_interval(&self) -> Duration {
+        (self.config.loss_grace / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::Enqueue(task) => {
+                self.enqueue(task);
+                self.schedule().await;
+            }
+            Request::Cancel(task_id, reply) => {
+                let result = self.cancel(task_id).await;
+                let _ = reply.send(result);
+            }
+            Request::Report(report, reply) => {
+                let outcome = self.on_report(report).await;
+                let _ = reply.send(outcome);
+            }
+            Request::Registered(info, running) => self.on_registered(info, running).await,
+            Request::Running(worker_id, running) => self.on_running(&worker_id, &running),
+            Request::StreamOpened(worker_id) => self.dispatch_unconfirmed(&worker_id),
+            Request::PendingReasons(ids, reply) => {
+                let reasons = ids
+                    .into_iter()
+                    .filter_map(|id| self.scheduler.pending_reason(&id).map(|r| (id, r.to_string())))
+                    .collect();
+                let _ = reply.send(reasons);
+            }
+            Request::Counts(reply) => {
+                let mut counts = TaskCounts { totals: self.scheduler.totals(), ..TaskCounts::default() };
+                for a in self.tasks.values() {
+                    match a.task.status {
+                        TaskStatus::Pending => counts.pending += 1,
+                        TaskStatus::Queued => counts.queued += 1,
+                        TaskStatus::Running => counts.running += 1,
+                        _ => {}
+                    }
+                }
+                let _ = reply.send(counts);
+            }
+        }
+    }
+
+    /// Records a transition (in memory now, in the store in order, soon).
+    async fn persist(
+        &mut self,
+        task: &Task,
+        event: cloudai_domain::TaskEvent,
+        done: Option<oneshot::Sender<()>>,
+    ) {
+        let op = PersistOp { task: task.clone(), event, done };
+        if self.persist.send(op).await.is_err() {
+            warn!(task_id = %task.task_id, "persistence stopped; transition not recorded");
+        }
+    }
+
+    /// Moves a task to `to`; final states leave the actor. Returns the task as it is now
+    /// and, for final states, a signal that resolves once the outcome is durable.
+    async fn transition(
+        &mut self,
+        task_id: &TaskId,
+        to: TaskStatus,
+        reason: &str,
+        outcome: Outcome,
+    ) -> Option<(Task, Option<oneshot::Receiver<()>>)> {
+        let active = self.tasks.get_mut(task_id)?;
+        let event = match active.task.transition(to, reason, outcome, unix_ms()) {
+            Ok(e) => e,
+            Err(e) => {
+                debug!(error = %e, "ignored transition");
+                return None;
+            }
+        };
+        let task = active.task.clone();
+        let (done, persisted) = if to.is_final() {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if to.is_final() {
+            self.tasks.remove(task_id);
+            self.unconfirmed.remove(task_id);
+            self.scheduler.remove_pending(task_id);
+            self.scheduler.release(task_id);
+            info!(task_id = %task_id, status = %to, reason, "task ended");
+            // Once per task: it has just left the actor, so no later transition reaches here.
+            self.events.publish(ClusterEvent::TaskFinished { task_id: task_id.clone(), status: to });
+        }
+        self.persist(&task, event, done).await;
+        if to.is_final() {
+            self.logs.wake(task_id);
+        }
+        Some((task, persisted))
+    }
+
+    /// Places whatever fits and sends the start commands.
+    async fn schedule(&mut self) {
+        for placement in self.scheduler.schedule() {
+            let Some(active) = self.tasks.get_mut(&placement.task_id) else {
+                self.scheduler.release(&placement.task_id);
+                continue;
+            };
+            let now = unix_ms();
+            // Time since the task (last) became pending.
+            let waited = now.saturating_sub(active.task.updated_at_ms).max(0) as u64;
+            self.metrics.observe_scheduling(Duration::from_millis(waited));
+            let event = match active.task.place(placement.worker_id.clone(), placement.gpu_indices, now) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(error = %e, "placement of a task that is not pending");
+                    self.scheduler.release(&placement.task_id);
+                    continue;
+                }
+            };
+            active.confirmed = false;
+            let task = active.task.clone();
+            debug!(task_id = %task.task_id, worker_id = %placement.worker_id, "task placed");
+            self.persist(&task, event, None).await;
+            self.send_start(&task);
+        }
+    }
+
+    fn send_start(&self, task: &Task) {
+        let Some(worker) = &task.worker_id else { return };
+        let command = pb::WorkerCommand {
+            command: Some(pb::worker_command::Command::StartTask(pb::StartTask {
+                task_id: task.task_id.to_string(),
+                driver: task.spec.driver.as_str().into(),
+                image: task.spec.docker_image.clone().unwrap_or_default(),
+                command: task.spec.command.clone(),
+                env: task.spec.env.clone().into_iter().collect(),
+                cpu_required: task.spec.cpu_required,
+                memory_required_mb: task.spec.memory_required,
+                gpu_indices: task.gpu_indices.clone(),
+                attempt: task.attempt,
+            })),
+        };
+        if !self.commands.send(worker, command) {
+            // Sent again when the worker's command stream (re)opens.
+            debug!(task_id = %task.task_id, worker_id = %worker, "worker not connected; start deferred");
+        }
+    }
+
+    fn send_cancel(&self, worker: &WorkerId, task_id: &str, reason: &str) {
+        let command = pb::WorkerCommand {
+            command: Some(pb::worker_command::Command::CancelTask(pb::CancelTask {
+                task_id: task_id.to_string(),
+                grace_period_ms: self.config.cancel_grace.as_millis() as u64,
+                reason: reason.to_string(),
+            })),
+        };
+        if !self.commands.send(worker, command) {
+            debug!(task_id, worker_id = %worker, "worker not connected; cancel deferred");
+        }
+    }
+
+    /// Re-sends start commands the worker has not acknowledged, and cancels.
+    fn dispatch_unconfirmed(&self, worker: &WorkerId) {
+        for a in self.tasks.values() {
+            if a.task.worker_id.as_ref() != Some(worker) {
+                continue;
+            }
+            if a.cancel_requested {
+                self.send_cancel(worker, a.task.task_id.as_str(), "cancelled by user");
+            } else if !a.confirmed && a.task.status == TaskStatus::Queued {
+                self.send_start(&a.task);
+            }
+        }
+    }
+
+    async fn cancel(&mut self, task_id: TaskId) -> Result<Task, TaskError> {
+        let Some(active) = self.tasks.get_mut(&task_id) else {
+            return Err(TaskError::NotFound(task_id.to_string()));
+        };
+        match active.task.status {
+            TaskStatus::Pending => {
+                let cancelled =
+                    self.transition(&task_id, TaskStatus::Cancelled, "cancelled by user", Outcome::default());
+                let Some((task, persisted)) = cancelled.await else {
+                    return Err(TaskError::NotFound(task_id.to_string()));
+                };
+                if let Some(p) = persisted {
+                    let _ = p.await; // answer once the cancel is durable
+                }
+                Ok(task)
+            }
+            _ => {
+                active.cancel_requested = true;
+                let task = active.task.clone();
+                if let Some(worker) = &task.worker_id {
+                    self.send_cancel(worker, task.task_id.as_str(), "cancelled by user");
+                }
+                Ok(task)
+            }
+        }
+    }
+
+    async fn on_report(&mut self, report: pb::TaskStatusReport) -> ReportOutcome {
+        let stale = ReportOutcome { keep_running: false, persisted: None };
+        let Ok(task_id) = TaskId::parse(&report.task_id) else { return stale };
+        let Some(active) = self.tasks.get_mut(&task_id) else { return stale };
+        let ours = active.task.worker_id.as_ref().is_some_and(|w| w.as_str() == report.worker_id)
+            && active.task.attempt == report.attempt;
+        if !ours {
+            debug!(task_id = %task_id, worker_id = %report.worker_id, "report from a stale copy");
+            return stale;
+        }
+        active.confirmed = true;
+        self.unconfirmed.remove(&task_id);
+        let cancel_requested = active.cancel_requested;
+        let outcome = Outcome {
+            exit_code: report.exit_code,
+            error: (!report.error.is_empty()).then(|| report.error.clone()),
+        };
+        let ended = match report.status.as_str() {
+            "queued" if !report.message.is_empty() => {
+                // Progress without a status change (an image pull): recorded as an event.
+                let task = active.task.clone();
+                let event = cloudai_domain::TaskEvent {
+                    task_id: task.task_id.clone(),
+                    time_ms: unix_ms(),
+                    from: Some(task.status),
+                    to: task.status,
+                    reason: report.message.chars().take(1024).collect(),
+                    worker_id: task.worker_id.clone(),
+                };
+                self.persist(&task, event, None).await;
+                None
+            }
+            "queued" => None,
+            "running" => {
+                if active.task.status == TaskStatus::Queued {
+                    self.transition(&task_id, TaskStatus::Running, "started", outcome).await;
+                }
+                None
+            }
+            "completed" => {
+                self.transition(&task_id, TaskStatus::Completed, "exited with code 0", outcome).await
+            }
+            "failed" if cancel_requested => {
+                self.transition(&task_id, TaskStatus::Cancelled, "cancelled by user", outcome).await
+            }
+            "failed" => {
+                let reason = match (&outcome.error, outcome.exit_code) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(code)) => format!("exited with code {code}"),
+                    (None, None) => "failed".to_string(),
+                };
+                self.transition(&task_id, TaskStatus::Failed, &reason, outcome).await
+            }
+            "cancelled" => {
+                self.transition(&task_id, TaskStatus::Cancelled, "cancelled by user", outcome).await
+            }
+            other => {
+                warn!(task_id = %task_id, status = other, "unknown status in report");
+                None
+            }
+        };
+        let persisted = ended.and_then(|(_, persisted)| persisted);
+        if persisted.is_some() {
+            self.schedule().await;
+        }
+        ReportOutcome { keep_running: true, persisted }
+    }
+
+    fn resources(info: &WorkerInfo, active: bool) -> WorkerResources {
+        WorkerResources {
+            worker_id: info.worker_id.clone(),
+            cpu_cores: info.cpu_cores,
+            memory_mb: info.memory_mb,
+            gpus: info.gpus.iter().map(|g| g.index).collect(),
+            drivers: info.drivers.iter().filter_map(|d| d.parse::<Driver>().ok()).collect(),
+            active,
+        }
+    }
+
+    async fn on_registered(&mut self, info: WorkerInfo, running: Vec<pb::RunningTask>) {
+        let worker = info.worker_id.clone();
+        if let Err(e) = self.scheduler.upsert_worker(Self::resources(&info, true)) {
+            warn!(worker_id = %worker, error = %e, "cannot add worker to the scheduler");
+            return;
+        }
+        self.losing.remove(&worker);
+        // Tasks restored after a restart get their reservations back.
+        for task_id in self.awaiting_worker.remove(&worker).unwrap_or_default() {
+            let Some(a) = self.tasks.get(&task_id) else { continue };
+            let t = &a.task;
+            if let Err(e) = self.scheduler.reserve(
+                &worker,
+                task_id.clone(),
+                t.spec.cpu_required,
+                t.spec.memory_required,
+                &t.gpu_indices,
+            ) {
+                warn!(task_id = %task_id, error = %e, "cannot restore reservation");
+            }
+        }
+        let reported: HashSet<&str> = running.iter().map(|r| r.task_id.as_str()).collect();
+        let deadline = Instant::now() + self.config.loss_grace;
+        let missing: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|a| a.task.worker_id.as_ref() == Some(&worker) && a.task.status.is_placed())
+            .filter(|a| a.confirmed && !reported.contains(a.task.task_id.as_str()))
+            .map(|a| a.task.task_id.clone())
+            .collect();
+        for id in missing {
+            // It may have ended while the master was away: its final report is on its way.
+            self.unconfirmed.entry(id).or_insert(deadline);
+        }
+        let ids: Vec<String> = running.into_iter().map(|r| r.task_id).collect();
+        self.on_running(&worker, &ids);
+        self.schedule().await;
+    }
+
+    /// A worker says what it runs: stop copies the master does not want there.
+    fn on_running(&mut self, worker: &WorkerId, running: &[String]) {
+        for task_id in running {
+            let wanted = TaskId::parse(task_id)
+                .ok()
+                .and_then(|id| self.tasks.get(&id))
+                .is_some_and(|a| a.task.worker_id.as_ref() == Some(worker));
+            if !wanted {
+                let key = (worker.clone(), task_id.clone());
+                let now = Instant::now();
+                if self.stale_told.get(&key).is_some_and(|at| now.duration_since(*at) < STALE_RESEND) {
+                    continue;
+                }
+                self.stale_told.insert(key, now);
+                info!(task_id = %task_id, worker_id = %worker, "stopping a stale copy of a task");
+                self.send_cancel(worker, task_id, "stale copy: the task runs elsewhere or has ended");
+            } else if let Ok(id) = TaskId::parse(task_id) {
+                self.unconfirmed.remove(&id);
+            }
+        }
+    }
+
+    async fn on_cluster_event(&mut self, event: ClusterEvent) {
+        match event {
+            ClusterEvent::WorkerInactive { worker_id } => {
+                let _ = self.scheduler.set_active(&worker_id, false);
+                self.losing.insert(worker_id, Instant::now() + self.config.loss_grace);
+            }
+            ClusterEvent::WorkerActive { worker_id } => {
+                let _ = self.scheduler.set_active(&worker_id, true);
+                self.losing.remove(&worker_id);
+                self.schedule().await;
+            }
+            ClusterEvent::WorkerUnregistered { worker_id } => {
+                // Left cleanly: its tasks go elsewhere now.
+                self.losing.remove(&worker_id);
+                self.lose_worker_tasks(&worker_id, "worker left the cluster").await;
+                self.scheduler.remove_worker(&worker_id);
+                self.schedule().await;
+            }
+            // Registration details arrive with Request::Registered; task ends are our own.
+            ClusterEvent::WorkerRegistered { .. } | ClusterEvent::TaskFinished { .. } => {}
+        }
+    }
+
+    /// After missed events: take worker activity from the TelemetryManager again.
+    fn resync_workers(&mut self) {
+        for (info, t) in self.telemetry.list_workers() {
+            let _ = self.scheduler.set_active(&info.worker_id, t.is_active);
+            if !t.is_active {
+                self.losing.entry(info.worker_id).or_insert_with(|| Instant::now() + self.config.loss_grace);
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.stale_told.retain(|_, at| now.duration_since(*at) < STALE_RESEND);
+        let lost: Vec<WorkerId> =
+            self.losing.iter().filter(|(_, d)| **d <= now).map(|(w, _)| w.clone()).collect();
+        for worker in lost {
+            self.losing.remove(&worker);
+            warn!(worker_id = %worker, "worker lost: re-queueing its tasks");
+            self.lose_worker_tasks(&worker, "worker lost").await;
+        }
+        let expired: Vec<TaskId> =
+            self.unconfirmed.iter().filter(|(_, d)| **d <= now).map(|(t, _)| t.clone()).collect();
+        for task_id in expired {
+            self.unconfirmed.remove(&task_id);
+            self.lose_task(&task_id, "task vanished from its worker").await;
+        }
+        self.schedule().await;
+    }
+
+    async fn lose_worker_tasks(&mut self, worker: &WorkerId, reason: &str) {
+        let ids: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|a| a.task.worker_id.as_ref() == Some(worker) && a.task.status.is_placed())
+            .map(|a| a.task.task_id.clone())
+            .collect();
+        self.awaiting_worker.remove(worker);
+        for id in ids {
+            self.lose_task(&id, reason).await;
+        }
+    }
+
+    /// A placed task whose worker is gone: retry while attempts remain.
+    async fn lose_task(&mut self, task_id: &TaskId, reason: &str) {
+        let Some(a) = self.tasks.get(task_id) else { return };
+        if !a.task.status.is_placed() {
+            return;
+        }
+        let (cancel, attempt, max) = (a.cancel_requested, a.task.attempt, a.task.spec.max_retries);
+        self.scheduler.release(task_id);
+        if cancel {
+            self.transition(
+                task_id,
+                TaskStatus::Cancelled,
+                "cancelled by user (worker lost)",
+                Outcome::default(),
+            )
+            .await;
+        } else if attempt <= max {
+            let why = format!("{reason}; retrying (run {} of {})", attempt + 1, max + 1);
+            self.transition(task_id, TaskStatus::Pending, &why, Outcome::default()).await;
+            if let Some(a) = self.tasks.remove(task_id) {
+                self.enqueue(a.task);
+            }
+        } else {
+            let outcome = Outcome { exit_code: None, error: Some(reason.to_string()) };
+            self.transition(task_id, TaskStatus::Failed, reason, outcome).await;
+        }
+    }
+}

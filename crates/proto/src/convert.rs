@@ -1,0 +1,107 @@
+//! Conversions between the wire types and the domain types (`cloudai-domain`).
+//!
+//! Values from the network are validated here: ids are parsed, percentages clamped.
+
+use cloudai_domain::{GpuInfo, GpuStats, HeartbeatSample, IdError, RunningTask, WorkerId, WorkerInfo};
+
+use crate::v1 as pb;
+
+/// A percentage from the network: NaN and out-of-range values are clamped, not trusted.
+fn percent(v: f64) -> f64 {
+    if v.is_finite() { v.clamp(0.0, 100.0) } else { 0.0 }
+}
+
+impl TryFrom<pb::Heartbeat> for HeartbeatSample {
+    type Error = IdError;
+
+    fn try_from(hb: pb::Heartbeat) -> Result<Self, Self::Error> {
+        Ok(Self {
+            worker_id: WorkerId::parse(&hb.worker_id)?,
+            timestamp_ms: hb.timestamp_ms,
+            cpu_usage: percent(hb.cpu_usage),
+            memory_usage: percent(hb.memory_usage),
+            gpu_usage: percent(hb.gpu_usage),
+            memory_used_mb: hb.memory_used_mb,
+            memory_total_mb: hb.memory_total_mb,
+            gpus: hb.gpus.into_iter().map(GpuStats::from).collect(),
+            running_tasks: hb.running_tasks.into_iter().map(RunningTask::from).collect(),
+        })
+    }
+}
+
+impl From<pb::GpuStats> for GpuStats {
+    fn from(g: pb::GpuStats) -> Self {
+        Self {
+            index: g.index,
+            uuid: g.uuid,
+            model: g.model,
+            utilization_percent: percent(g.utilization_percent),
+            memory_used_mb: g.memory_used_mb,
+            memory_total_mb: g.memory_total_mb,
+            temperature_c: g.temperature_c,
+            power_watts: g.power_watts,
+            energy_mj: g.energy_mj,
+            sm_clock_mhz: g.sm_clock_mhz,
+            mem_clock_mhz: g.mem_clock_mhz,
+            xid_errors: g.xid_errors,
+        }
+    }
+}
+
+impl From<GpuStats> for pb::GpuStats {
+    fn from(g: GpuStats) -> Self {
+        Self {
+            index: g.index,
+            uuid: g.uuid,
+            model: g.model,
+            utilization_percent: g.utilization_percent,
+            memory_used_mb: g.memory_used_mb,
+            memory_total_mb: g.memory_total_mb,
+            temperature_c: g.temperature_c,
+            power_watts: g.power_watts,
+            energy_mj: g.energy_mj,
+            sm_clock_mhz: g.sm_clock_mhz,
+            mem_clock_mhz: g.mem_clock_mhz,
+            xid_errors: g.xid_errors,
+        }
+    }
+}
+
+impl From<pb::RunningTask> for RunningTask {
+    fn from(t: pb::RunningTask) -> Self {
+        Self {
+            task_id: t.task_id,
+            status: t.status,
+            cpu_percent: if t.cpu_percent.is_finite() { t.cpu_percent.max(0.0) } else { 0.0 },
+            memory_bytes: t.memory_bytes,
+            started_at: t.started_at,
+        }
+    }
+}
+
+impl From<pb::GpuInfo> for GpuInfo {
+    fn from(g: pb::GpuInfo) -> Self {
+        Self { index: g.index, uuid: g.uuid, model: g.model, memory_total_mb: g.memory_total_mb }
+    }
+}
+
+impl From<GpuInfo> for pb::GpuInfo {
+    fn from(g: GpuInfo) -> Self {
+        Self { index: g.index, uuid: g.uuid, model: g.model, memory_total_mb: g.memory_total_mb }
+    }
+}
+
+/// Converts a registration request, validating what came from the network.
+pub fn worker_info(req: pb::RegisterWorkerRequest, now_secs: i64) -> Result<WorkerInfo, IdError> {
+    Ok(WorkerInfo {
+        worker_id: WorkerId::parse(&req.worker_id)?,
+        hostname: req.hostname,
+        cpu_cores: if req.cpu_cores.is_finite() { req.cpu_cores.max(0.0) } else { 0.0 },
+        memory_mb: req.memory_mb,
+        gpus: req.gpus.into_iter().map(GpuInfo::from).collect(),
+        labels: req.labels.into_iter().collect(),
+        version: req.version,
+        drivers: req.drivers,
+        registered_at: now_secs,
+    })
+}

@@ -1,0 +1,389 @@
+//! The worker agent: registers with the master (retrying while it is down),
+//! heartbeats on its own task, re-registers when the master forgets it, keeps a
+//! command stream open, and unregisters on shutdown.
+
+#![forbid(unsafe_code)]
+
+mod collector;
+pub mod gpu;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudai_proto::v1 as pb;
+use cloudai_proto::v1::master_service_client::MasterServiceClient;
+use cloudai_runtime::{
+    DockerDriver, DockerOptions, GrpcMasterLink, ProcessDriver, RuntimeConfig, SendCompression, TaskRuntime,
+    error_chain,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tracing::{debug, info, warn};
+
+use self::collector::Collector;
+use cloudai_domain::WorkerId;
+use cloudai_domain::time::unix_ms;
+use cloudai_proto::Compression;
+
+/// Longest wait between registration attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const UNREGISTER_DEADLINE: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub master_addr: String,
+    pub worker_id: WorkerId,
+    pub heartbeat_interval: Duration,
+    pub drivers: Vec<String>,
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<u64>,
+    pub simulated_gpus: Option<u32>,
+    pub labels: Vec<(String, String)>,
+    /// Task working folders live under `<data_dir>/tasks/`.
+    pub data_dir: PathBuf,
+    pub keep_workdirs: bool,
+    /// Preferred compression of heartbeats, used when the master accepts it.
+    pub compression: Compression,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid MASTER_ADDR {addr:?}")]
+    BadMasterAddr {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the master refused registration")]
+    Refused(#[source] Status),
+    #[error("the worker's collector task failed")]
+    Collector(#[source] tokio::task::JoinError),
+}
+
+/// The host name as a worker id, or `worker` if it is unusable.
+pub fn default_worker_id() -> WorkerId {
+    sysinfo::System::host_name()
+        .and_then(|h| WorkerId::parse(&h).ok())
+        .or_else(|| WorkerId::parse("worker").ok())
+        .expect("\"worker\" is a valid id")
+}
+
+fn hostname() -> String {
+    sysinfo::System::host_name().unwrap_or_default()
+}
+
+/// Runs a worker until `shutdown` fires, then unregisters.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let channel = Endpoint::from_shared(config.master_addr.clone())
+        .map_err(|source| WorkerError::BadMasterAddr { addr: config.master_addr.clone(), source })?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let client = MasterServiceClient::new(channel);
+
+    let simulated = config.simulated_gpus;
+    let collector = tokio::task::spawn_blocking(move || {
+        let mut c = Collector::new(gpu::detect(simulated));
+        c.sample(); // primes CPU usage, measured between two samples
+        c
+    })
+    .await
+    .map_err(WorkerError::Collector)?;
+
+    // Drivers this build can run; only those are advertised, so the scheduler never
+    // places a task here that cannot run.
+    let mut runtime_config = RuntimeConfig::new(config.worker_id.to_string(), config.data_dir.clone());
+    runtime_config.keep_workdirs = config.keep_workdirs;
+    let mut drivers = Vec::new();
+    for name in &config.drivers {
+        match name.as_str() {
+            "process" => {
+                runtime_config = runtime_config.with_driver("process", Arc::new(ProcessDriver::new()));
+                drivers.push(name.clone());
+            }
+            "docker" => {
+                let options =
+                    DockerOptions { keep_containers: config.keep_workdirs, ..DockerOptions::default() };
+                match DockerDriver::connect(options).await {
+                    Ok(docker) => {
+                        runtime_config = runtime_config.with_driver("docker", Arc::new(docker));
+                        drivers.push(name.clone());
+                    }
+                    // Not advertised: the scheduler then never places docker tasks here.
+                    Err(e) => warn!("docker driver disabled: {}", error_chain(&e)),
+                }
+            }
+            other => warn!(driver = other, "driver not available in this build; not advertised"),
+        }
+    }
+    let runtime_stop = CancellationToken::new();
+    let send_compression = SendCompression::default();
+    let link = Arc::new(GrpcMasterLink::new(client.clone()).with_compression(send_compression.clone()));
+    let runtime = TaskRuntime::new(runtime_config, link, runtime_stop.clone());
+    // Containers left by a previous process of this worker: followed again, and listed
+    // in the registration below.
+    runtime.adopt_existing().await;
+
+    let registration = pb::RegisterWorkerRequest {
+        worker_id: config.worker_id.to_string(),
+        hostname: hostname(),
+        cpu_cores: config.cpus.unwrap_or_else(|| collector.cpu_cores()),
+        memory_mb: config.memory_mb.unwrap_or_else(|| collector.memory_total_mb()),
+        gpus: collector.gpu_inventory().into_iter().map(Into::into).collect(),
+        labels: config.labels.iter().cloned().collect(),
+        version: VERSION.to_string(),
+        protocol_version: cloudai_proto::PROTOCOL_VERSION,
+        drivers: drivers.clone(),
+        running_tasks: Vec::new(),
+    };
+    info!(
+        worker_id = %config.worker_id,
+        master = %config.master_addr,
+        cpus = registration.cpu_cores,
+        memory_mb = registration.memory_mb,
+        gpus = %collector.describe_gpus(),
+        drivers = ?drivers,
+        "worker starting"
+    );
+
+    let agent = Agent {
+        client,
+        registration,
+        worker_id: config.worker_id.clone(),
+        runtime: runtime.clone(),
+        shutdown: shutdown.clone(),
+        compression: config.compression,
+        send_compression,
+    };
+    if !agent.register_until_accepted().await? {
+        runtime.shutdown().await;
+        return Ok(()); // shut down before the master answered
+    }
+
+    let heartbeats = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.heartbeat_loop(collector, config.heartbeat_interval).await }
+    });
+    let commands = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.command_loop().await }
+    });
+
+    shutdown.cancelled().await;
+    let _ = heartbeats.await;
+    let _ = commands.await;
+    // Unregister first: the master re-queues this worker's tasks, and the reports of
+    // the copies stopped below are then stale and ignored.
+    agent.unregister().await;
+    runtime_stop.cancel();
+    runtime.shutdown().await;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Agent {
+    client: MasterServiceClient<Channel>,
+    registration: pb::RegisterWorkerRequest,
+    worker_id: WorkerId,
+    runtime: TaskRuntime,
+    shutdown: CancellationToken,
+    compression: Compression,
+    /// Agreed with the master at registration; used for heartbeats and logs.
+    send_compression: SendCompression,
+}
+
+impl Agent {
+    /// Registers, retrying with backoff while the master is unreachable.
+    /// Returns `Ok(false)` if shutdown came first.
+    async fn register_until_accepted(&self) -> Result<bool, WorkerError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempts = 0u32;
+        loop {
+            let mut client = self.client.clone();
+            let mut request = self.registration.clone();
+            // What runs here now, so a restarted master can reconcile.
+            request.running_tasks = self.runtime.running_tasks();
+            let call = client.register_worker(request);
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(false),
+                r = call => r,
+            };
+            match result {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    let encoding = self.compression.negotiate(&resp.accept_compression);
+                    self.send_compression.set(encoding);
+                    let compression = encoding.map_or("none", |_| self.compression.as_str());
+                    info!(worker_id = %self.worker_id, master_id = %resp.master_id, compression, "registered with master");
+                    return Ok(true);
+                }
+                Err(status) if status.code() == Code::InvalidArgument => {
+                    return Err(WorkerError::Refused(status));
+                }
+                Err(status) => {
+                    attempts += 1;
+                    if attempts == 1 || attempts.is_multiple_of(20) {
+                        warn!(code = ?status.code(), message = status.message(), attempts, "master unreachable, retrying registration");
+                    }
+                }
+            }
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(backoff + jitter) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn heartbeat_loop(&self, collector: Collector, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        // The collector moves into each blocking sample call and back.
+        let mut owned = Some(collector);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let Some(mut c) = owned.take() else { break };
+            let Ok((c, sample)) = tokio::task::spawn_blocking(move || {
+                let s = c.sample();
+                (c, s)
+            })
+            .await
+            else {
+                warn!("telemetry collection panicked; stopping heartbeats");
+                break;
+            };
+            owned = Some(c);
+            let heartbeat = pb::Heartbeat {
+                worker_id: self.worker_id.to_string(),
+                timestamp_ms: unix_ms(),
+                cpu_usage: sample.cpu_usage,
+                memory_usage: sample.memory_usage,
+                gpu_usage: sample.gpu_usage(),
+                memory_used_mb: sample.memory_used_mb,
+                memory_total_mb: sample.memory_total_mb,
+                // Identity strings travel once, at registration.
+                gpus: sample
+                    .gpus
+                    .into_iter()
+                    .map(|g| pb::GpuStats { uuid: String::new(), model: String::new(), ..g.into() })
+                    .collect(),
+                running_tasks: self.runtime.running_tasks(),
+            };
+            let mut client = self.send_compression.apply(self.client.clone());
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = client.send_heartbeat(heartbeat) => r,
+            };
+            match result {
+                Ok(_) => {
+                    if failing {
+                        info!("heartbeats reach the master again");
+                        failing = false;
+                    }
+                }
+                Err(status) if status.code() == Code::NotFound => {
+                    info!("master does not know this worker (restarted?): registering again");
+                    match self.register_until_accepted().await {
+                        Ok(true) => failing = false,
+                        Ok(false) => break,
+                        Err(e) => {
+                            warn!(error = %format!("{e:#}"), "re-registration refused");
+                        }
+                    }
+                }
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    // Rate-limited: wait as long as the master asks before the next heartbeat.
+                    let wait = status
+                        .metadata()
+                        .get(cloudai_proto::RETRY_AFTER_MS)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map_or(interval, Duration::from_millis);
+                    debug!(wait_ms = wait.as_millis() as u64, "heartbeat rate-limited by the master");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(status) => {
+                    if !failing {
+                        warn!(code = ?status.code(), message = status.message(), "heartbeat failed; will keep trying");
+                        failing = true;
+                    } else {
+                        debug!(code = ?status.code(), "heartbeat failed again");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the command stream open, reopening it after errors.
+    async fn command_loop(&self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut client = self.client.clone();
+            let open =
+                client.stream_commands(pb::StreamCommandsRequest { worker_id: self.worker_id.to_string() });
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = open => r,
+            };
+            match result {
+                Ok(resp) => {
+                    backoff = Duration::from_millis(200);
+                    let mut stream = resp.into_inner();
+                    loop {
+                        let next = tokio::select! {
+                            _ = self.shutdown.cancelled() => return,
+                            n = stream.message() => n,
+                        };
+                        match next {
+                            Ok(Some(command)) => self.handle_command(command),
+                            Ok(None) => break,
+                            Err(status) => {
+                                debug!(code = ?status.code(), "command stream ended");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => debug!(code = ?status.code(), "cannot open command stream yet"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn handle_command(&self, command: pb::WorkerCommand) {
+        match command.command {
+            Some(pb::worker_command::Command::StartTask(t)) => self.runtime.start(t),
+            Some(pb::worker_command::Command::CancelTask(t)) => self.runtime.cancel(t),
+            None => debug!("empty command"),
+        }
+    }
+
+    async fn unregister(&self) {
+        let mut client = self.client.clone();
+        let call =
+            client.unregister_worker(pb::UnregisterWorkerRequest { worker_id: self.worker_id.to_string() });
+        match tokio::time::timeout(UNREGISTER_DEADLINE, call).await {
+            Ok(Ok(_)) => info!(worker_id = %self.worker_id, "unregistered from master"),
+            Ok(Err(status)) => warn!(code = ?status.code(), message = status.message(), "unregister failed"),
+            Err(_) => warn!("unregister timed out"),
+        }
+    }
+}
+
+/// Software version a worker reports when it registers.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
