@@ -289,6 +289,14 @@ impl AlertEngine {
         }
     }
 
+    /// Forgets every worker `present` says is gone (after events about them were missed).
+    pub fn forget_workers_except(&mut self, present: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = self.workers.keys().filter(|id| !present(id)).cloned().collect();
+        for worker_id in gone {
+            self.forget_worker(&worker_id);
+        }
+    }
+
     fn observe_failure_rates(&mut self, now_ms: i64) {
         let oldest = now_ms.saturating_sub(self.max_window_ms);
         while self.tasks.front().is_some_and(|&(at, _)| at < oldest) {

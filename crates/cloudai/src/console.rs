@@ -140,7 +140,7 @@ fn ago(unix: i64) -> String {
     format!("{}s ago", (unix_secs() - unix).max(0))
 }
 
-pub fn workers_table(workers: &[(WorkerInfo, WorkerTelemetry)]) -> String {
+pub fn workers_table(workers: &[(std::sync::Arc<WorkerInfo>, WorkerTelemetry)]) -> String {
     if workers.is_empty() {
         return "no workers registered".into();
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::ids::WorkerId;
 
 /// What a worker advertises when it registers.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct WorkerInfo {
     pub worker_id: WorkerId,
     pub hostname: String,

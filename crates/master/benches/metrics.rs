@@ -10,7 +10,7 @@ use cloudai_master::metrics::{Metrics, Snapshot, render};
 use cloudai_master::telemetry::{TelemetryStats, WorkerTelemetry};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-fn worker(i: usize, gpus: u32) -> (WorkerInfo, WorkerTelemetry) {
+fn worker(i: usize, gpus: u32) -> (std::sync::Arc<WorkerInfo>, WorkerTelemetry) {
     let worker_id = WorkerId::parse(&format!("worker-{i:05}")).expect("valid id");
     let gpu = |index: u32| GpuStats {
         index,
@@ -67,7 +67,7 @@ fn worker(i: usize, gpus: u32) -> (WorkerInfo, WorkerTelemetry) {
         heartbeats_received: 100,
         heartbeats_dropped: 0,
     };
-    (info, telemetry)
+    (std::sync::Arc::new(info), telemetry)
 }
 
 fn scrape(c: &mut Criterion) {

@@ -3,7 +3,7 @@
 //! every firing and resolution.
 //!
 //! Alerting only reads: it snapshots the TelemetryManager on its own tick and listens to
-//! the event bus, so nothing on the heartbeat path ever waits for it. The engine's lock is
+//! the fleet's events, so nothing on the heartbeat path ever waits for it. The engine's lock is
 //! held only to feed or read the engine, never across an await.
 
 use std::collections::HashSet;
@@ -16,14 +16,13 @@ use cloudai_alerts::{
 };
 use cloudai_domain::TaskStatus;
 use parking_lot::Mutex;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::events::{ClusterEvent, EventBus};
+use crate::events::ClusterEvent;
+use crate::fleet::{Subscription, Update};
+use crate::shutdown::Stage;
 use crate::telemetry::{TelemetryManager, WorkerTelemetry};
-use cloudai_domain::WorkerId;
 use cloudai_domain::WorkerInfo;
 use cloudai_domain::time::unix_ms;
 
@@ -69,10 +68,10 @@ impl AlertService {
     pub fn start(
         config: &AlertConfig,
         telemetry: TelemetryManager,
-        events: &EventBus,
-        tracker: &TaskTracker,
-        shutdown: CancellationToken,
+        events: Subscription,
+        stage: &Stage,
     ) -> Result<Self, WebhookError> {
+        let shutdown = stage.token();
         let settings = config.webhook();
         let webhook_url = settings.as_ref().map(|w| w.url.to_string());
         let webhook = match settings {
@@ -88,13 +87,11 @@ impl AlertService {
             "alerting started"
         );
         // Subscribed before the task starts, so no event published from now on is missed.
-        let evaluator = Evaluator {
-            service: service.clone(),
-            telemetry,
-            known: HashSet::new(),
-            interval: config.eval_interval,
-        };
-        tracker.spawn(evaluator.run(events.subscribe(), shutdown));
+        let evaluator = Evaluator { service: service.clone(), telemetry, interval: config.eval_interval };
+        stage.spawn(evaluator.run(events, shutdown));
+        // The webhook sender is the stage's too: the stage has stopped once it has exited.
+        let sender = service.clone();
+        stage.spawn(async move { sender.stopped().await });
         Ok(service)
     }
 
@@ -122,14 +119,11 @@ impl AlertService {
 struct Evaluator {
     service: AlertService,
     telemetry: TelemetryManager,
-    /// Workers seen on the previous tick: one missing now left without us hearing of it
-    /// (events lost to lag), and is forgotten like an unregistered one.
-    known: HashSet<WorkerId>,
     interval: Duration,
 }
 
 impl Evaluator {
-    async fn run(mut self, mut events: broadcast::Receiver<ClusterEvent>, shutdown: CancellationToken) {
+    async fn run(mut self, mut events: Subscription, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut listening = true;
@@ -152,14 +146,15 @@ impl Evaluator {
                         }
                     };
                 }
-                event = events.recv(), if listening => match event {
-                    Ok(e) => self.on_event(e),
-                    // The next tick takes every worker from telemetry again; task ends
-                    // missed are only missing from the failure rate.
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        warn!(missed = n, "alerting lagged behind cluster events");
+                update = events.recv(), if listening => match update {
+                    Some(Update::Event(e)) => self.on_event(e),
+                    // Workers that left unheard of are forgotten; task ends missed are only
+                    // missing from the failure rate.
+                    Some(Update::Resync(fleet)) => {
+                        let present: HashSet<&str> = fleet.workers.iter().map(|(w, _)| w.worker_id.as_str()).collect();
+                        self.service.engine.lock().forget_workers_except(|id| present.contains(id));
                     }
-                    Err(broadcast::error::RecvError::Closed) => listening = false,
+                    None => listening = false,
                 },
             }
         }
@@ -169,22 +164,14 @@ impl Evaluator {
     fn evaluate(&mut self) {
         let now = unix_ms();
         let mut observations = Vec::new();
-        let mut current = HashSet::new();
-        self.telemetry.for_each_worker(|info, t| {
-            observations.push(observation(info, t, now));
-            current.insert(info.worker_id.clone());
-        });
+        self.telemetry.for_each_worker(|info, t| observations.push(observation(info, t, now)));
         let events = {
             let mut engine = self.service.engine.lock();
-            for gone in self.known.difference(&current) {
-                engine.forget_worker(gone.as_str());
-            }
             for obs in &observations {
                 engine.observe_worker(obs);
             }
             engine.evaluate(now)
         };
-        self.known = current;
         for event in &events {
             cloudai_alerts::log_event(event);
             if let Some(webhook) = &self.service.webhook {
@@ -210,7 +197,6 @@ impl Evaluator {
             ClusterEvent::WorkerUnregistered { worker_id } => {
                 // Left cleanly: not an outage, so its alerts resolve rather than fire.
                 self.service.engine.lock().forget_worker(worker_id.as_str());
-                self.known.remove(&worker_id);
             }
             ClusterEvent::TaskFinished { status, .. } => {
                 // A cancel is a person's choice, not a failure: left out of the rate.
@@ -221,7 +207,9 @@ impl Evaluator {
                 };
                 self.service.engine.lock().observe_task_end(unix_ms(), failed);
             }
-            ClusterEvent::WorkerRegistered { .. } | ClusterEvent::WorkerActive { .. } => {}
+            ClusterEvent::WorkerRegistered { .. }
+            | ClusterEvent::WorkerActive { .. }
+            | ClusterEvent::WorkerLost { .. } => {}
         }
     }
 }

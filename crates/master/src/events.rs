@@ -1,23 +1,29 @@
 //! The master's one internal event stream.
 //!
-//! State changes are published once here; the scheduler, metrics, alerts and the
-//! store writer subscribe. Publishing never blocks: a subscriber that falls behind
-//! sees `Lagged` and must resynchronise from the source of truth.
+//! State changes are published once here: worker lifecycle by the fleet, task ends by the
+//! task actor; the task actor, alerting and the history restorer subscribe (through
+//! `crate::fleet::Subscription`, which resyncs one that falls behind). Publishing never blocks.
 
 use tokio::sync::broadcast;
 
-use cloudai_domain::TaskStatus;
+use std::sync::Arc;
+
+use cloudai_domain::{RunningTask, TaskStatus, WorkerInfo};
 
 use cloudai_domain::{TaskId, WorkerId};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClusterEvent {
-    /// A worker registered (for the first time, or again after a restart).
-    WorkerRegistered { worker_id: WorkerId },
+    /// A worker registered (for the first time, or again after a restart), with what it
+    /// advertised and the tasks it runs.
+    WorkerRegistered { worker_id: WorkerId, info: Arc<WorkerInfo>, running: Arc<Vec<RunningTask>> },
     /// A worker sent no heartbeat for the inactivity timeout.
     WorkerInactive { worker_id: WorkerId },
-    /// An inactive worker's heartbeats resumed.
+    /// An inactive (or lost) worker's heartbeats resumed.
     WorkerActive { worker_id: WorkerId },
+    /// An inactive worker stayed silent past the loss grace, or did not come back after a
+    /// master restart: its tasks go elsewhere.
+    WorkerLost { worker_id: WorkerId },
     /// A worker left cleanly.
     WorkerUnregistered { worker_id: WorkerId },
     /// A task reached a final state (completed, failed or cancelled); published once per task.

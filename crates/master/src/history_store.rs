@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use cloudai_history::{MinuteBucket, decode_buckets, encode_buckets};
 use cloudai_store::{Store, TelemetryMinute};
-use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::events::ClusterEvent;
+use crate::fleet::{Subscription, Update};
+use crate::shutdown::Stage;
 use crate::telemetry::{ClosedMinute, TelemetryManager};
 use cloudai_domain::WorkerId;
 use cloudai_domain::time::unix_ms;
@@ -34,27 +34,25 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub fn spawn_restorer(
     store: Arc<dyn Store>,
     telemetry: TelemetryManager,
-    mut events: broadcast::Receiver<ClusterEvent>,
+    mut events: Subscription,
     retention_ms: i64,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    stage: &Stage,
+) {
+    let stop = stage.token();
+    stage.spawn(async move {
         loop {
-            let event = tokio::select! {
+            let update = tokio::select! {
                 _ = stop.cancelled() => break,
-                event = events.recv() => event,
+                update = events.recv() => update,
             };
-            let workers = match event {
-                Ok(ClusterEvent::WorkerRegistered { worker_id }) => vec![worker_id],
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Registrations were missed: every worker there now (each restored once).
-                    warn!(missed, "history restore lagged behind registrations; restoring every worker");
-                    let mut all = Vec::new();
-                    telemetry.for_each_worker(|info, _| all.push(info.worker_id.clone()));
-                    all
+            let workers = match update {
+                Some(Update::Event(ClusterEvent::WorkerRegistered { worker_id, .. })) => vec![worker_id],
+                Some(Update::Event(_)) => continue,
+                // Registrations were missed: every worker there now (each restored once).
+                Some(Update::Resync(fleet)) => {
+                    fleet.workers.iter().map(|(info, _)| info.worker_id.clone()).collect()
                 }
-                Err(broadcast::error::RecvError::Closed) => break,
+                None => break,
             };
             for worker_id in workers {
                 restore(store.as_ref(), &telemetry, &worker_id, retention_ms).await;
@@ -96,9 +94,10 @@ pub fn spawn_writer(
     store: Arc<dyn Store>,
     mut minutes: mpsc::Receiver<ClosedMinute>,
     retention_ms: i64,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    stage: &Stage,
+) {
+    let stop = stage.token();
+    stage.spawn(async move {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
@@ -115,7 +114,7 @@ pub fn spawn_writer(
             }
             write(store.as_ref(), &mut batch).await;
         }
-        // The telemetry manager flushed its open minutes before `stop`: take them all.
+        // The telemetry stage, stopped before this one, queued every open minute: take them all.
         while let Ok(minute) = minutes.try_recv() {
             batch.push(minute);
             if batch.len() >= BATCH {

@@ -7,15 +7,18 @@
 
 pub mod alerting;
 pub mod events;
+pub mod fleet;
 mod history_store;
 pub mod http;
 mod master;
 pub mod metrics;
 pub mod rpc;
+mod shutdown;
 pub mod tasks;
 pub mod telemetry;
 
 pub use master::{Master, MasterConfig, MasterError, history_config};
+pub use shutdown::StageReport;
 
 /// Software version reported by the API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,27 +2,24 @@
 //! history writer and the HTTP API, and shuts them down in order under one deadline.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-
-use std::sync::Arc;
-
 use cloudai_store::{SqliteStore, Store, StoreConfig};
-use tokio_util::task::TaskTracker;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
 
 use crate::alerting::{AlertConfig, AlertService};
 use crate::events::EventBus;
+use crate::fleet::{Fleet, FleetConfig};
 use crate::http::{self, ApiState};
 use crate::rpc::{self, CommandHub, MasterRpc};
+use crate::shutdown::{Shutdown, StageReport};
 use crate::tasks::{TaskConfig, TaskParts, TaskService};
 use crate::telemetry::{TelemetryConfig, TelemetryManager};
 
-/// How long each shutdown stage may take before it is abandoned.
-const STAGE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the whole ordered shutdown may take.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
@@ -78,23 +75,13 @@ pub enum MasterError {
 pub struct Master {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    pub fleet: Fleet,
     pub telemetry: TelemetryManager,
     pub tasks: TaskService,
     pub events: EventBus,
-    pub commands: CommandHub,
     pub alerts: AlertService,
     store: Arc<dyn Store>,
-    alerts_stop: CancellationToken,
-    alerts_tracker: TaskTracker,
-    tasks_stop: CancellationToken,
-    tasks_tracker: TaskTracker,
-    history_stop: CancellationToken,
-    history_restorer: JoinHandle<()>,
-    history_task: JoinHandle<()>,
-    http_stop: CancellationToken,
-    grpc_stop: CancellationToken,
-    http_task: JoinHandle<std::io::Result<()>>,
-    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    shutdown: Shutdown,
 }
 
 impl Master {
@@ -113,138 +100,118 @@ impl Master {
             .map_err(std::io::Error::other)?
             .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
         let store: Arc<dyn Store> = Arc::new(store);
+
+        // Stages in shutdown order: ingress first, storage last.
+        let mut shutdown = Shutdown::new();
+        let http_stage = shutdown.stage("http server");
+        let alerting_stage = shutdown.stage("alerting");
+        let tasks_stage = shutdown.stage("task service");
+        // The fleet's checker stops with the telemetry tasks: no liveness verdicts once they are gone.
+        let telemetry_stage = shutdown.stage("telemetry manager");
+        let history_stage = shutdown.stage("history");
+        let grpc_stage = shutdown.stage("grpc server");
+
         let metrics = crate::metrics::Metrics::default();
         let events = EventBus::default();
+        let fleet = Fleet::new(
+            FleetConfig {
+                inactivity_timeout: config.telemetry.inactivity_timeout,
+                loss_grace: config.tasks.loss_grace,
+                restart_grace: config.tasks.restart_grace.max(config.tasks.loss_grace),
+            },
+            events.clone(),
+        );
         let (minutes_tx, minutes_rx) = crate::history_store::minutes_channel();
-        let telemetry = TelemetryManager::new(config.telemetry.clone(), events.clone(), minutes_tx)?;
+        let telemetry =
+            TelemetryManager::new(config.telemetry.clone(), fleet.clone(), minutes_tx, &telemetry_stage)?;
         let retention_ms = config.telemetry.history.long_window_ms;
-        let history_stop = CancellationToken::new();
         // Subscribed before any worker can register.
-        let history_restorer = crate::history_store::spawn_restorer(
+        crate::history_store::spawn_restorer(
             store.clone(),
             telemetry.clone(),
-            events.subscribe(),
+            fleet.subscribe("history restorer"),
             retention_ms,
-            history_stop.clone(),
+            &history_stage,
         );
-        let history_task =
-            crate::history_store::spawn_writer(store.clone(), minutes_rx, retention_ms, history_stop.clone());
+        crate::history_store::spawn_writer(store.clone(), minutes_rx, retention_ms, &history_stage);
+        fleet.start(telemetry_stage.tracker(), telemetry_stage.token());
         telemetry.start();
-        let alerts_stop = CancellationToken::new();
-        let alerts_tracker = TaskTracker::new();
         let alerts = AlertService::start(
             &config.alerts,
             telemetry.clone(),
-            &events,
-            &alerts_tracker,
-            alerts_stop.clone(),
+            fleet.subscribe("alerting"),
+            &alerting_stage,
         )?;
         let commands = CommandHub::default();
         let master_id = format!("{:016x}", rand::random::<u64>());
 
-        let tasks_stop = CancellationToken::new();
-        let tasks_tracker = TaskTracker::new();
         let parts = TaskParts {
             store: store.clone(),
-            telemetry: telemetry.clone(),
+            fleet: fleet.clone(),
             events: events.clone(),
             commands: commands.clone(),
             metrics: metrics.clone(),
         };
-        let tasks = TaskService::start(config.tasks.clone(), parts, &tasks_tracker, tasks_stop.clone())
+        let tasks = TaskService::start(config.tasks.clone(), parts, &tasks_stage)
             .await
             .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
 
-        let grpc_stop = CancellationToken::new();
         let rpc = MasterRpc::new(
+            fleet.clone(),
             telemetry.clone(),
             tasks.clone(),
-            commands.clone(),
+            commands,
             metrics.clone(),
             master_id.clone(),
-            grpc_stop.clone(),
+            grpc_stage.token(),
         );
-        let grpc_task = tokio::spawn(rpc::serve(grpc, rpc, grpc_stop.clone()));
+        grpc_stage.spawn(server("grpc server", rpc::serve(grpc, rpc, grpc_stage.token())));
         info!("gRPC listening on {grpc_addr}");
 
-        let http_stop = CancellationToken::new();
         let state = ApiState {
             telemetry: telemetry.clone(),
             tasks: tasks.clone(),
             metrics: metrics.clone(),
             alerts: alerts.clone(),
         };
-        let http_task = tokio::spawn(http::serve(http, state, http_stop.clone()));
+        http_stage.spawn(server("http server", http::serve(http, state, http_stage.token())));
         info!("HTTP API listening on {http_addr}");
         info!(master_id, inactivity_timeout = ?config.telemetry.inactivity_timeout, "master started");
 
-        Ok(Self {
-            http_addr,
-            grpc_addr,
-            telemetry,
-            tasks,
-            events,
-            commands,
-            alerts,
-            store,
-            alerts_stop,
-            alerts_tracker,
-            tasks_stop,
-            tasks_tracker,
-            history_stop,
-            history_restorer,
-            history_task,
-            http_stop,
-            grpc_stop,
-            http_task,
-            grpc_task,
-        })
+        Ok(Self { http_addr, grpc_addr, fleet, telemetry, tasks, events, alerts, store, shutdown })
     }
 
-    /// Ordered shutdown: HTTP server, alerting (queued webhook posts are abandoned), task
-    /// actor (transitions flushed), TelemetryManager (every worker task joined), history
-    /// writer (open minutes stored), gRPC server, store.
-    pub async fn shutdown(self) {
+    /// Ordered shutdown under one deadline: HTTP server, alerting (queued webhook posts are
+    /// abandoned), task actor (transitions flushed), fleet and TelemetryManager (every worker
+    /// task joined, then every open history minute queued), history writer (minutes stored),
+    /// gRPC server, then the store. Returns how each stage stopped.
+    pub async fn shutdown(self) -> Vec<StageReport> {
         info!("master shutting down");
-        self.http_stop.cancel();
-        server_stage("http server", self.http_task).await;
-        self.alerts_stop.cancel();
-        self.alerts_tracker.close();
-        let alerts = async {
-            self.alerts_tracker.wait().await;
-            self.alerts.stopped().await;
-        };
-        stage("alerting", alerts).await;
-        self.tasks_stop.cancel();
-        self.tasks_tracker.close();
-        stage("task service", self.tasks_tracker.wait()).await;
-        stage("telemetry manager", self.telemetry.shutdown()).await;
-        // After the telemetry manager: it queues every worker's open minute as it stops.
-        self.history_stop.cancel();
-        stage("history restorer", self.history_restorer).await;
-        stage("history writer", self.history_task).await;
-        self.grpc_stop.cancel();
-        server_stage("grpc server", self.grpc_task).await;
-        stage("store", self.store.close()).await;
+        let telemetry = self.telemetry.clone();
+        let reports = self
+            .shutdown
+            .run(SHUTDOWN_DEADLINE, |stage, _| {
+                // Its worker tasks are gone: what they held of the open minutes is final.
+                if stage == "telemetry manager" {
+                    telemetry.close_open_minutes();
+                }
+                std::future::ready(())
+            })
+            .await;
+        if tokio::time::timeout(Duration::from_secs(5), self.store.close()).await.is_err() {
+            warn!("store did not close in time");
+        }
         info!("master stopped");
+        reports
     }
 }
 
-/// Waits for one shutdown stage up to the deadline; a stage that overruns is logged and left,
-/// so the later stages still run.
-async fn stage<F: std::future::Future>(what: &str, done: F) -> Option<F::Output> {
-    let out = tokio::time::timeout(STAGE_DEADLINE, done).await.ok();
-    if out.is_none() {
-        warn!("{what} did not stop in time");
-    }
-    out
-}
-
-/// A server task's stage: also logs how the server ended if not cleanly.
-async fn server_stage<E: std::fmt::Display>(what: &str, task: JoinHandle<Result<(), E>>) {
-    match stage(what, task).await {
-        Some(Ok(Err(e))) => warn!(error = %e, "{what} ended with an error"),
-        Some(Err(e)) => warn!(error = %e, "{what} task failed"),
-        Some(Ok(Ok(()))) | None => {}
+/// A server's task: logs how it ended if not cleanly.
+async fn server<E: std::fmt::Display>(
+    what: &'static str,
+    serve: impl std::future::Future<Output = Result<(), E>>,
+) {
+    if let Err(e) = serve.await {
+        warn!(error = %e, "{what} ended with an error");
     }
 }

@@ -5,6 +5,7 @@
 //! scrapes. Units are in the names, counters end in `_total` (added by the encoder).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloudai_domain::TaskStatus;
@@ -51,7 +52,7 @@ impl Metrics {
 /// Everything a scrape reads, gathered first (some of it is async), then encoded.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub workers: Vec<(WorkerInfo, WorkerTelemetry)>,
+    pub workers: Vec<(Arc<WorkerInfo>, WorkerTelemetry)>,
     pub stats: TelemetryStats,
     pub task_states: BTreeMap<TaskStatus, u64>,
     pub counts: TaskCounts,

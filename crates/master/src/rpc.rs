@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info};
+use tracing::debug;
 
+use crate::fleet::{Fleet, FleetError};
 use crate::tasks::{TaskError, TaskService};
 use crate::telemetry::{TelemetryError, TelemetryManager};
 use cloudai_domain::HeartbeatSample;
@@ -50,6 +51,17 @@ impl From<TelemetryError> for Status {
                 }
                 status
             }
+        }
+    }
+}
+
+impl From<FleetError> for Status {
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::UnknownWorker(id) => {
+                Status::not_found(format!("worker {id} is not registered; register again"))
+            }
+            FleetError::ShuttingDown => Status::unavailable("master is shutting down"),
         }
     }
 }
@@ -102,6 +114,7 @@ impl CommandHub {
 /// State shared by the gRPC handlers.
 #[derive(Clone)]
 pub struct MasterRpc {
+    fleet: Fleet,
     telemetry: TelemetryManager,
     tasks: TaskService,
     commands: CommandHub,
@@ -112,6 +125,7 @@ pub struct MasterRpc {
 
 impl MasterRpc {
     pub fn new(
+        fleet: Fleet,
         telemetry: TelemetryManager,
         tasks: TaskService,
         commands: CommandHub,
@@ -119,7 +133,7 @@ impl MasterRpc {
         master_id: String,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { telemetry, tasks, commands, metrics, master_id, shutdown }
+        Self { fleet, telemetry, tasks, commands, metrics, master_id, shutdown }
     }
 
     pub fn into_server(self) -> MasterServiceServer<Self> {
@@ -140,10 +154,12 @@ impl MasterService for MasterRpc {
         request: Request<pb::RegisterWorkerRequest>,
     ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
         let mut request = request.into_inner();
-        let running = std::mem::take(&mut request.running_tasks);
+        let running = std::mem::take(&mut request.running_tasks).into_iter().map(Into::into).collect();
         let info = cloudai_proto::worker_info(request, unix_secs()).map_err(|e| bad_id("worker_id", e))?;
-        self.telemetry.register_worker(info.clone())?;
-        self.tasks.worker_registered(info, running).await;
+        let info = Arc::new(info);
+        // The slot first: the fleet's announcement may reach the history restorer at once.
+        self.telemetry.attach(Arc::clone(&info))?;
+        self.fleet.register(info, running)?;
         Ok(Response::new(pb::RegisterWorkerResponse {
             master_id: self.master_id.clone(),
             heartbeat_interval_ms: 0,
@@ -156,9 +172,10 @@ impl MasterService for MasterRpc {
         request: Request<pb::UnregisterWorkerRequest>,
     ) -> Result<Response<pb::UnregisterWorkerResponse>, Status> {
         let id = WorkerId::parse(&request.into_inner().worker_id).map_err(|e| bad_id("worker_id", e))?;
-        if !self.telemetry.unregister_worker(&id) {
+        if !self.fleet.leave(&id) {
             return Err(Status::not_found(format!("worker {id} is not registered")));
         }
+        self.telemetry.detach(&id);
         Ok(Response::new(pb::UnregisterWorkerResponse {}))
     }
 
@@ -169,7 +186,12 @@ impl MasterService for MasterRpc {
         let started = std::time::Instant::now();
         let sample = HeartbeatSample::try_from(request.into_inner()).map_err(|e| bad_id("worker_id", e))?;
         let worker_id = sample.worker_id.clone();
-        if let Some(running) = self.telemetry.process_heartbeat(sample)? {
+        let came_back = match self.fleet.heartbeat(&worker_id) {
+            Ok(came_back) => came_back,
+            Err(FleetError::UnknownWorker(id)) => return Err(self.telemetry.reject(id).into()),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(running) = self.telemetry.process_heartbeat(sample, came_back)? {
             self.tasks.worker_running(worker_id, running);
         }
         self.metrics.observe_heartbeat(started.elapsed());
@@ -183,8 +205,8 @@ impl MasterService for MasterRpc {
         request: Request<pb::StreamCommandsRequest>,
     ) -> Result<Response<Self::StreamCommandsStream>, Status> {
         let id = WorkerId::parse(&request.into_inner().worker_id).map_err(|e| bad_id("worker_id", e))?;
-        if !self.telemetry.is_registered(&id) {
-            return Err(TelemetryError::UnknownWorker(id).into());
+        if !self.fleet.is_registered(&id) {
+            return Err(FleetError::UnknownWorker(id).into());
         }
         debug!(worker_id = %id, "command stream opened");
         let rx = self.commands.attach(id.clone());
@@ -236,11 +258,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(rpc.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await;
-    info!("grpc server stopped");
-    result
+        .await
 }

@@ -86,8 +86,5 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let result =
-        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-    tracing::info!("http server stopped");
-    result
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -71,7 +71,7 @@ async fn workers(State(state): State<ApiState>) -> Json<BTreeMap<WorkerId, Worke
             .map(|(info, t)| {
                 let summary = WorkerSummary {
                     worker_id: t.worker_id.clone(),
-                    hostname: info.hostname,
+                    hostname: info.hostname.clone(),
                     is_active: t.is_active,
                     cpu_usage: t.cpu_usage,
                     memory_usage: t.memory_usage,

@@ -4,6 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use std::sync::Arc;
 
 use super::telemetry::worker_id;
 use super::{ApiError, ApiState};
@@ -21,7 +22,7 @@ pub fn routes() -> Router<ApiState> {
 #[derive(Serialize)]
 pub struct WorkerDetail {
     #[serde(flatten)]
-    pub info: WorkerInfo,
+    pub info: Arc<WorkerInfo>,
     pub is_active: bool,
     pub telemetry: WorkerTelemetry,
 }
@@ -37,7 +38,7 @@ async fn list(State(state): State<ApiState>) -> Json<Vec<WorkerDetail>> {
     )
 }
 
-fn lookup(state: &ApiState, raw: &str) -> Result<(WorkerInfo, WorkerTelemetry), ApiError> {
+fn lookup(state: &ApiState, raw: &str) -> Result<(Arc<WorkerInfo>, WorkerTelemetry), ApiError> {
     let id = worker_id(raw)?;
     let info = state.telemetry.get_worker_info(&id);
     let telemetry = state.telemetry.get_worker_telemetry(&id);

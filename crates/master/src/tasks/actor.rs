@@ -9,7 +9,7 @@ use cloudai_domain::{Driver, Outcome, Task, TaskId, TaskStatus, WorkerId};
 use cloudai_proto::v1 as pb;
 use cloudai_scheduler::{PendingTask, Scheduler, WorkerResources};
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -17,10 +17,10 @@ use tracing::{debug, info, warn};
 use super::persist::PersistOp;
 use super::{LogWatch, ReportOutcome, Request, TaskConfig, TaskError, TaskParts};
 use crate::events::{ClusterEvent, EventBus};
+use crate::fleet::{FleetSnapshot, Subscription, Update};
 use crate::rpc::CommandHub;
-use crate::telemetry::TelemetryManager;
-use cloudai_domain::WorkerInfo;
 use cloudai_domain::time::unix_ms;
+use cloudai_domain::{RunningTask, WorkerInfo};
 
 /// Unfinished tasks by state, and cluster figures, for the API and metrics.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -35,12 +35,13 @@ struct Active {
     task: Task,
     /// The worker acknowledged the start command (reported queued or later).
     confirmed: bool,
+    /// Restored after a restart: its reservation is made when its worker registers.
+    unreserved: bool,
     cancel_requested: bool,
 }
 
 pub(super) struct Actor {
     config: TaskConfig,
-    telemetry: TelemetryManager,
     commands: CommandHub,
     metrics: crate::metrics::Metrics,
     events: EventBus,
@@ -49,10 +50,6 @@ pub(super) struct Actor {
     scheduler: Scheduler,
     tasks: HashMap<TaskId, Active>,
     next_seq: u64,
-    /// Workers whose tasks become lost at the deadline unless they come back.
-    losing: HashMap<WorkerId, Instant>,
-    /// Tasks restored after a restart, waiting for their worker to register.
-    awaiting_worker: HashMap<WorkerId, HashSet<TaskId>>,
     /// Placed tasks a re-registered worker did not list: lost at the deadline unless reported.
     unconfirmed: HashMap<TaskId, Instant>,
     /// Stale copies already told to stop, so every heartbeat does not repeat the command.
@@ -70,10 +67,10 @@ impl Actor {
         logs: LogWatch,
         unfinished: Vec<Task>,
     ) -> Self {
+        let fleet = parts.fleet.clone();
         let mut actor = Self {
             scheduler: Scheduler::new(config.policy),
             config,
-            telemetry: parts.telemetry.clone(),
             commands: parts.commands.clone(),
             metrics: parts.metrics.clone(),
             events: parts.events.clone(),
@@ -81,24 +78,24 @@ impl Actor {
             logs,
             tasks: HashMap::new(),
             next_seq: 0,
-            losing: HashMap::new(),
-            awaiting_worker: HashMap::new(),
             unconfirmed: HashMap::new(),
             stale_told: HashMap::new(),
         };
-        actor.restore(unfinished);
+        for worker in actor.restore(unfinished) {
+            fleet.expect(worker);
+        }
         actor
     }
 
-    /// After a restart: pending tasks queue again; placed ones wait for their worker.
-    fn restore(&mut self, unfinished: Vec<Task>) {
-        let deadline = Instant::now() + self.config.restart_grace.max(self.config.loss_grace);
+    /// After a restart: pending tasks queue again; placed ones wait for their worker, whose
+    /// ids are returned (the fleet gives them the restart grace to come back).
+    fn restore(&mut self, unfinished: Vec<Task>) -> HashSet<WorkerId> {
         let count = unfinished.len();
+        let mut workers = HashSet::new();
         for task in unfinished {
             match (task.status, task.worker_id.clone()) {
                 (TaskStatus::Queued | TaskStatus::Running, Some(worker)) => {
-                    self.awaiting_worker.entry(worker.clone()).or_default().insert(task.task_id.clone());
-                    self.losing.entry(worker).or_insert(deadline);
+                    workers.insert(worker);
                     self.insert(task, true);
                 }
                 _ => {
@@ -112,12 +109,15 @@ impl Actor {
             }
         }
         if count > 0 {
-            info!(tasks = count, workers = self.awaiting_worker.len(), "restored unfinished tasks");
+            info!(tasks = count, workers = workers.len(), "restored unfinished tasks");
         }
+        workers
     }
 
+    /// `confirmed`: restored after a restart (reported before it), so also not yet reserved.
     fn insert(&mut self, task: Task, confirmed: bool) {
-        self.tasks.insert(task.task_id.clone(), Active { task, confirmed, cancel_requested: false });
+        let active = Active { task, confirmed, unreserved: confirmed, cancel_requested: false };
+        self.tasks.insert(active.task.task_id.clone(), active);
     }
 
     fn enqueue(&mut self, task: Task) {
@@ -140,7 +140,7 @@ impl Actor {
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<Request>,
-        mut events: broadcast::Receiver<ClusterEvent>,
+        mut events: Subscription,
         shutdown: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(self.tick_interval());
@@ -149,13 +149,10 @@ impl Actor {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                event = events.recv() => match event {
-                    Ok(e) => self.on_cluster_event(e).await,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        warn!(missed = n, "task actor lagged behind cluster events; resyncing workers");
-                        self.resync_workers();
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
+                update = events.recv() => match update {
+                    Some(Update::Event(e)) => self.on_cluster_event(e).await,
+                    Some(Update::Resync(fleet)) => self.resync(fleet).await,
+                    None => break,
                 },
                 request = rx.recv() => match request {
                     Some(r) => self.handle(r).await,
@@ -185,7 +182,6 @@ impl Actor {
                 let outcome = self.on_report(report).await;
                 let _ = reply.send(outcome);
             }
-            Request::Registered(info, running) => self.on_registered(info, running).await,
             Request::Running(worker_id, running) => self.on_running(&worker_id, &running),
             Request::StreamOpened(worker_id) => self.dispatch_unconfirmed(&worker_id),
             Request::PendingReasons(ids, reply) => {
@@ -444,25 +440,26 @@ impl Actor {
         }
     }
 
-    async fn on_registered(&mut self, info: WorkerInfo, running: Vec<pb::RunningTask>) {
+    async fn on_registered(&mut self, info: &WorkerInfo, running: &[RunningTask]) {
         let worker = info.worker_id.clone();
-        if let Err(e) = self.scheduler.upsert_worker(Self::resources(&info, true)) {
+        if let Err(e) = self.scheduler.upsert_worker(Self::resources(info, true)) {
             warn!(worker_id = %worker, error = %e, "cannot add worker to the scheduler");
             return;
         }
-        self.losing.remove(&worker);
         // Tasks restored after a restart get their reservations back.
-        for task_id in self.awaiting_worker.remove(&worker).unwrap_or_default() {
-            let Some(a) = self.tasks.get(&task_id) else { continue };
+        for a in
+            self.tasks.values_mut().filter(|a| a.unreserved && a.task.worker_id.as_ref() == Some(&worker))
+        {
+            a.unreserved = false;
             let t = &a.task;
             if let Err(e) = self.scheduler.reserve(
                 &worker,
-                task_id.clone(),
+                t.task_id.clone(),
                 t.spec.cpu_required,
                 t.spec.memory_required,
                 &t.gpu_indices,
             ) {
-                warn!(task_id = %task_id, error = %e, "cannot restore reservation");
+                warn!(task_id = %t.task_id, error = %e, "cannot restore reservation");
             }
         }
         let reported: HashSet<&str> = running.iter().map(|r| r.task_id.as_str()).collect();
@@ -478,7 +475,7 @@ impl Actor {
             // It may have ended while the master was away: its final report is on its way.
             self.unconfirmed.entry(id).or_insert(deadline);
         }
-        let ids: Vec<String> = running.into_iter().map(|r| r.task_id).collect();
+        let ids: Vec<String> = running.iter().map(|r| r.task_id.clone()).collect();
         self.on_running(&worker, &ids);
         self.schedule().await;
     }
@@ -507,47 +504,54 @@ impl Actor {
 
     async fn on_cluster_event(&mut self, event: ClusterEvent) {
         match event {
+            ClusterEvent::WorkerRegistered { info, running, .. } => self.on_registered(&info, &running).await,
             ClusterEvent::WorkerInactive { worker_id } => {
                 let _ = self.scheduler.set_active(&worker_id, false);
-                self.losing.insert(worker_id, Instant::now() + self.config.loss_grace);
             }
             ClusterEvent::WorkerActive { worker_id } => {
                 let _ = self.scheduler.set_active(&worker_id, true);
-                self.losing.remove(&worker_id);
+                self.schedule().await;
+            }
+            ClusterEvent::WorkerLost { worker_id } => {
+                let _ = self.scheduler.set_active(&worker_id, false);
+                self.lose_worker_tasks(&worker_id, "worker lost").await;
                 self.schedule().await;
             }
             ClusterEvent::WorkerUnregistered { worker_id } => {
                 // Left cleanly: its tasks go elsewhere now.
-                self.losing.remove(&worker_id);
                 self.lose_worker_tasks(&worker_id, "worker left the cluster").await;
                 self.scheduler.remove_worker(&worker_id);
                 self.schedule().await;
             }
-            // Registration details arrive with Request::Registered; task ends are our own.
-            ClusterEvent::WorkerRegistered { .. } | ClusterEvent::TaskFinished { .. } => {}
+            // Task ends are our own.
+            ClusterEvent::TaskFinished { .. } => {}
         }
     }
 
-    /// After missed events: take worker activity from the TelemetryManager again.
-    fn resync_workers(&mut self) {
-        for (info, t) in self.telemetry.list_workers() {
-            let _ = self.scheduler.set_active(&info.worker_id, t.is_active);
-            if !t.is_active {
-                self.losing.entry(info.worker_id).or_insert_with(|| Instant::now() + self.config.loss_grace);
+    /// After missed events: every worker as the fleet has it now.
+    async fn resync(&mut self, fleet: FleetSnapshot) {
+        let present: HashSet<WorkerId> =
+            fleet.workers.iter().map(|(info, _)| info.worker_id.clone()).collect();
+        let gone: Vec<WorkerId> =
+            self.scheduler.workers().map(|w| w.worker_id).filter(|id| !present.contains(id)).collect();
+        for worker_id in gone {
+            self.lose_worker_tasks(&worker_id, "worker left the cluster").await;
+            self.scheduler.remove_worker(&worker_id);
+        }
+        for (info, state) in &fleet.workers {
+            if let Err(e) = self.scheduler.upsert_worker(Self::resources(info, state.is_active())) {
+                warn!(worker_id = %info.worker_id, error = %e, "cannot update worker in the scheduler");
+            }
+            if matches!(state, crate::fleet::WorkerState::Lost { .. }) {
+                self.lose_worker_tasks(&info.worker_id, "worker lost").await;
             }
         }
+        self.schedule().await;
     }
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
         self.stale_told.retain(|_, at| now.duration_since(*at) < STALE_RESEND);
-        let lost: Vec<WorkerId> =
-            self.losing.iter().filter(|(_, d)| **d <= now).map(|(w, _)| w.clone()).collect();
-        for worker in lost {
-            self.losing.remove(&worker);
-            warn!(worker_id = %worker, "worker lost: re-queueing its tasks");
-            self.lose_worker_tasks(&worker, "worker lost").await;
-        }
         let expired: Vec<TaskId> =
             self.unconfirmed.iter().filter(|(_, d)| **d <= now).map(|(t, _)| t.clone()).collect();
         for task_id in expired {
@@ -564,7 +568,6 @@ impl Actor {
             .filter(|a| a.task.worker_id.as_ref() == Some(worker) && a.task.status.is_placed())
             .map(|a| a.task.task_id.clone())
             .collect();
-        self.awaiting_worker.remove(worker);
         for id in ids {
             self.lose_task(&id, reason).await;
         }

@@ -15,13 +15,11 @@ use cloudai_scheduler::Policy;
 use cloudai_store::{LogPage, LogQuery, Store, StoreError, TaskFilter};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::events::EventBus;
+use crate::fleet::Fleet;
 use crate::rpc::CommandHub;
-use crate::telemetry::TelemetryManager;
-use cloudai_domain::WorkerInfo;
+use crate::shutdown::Stage;
 use cloudai_domain::time::unix_ms;
 
 pub use actor::TaskCounts;
@@ -64,7 +62,6 @@ pub(crate) enum Request {
     Enqueue(Task),
     Cancel(TaskId, oneshot::Sender<Result<Task, TaskError>>),
     Report(pb::TaskStatusReport, oneshot::Sender<ReportOutcome>),
-    Registered(WorkerInfo, Vec<pb::RunningTask>),
     Running(WorkerId, Vec<String>),
     StreamOpened(WorkerId),
     PendingReasons(Vec<TaskId>, oneshot::Sender<HashMap<TaskId, String>>),
@@ -108,7 +105,7 @@ impl LogWatch {
 /// What the task service is wired to.
 pub struct TaskParts {
     pub store: Arc<dyn Store>,
-    pub telemetry: TelemetryManager,
+    pub fleet: Fleet,
     pub events: EventBus,
     pub commands: CommandHub,
     pub metrics: crate::metrics::Metrics,
@@ -127,19 +124,16 @@ const REQUEST_BUFFER: usize = 8192;
 
 impl TaskService {
     /// Loads unfinished tasks from the store and starts the actor.
-    pub async fn start(
-        config: TaskConfig,
-        parts: TaskParts,
-        tracker: &TaskTracker,
-        shutdown: CancellationToken,
-    ) -> Result<Self, StoreError> {
+    pub async fn start(config: TaskConfig, parts: TaskParts, stage: &Stage) -> Result<Self, StoreError> {
         let unfinished = parts.store.unfinished_tasks().await?;
         let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
         let (persist_tx, persist_rx) = mpsc::channel(REQUEST_BUFFER);
         let logs = LogWatch::default();
-        tracker.spawn(persist::run(parts.store.clone(), persist_rx));
+        stage.spawn(persist::run(parts.store.clone(), persist_rx));
+        // Subscribed before the restored tasks' workers can register.
+        let events = parts.fleet.subscribe("task actor");
         let actor = actor::Actor::new(config, &parts, persist_tx, logs.clone(), unfinished);
-        tracker.spawn(actor.run(rx, parts.events.subscribe(), shutdown));
+        stage.spawn(actor.run(rx, events, stage.token()));
         Ok(Self { tx, store: parts.store, logs })
     }
 
@@ -218,35 +212,6 @@ impl TaskService {
 
     pub(crate) async fn report(&self, report: pb::TaskStatusReport) -> Result<ReportOutcome, TaskError> {
         self.ask(|reply| Request::Report(report, reply)).await
-    }
-
-    pub(crate) async fn worker_registered(&self, info: WorkerInfo, running: Vec<pb::RunningTask>) {
-        // Remember the worker in the store (workers seen), off the registration's path.
-        let now = unix_ms();
-        let record = cloudai_store::WorkerRecord {
-            worker_id: info.worker_id.clone(),
-            hostname: info.hostname.clone(),
-            cpu_cores: info.cpu_cores,
-            memory_mb: info.memory_mb,
-            gpus: info.gpus.len() as u32,
-            drivers: info.drivers.clone(),
-            labels: info.labels.clone(),
-            version: info.version.clone(),
-            first_seen_ms: now,
-            last_seen_ms: now,
-        };
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.upsert_worker(&record).await {
-                tracing::warn!(worker_id = %record.worker_id, error = %format!("{e:#}"), "cannot record worker");
-            }
-        });
-        let _ = self.tx.send(Request::Registered(info, running)).await;
-    }
-
-    /// Every worker that ever registered, as last seen (from the store).
-    pub async fn workers_seen(&self) -> Result<Vec<cloudai_store::WorkerRecord>, TaskError> {
-        Ok(self.store.list_workers().await?)
     }
 
     /// From the heartbeat path: never waits; a full queue drops it (the next one comes).

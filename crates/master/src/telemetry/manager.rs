@@ -1,5 +1,6 @@
 //! The TelemetryManager: one async task per registered worker, each draining a
-//! bounded channel, plus an inactivity checker.
+//! bounded channel. Whether a worker is alive is the fleet's to decide (`crate::fleet`);
+//! this keeps the figures.
 //!
 //! `process_heartbeat` is called on the RPC path and never waits: it stamps the
 //! heartbeat with a per-worker sequence number and `try_send`s it. When the channel
@@ -17,19 +18,19 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, warn};
+use tracing::Instrument;
 
 use cloudai_history::{History, HistoryConfig, MinuteBucket, Series};
 
 use super::model::WorkerTelemetry;
-use crate::events::{ClusterEvent, EventBus};
-use cloudai_domain::WorkerId;
+use crate::fleet::Fleet;
+use crate::shutdown::Stage;
 use cloudai_domain::time::unix_ms;
-use cloudai_domain::{GpuStats, HeartbeatSample, RunningTask, WorkerInfo};
+use cloudai_domain::{GpuInfo, GpuStats, HeartbeatSample, RunningTask, WorkerId, WorkerInfo};
 
 #[derive(Clone, Debug)]
 pub struct TelemetryConfig {
-    /// A worker with no heartbeat for this long is marked inactive.
+    /// A worker with no heartbeat for this long is marked inactive (by the fleet).
     pub inactivity_timeout: Duration,
     /// Capacity of each worker's heartbeat channel.
     pub channel_capacity: usize,
@@ -83,13 +84,6 @@ impl Bucket {
     }
 }
 
-impl TelemetryConfig {
-    /// How often the inactivity checker looks: often enough to be within ~10% of the timeout.
-    fn check_interval(&self) -> Duration {
-        (self.inactivity_timeout / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
-    }
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TelemetryError {
     #[error("worker {0} is not registered")]
@@ -130,15 +124,14 @@ struct Queued {
 }
 
 struct WorkerSlot {
-    info: RwLock<WorkerInfo>,
+    worker_id: WorkerId,
+    /// The registered GPUs: heartbeats leave their uuids and models out.
+    gpus: RwLock<Arc<WorkerInfo>>,
     telemetry: Mutex<WorkerTelemetry>,
     tx: mpsc::Sender<Box<Queued>>,
     overflow: Mutex<Option<Box<Queued>>>,
     wake: Notify,
     next_seq: AtomicU64,
-    /// Milliseconds since the manager's epoch at the latest heartbeat's arrival.
-    last_seen_ms: AtomicU64,
-    active: AtomicBool,
     received: AtomicU64,
     dropped: AtomicU64,
     bucket: Mutex<Bucket>,
@@ -171,14 +164,14 @@ impl WorkerSlot {
         false
     }
 
-    fn snapshot(&self) -> WorkerTelemetry {
-        self.with_current(WorkerTelemetry::clone)
+    fn snapshot(&self, is_active: bool) -> WorkerTelemetry {
+        self.with_current(is_active, WorkerTelemetry::clone)
     }
 
-    /// Calls `f` on the latest figures, with the live flags and counters filled in.
-    fn with_current<R>(&self, f: impl FnOnce(&WorkerTelemetry) -> R) -> R {
+    /// Calls `f` on the latest figures, with the fleet's verdict and the counters filled in.
+    fn with_current<R>(&self, is_active: bool, f: impl FnOnce(&WorkerTelemetry) -> R) -> R {
         let mut t = self.telemetry.lock();
-        t.is_active = self.active.load(Ordering::Relaxed);
+        t.is_active = is_active;
         t.heartbeats_received = self.received.load(Ordering::Relaxed);
         t.heartbeats_dropped = self.dropped.load(Ordering::Relaxed);
         f(&t)
@@ -188,7 +181,7 @@ impl WorkerSlot {
 struct Inner {
     config: TelemetryConfig,
     workers: RwLock<HashMap<WorkerId, Arc<WorkerSlot>>>,
-    events: EventBus,
+    fleet: Fleet,
     callback: RwLock<Option<UpdateCallback>>,
     epoch: Instant,
     cancel: CancellationToken,
@@ -223,8 +216,16 @@ impl Inner {
     fn close_minute(&self, slot: &WorkerSlot, due_ms: i64) {
         let closed = slot.history.lock().tick(due_ms);
         if closed.is_some() {
-            self.persist_minute(&slot.info.read().worker_id, closed);
+            self.persist_minute(&slot.worker_id, closed);
         }
+    }
+
+    fn slot(&self, worker_id: &WorkerId) -> Option<Arc<WorkerSlot>> {
+        self.workers.read().get(worker_id).cloned()
+    }
+
+    fn is_active(&self, worker_id: &WorkerId) -> bool {
+        self.fleet.state(worker_id).is_some_and(|s| s.is_active())
     }
 }
 
@@ -239,8 +240,9 @@ impl TelemetryManager {
     /// an invalid history configuration.
     pub fn new(
         config: TelemetryConfig,
-        events: EventBus,
+        fleet: Fleet,
         closed_minutes: mpsc::Sender<ClosedMinute>,
+        stage: &Stage,
     ) -> Result<Self, cloudai_history::HistoryError> {
         let empty_history = History::new(config.history.clone())?;
         let config = TelemetryConfig { channel_capacity: config.channel_capacity.max(1), ..config };
@@ -248,11 +250,11 @@ impl TelemetryManager {
             inner: Arc::new(Inner {
                 config,
                 workers: RwLock::new(HashMap::new()),
-                events,
+                fleet,
                 callback: RwLock::new(None),
                 epoch: Instant::now(),
-                cancel: CancellationToken::new(),
-                tracker: TaskTracker::new(),
+                cancel: stage.token(),
+                tracker: stage.tracker().clone(),
                 started: AtomicBool::new(false),
                 empty_history,
                 closed_minutes,
@@ -265,17 +267,13 @@ impl TelemetryManager {
         })
     }
 
-    pub fn config(&self) -> &TelemetryConfig {
-        &self.inner.config
-    }
-
-    /// Starts the inactivity checker. Idempotent.
+    /// Starts closing silent workers' history minutes. Idempotent.
     pub fn start(&self) {
         if self.inner.started.swap(true, Ordering::SeqCst) {
             return;
         }
         let inner = Arc::clone(&self.inner);
-        self.inner.tracker.spawn(inactivity_checker(inner));
+        self.inner.tracker.spawn(minute_closer(inner));
     }
 
     /// Whether a registered worker still waits for its stored minutes (see `restore_history`).
@@ -316,69 +314,51 @@ impl TelemetryManager {
         *self.inner.callback.write() = Some(callback);
     }
 
-    /// Registers a worker, or refreshes its registration. Returns `true` if it was new.
-    pub fn register_worker(&self, info: WorkerInfo) -> Result<bool, TelemetryError> {
+    /// Gives a registering worker its slot (kept when it registers again), before the fleet
+    /// announces it, so its first heartbeat finds the slot.
+    pub fn attach(&self, info: Arc<WorkerInfo>) -> Result<(), TelemetryError> {
         let inner = &self.inner;
         if inner.cancel.is_cancelled() {
             return Err(TelemetryError::ShuttingDown);
         }
         let worker_id = info.worker_id.clone();
-        let now = inner.now_ms();
         let mut workers = inner.workers.write();
-        let is_new = match workers.get(&worker_id) {
-            Some(slot) => {
-                *slot.info.write() = info;
-                slot.last_seen_ms.store(now, Ordering::Relaxed);
-                slot.active.store(true, Ordering::Relaxed);
-                false
-            }
-            None => {
-                let (tx, rx) = mpsc::channel(inner.config.channel_capacity);
-                let history = inner.empty_history.clone();
-                let slot = Arc::new(WorkerSlot {
-                    info: RwLock::new(info),
-                    telemetry: Mutex::new(WorkerTelemetry::empty(worker_id.clone())),
-                    tx,
-                    overflow: Mutex::new(None),
-                    wake: Notify::new(),
-                    next_seq: AtomicU64::new(0),
-                    last_seen_ms: AtomicU64::new(now),
-                    active: AtomicBool::new(true),
-                    received: AtomicU64::new(0),
-                    dropped: AtomicU64::new(0),
-                    running_digest: AtomicU64::new(0),
-                    running_forwarded_ms: AtomicU64::new(0),
-                    bucket: Mutex::new(Bucket {
-                        tokens: inner.config.rate_limit.map_or(0.0, |l| l.burst),
-                        refilled_ms: now,
-                    }),
-                    history: Mutex::new(history),
-                    history_restored: AtomicBool::new(false),
-                    cancel: inner.cancel.child_token(),
-                });
-                workers.insert(worker_id.clone(), Arc::clone(&slot));
-                let span = tracing::info_span!("worker", worker_id = %worker_id);
-                inner.tracker.spawn(worker_loop(Arc::clone(inner), slot, rx).instrument(span));
-                true
-            }
-        };
-        drop(workers);
-        info!(worker_id = %worker_id, new = is_new, "worker registered");
-        inner.events.publish(ClusterEvent::WorkerRegistered { worker_id });
-        Ok(is_new)
+        if let Some(slot) = workers.get(&worker_id) {
+            *slot.gpus.write() = info;
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::channel(inner.config.channel_capacity);
+        let slot = Arc::new(WorkerSlot {
+            worker_id: worker_id.clone(),
+            gpus: RwLock::new(info),
+            telemetry: Mutex::new(WorkerTelemetry::empty(worker_id.clone())),
+            tx,
+            overflow: Mutex::new(None),
+            wake: Notify::new(),
+            next_seq: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            running_digest: AtomicU64::new(0),
+            running_forwarded_ms: AtomicU64::new(0),
+            bucket: Mutex::new(Bucket {
+                tokens: inner.config.rate_limit.map_or(0.0, |l| l.burst),
+                refilled_ms: inner.now_ms(),
+            }),
+            history: Mutex::new(inner.empty_history.clone()),
+            history_restored: AtomicBool::new(false),
+            cancel: inner.cancel.child_token(),
+        });
+        workers.insert(worker_id.clone(), Arc::clone(&slot));
+        let span = tracing::info_span!("worker", worker_id = %worker_id);
+        inner.tracker.spawn(worker_loop(Arc::clone(inner), slot, rx).instrument(span));
+        Ok(())
     }
 
-    /// Forgets a worker and stops its task. Returns `false` if it was not registered.
-    pub fn unregister_worker(&self, worker_id: &WorkerId) -> bool {
-        let Some(slot) = self.inner.workers.write().remove(worker_id) else {
-            return false;
-        };
+    /// Drops a worker that left, keeping its open minute (all there is of that minute).
+    pub fn detach(&self, worker_id: &WorkerId) {
+        let Some(slot) = self.inner.workers.write().remove(worker_id) else { return };
         slot.cancel.cancel();
-        // Its open minute is all there is of that minute: keep it.
         self.inner.close_minute(&slot, i64::MAX);
-        info!(worker_id = %worker_id, "worker unregistered");
-        self.inner.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone() });
-        true
     }
 
     /// Hands a heartbeat to the worker's task. Never blocks and never waits.
@@ -386,30 +366,26 @@ impl TelemetryManager {
     /// Returns the ids of the worker's running tasks when they are worth passing on to
     /// the task service: when they changed, and at least every [`RUNNING_RECHECK`]
     /// otherwise, so the steady state costs the task service nothing.
-    pub fn process_heartbeat(&self, sample: HeartbeatSample) -> Result<Option<Vec<String>>, TelemetryError> {
+    /// `came_back`: the fleet just saw this worker return from silence.
+    pub fn process_heartbeat(
+        &self,
+        sample: HeartbeatSample,
+        came_back: bool,
+    ) -> Result<Option<Vec<String>>, TelemetryError> {
         let inner = &self.inner;
-        let slot = inner.workers.read().get(&sample.worker_id).cloned();
-        let Some(slot) = slot else {
-            inner.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(TelemetryError::UnknownWorker(sample.worker_id));
+        let Some(slot) = inner.slot(&sample.worker_id) else {
+            return Err(self.reject(sample.worker_id));
         };
         let now = inner.now_ms();
         if let Some(limit) = inner.config.rate_limit
             && let Err(retry_after) = slot.bucket.lock().take(limit, now)
         {
-            // A flooding worker is slowed down; it still counts as alive.
-            slot.last_seen_ms.store(now, Ordering::Relaxed);
+            // A flooding worker is slowed down (the fleet still counts it alive).
             inner.limited.fetch_add(1, Ordering::Relaxed);
             return Err(TelemetryError::RateLimited { retry_after });
         }
-        slot.last_seen_ms.store(now, Ordering::Relaxed);
         slot.received.fetch_add(1, Ordering::Relaxed);
         inner.received.fetch_add(1, Ordering::Relaxed);
-        let came_back = !slot.active.swap(true, Ordering::AcqRel);
-        if came_back {
-            info!(worker_id = %sample.worker_id, "worker active again");
-            inner.events.publish(ClusterEvent::WorkerActive { worker_id: sample.worker_id.clone() });
-        }
         // A worker back from silence may run tasks that moved elsewhere meanwhile.
         let forward_running = (slot.running_changed(&sample.running_tasks, now) || came_back)
             .then(|| sample.running_tasks.iter().map(|t| t.task_id.clone()).collect());
@@ -435,48 +411,58 @@ impl TelemetryManager {
         }
     }
 
+    /// Counts a heartbeat from a worker that is not registered.
+    pub fn reject(&self, worker_id: WorkerId) -> TelemetryError {
+        self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+        TelemetryError::UnknownWorker(worker_id)
+    }
+
     pub fn get_worker_telemetry(&self, worker_id: &WorkerId) -> Option<WorkerTelemetry> {
-        let slot = self.inner.workers.read().get(worker_id).cloned();
-        slot.map(|s| s.snapshot())
+        let slot = self.inner.slot(worker_id)?;
+        Some(slot.snapshot(self.inner.is_active(worker_id)))
     }
 
     pub fn get_all_worker_telemetry(&self) -> HashMap<WorkerId, WorkerTelemetry> {
-        let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
-        slots.iter().map(|s| (s.info.read().worker_id.clone(), s.snapshot())).collect()
+        let mut all = HashMap::new();
+        self.for_each_worker(|info, t| {
+            all.insert(info.worker_id.clone(), t.clone());
+        });
+        all
     }
 
-    pub fn get_worker_info(&self, worker_id: &WorkerId) -> Option<WorkerInfo> {
-        let slot = self.inner.workers.read().get(worker_id).cloned();
-        slot.map(|s| s.info.read().clone())
+    /// A registered worker's registration (the fleet's).
+    pub fn get_worker_info(&self, worker_id: &WorkerId) -> Option<Arc<WorkerInfo>> {
+        self.inner.fleet.info(worker_id)
     }
 
     /// Every registered worker with its latest telemetry, sorted by id.
-    pub fn list_workers(&self) -> Vec<(WorkerInfo, WorkerTelemetry)> {
-        let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
-        let mut all: Vec<_> = slots.iter().map(|s| (s.info.read().clone(), s.snapshot())).collect();
+    pub fn list_workers(&self) -> Vec<(Arc<WorkerInfo>, WorkerTelemetry)> {
+        let mut all = Vec::new();
+        for (info, state) in self.inner.fleet.snapshot().workers {
+            if let Some(slot) = self.inner.slot(&info.worker_id) {
+                all.push((info, slot.snapshot(state.is_active())));
+            }
+        }
         all.sort_by(|a, b| a.0.worker_id.cmp(&b.0.worker_id));
         all
     }
 
-    /// Calls `f` with every worker's registration and latest figures, in no order, without
-    /// copying them (each worker's figures are locked only during its call).
+    /// Calls `f` with every registered worker's registration and latest figures, in no order,
+    /// without copying them (each worker's figures are locked only during its call).
     pub fn for_each_worker(&self, mut f: impl FnMut(&WorkerInfo, &WorkerTelemetry)) {
-        let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
-        for slot in slots {
-            slot.with_current(|t| f(&slot.info.read(), t));
+        for (info, state) in self.inner.fleet.snapshot().workers {
+            if let Some(slot) = self.inner.slot(&info.worker_id) {
+                slot.with_current(state.is_active(), |t| f(&info, t));
+            }
         }
-    }
-
-    pub fn is_registered(&self, worker_id: &WorkerId) -> bool {
-        self.inner.workers.read().contains_key(worker_id)
     }
 
     pub fn stats(&self) -> TelemetryStats {
         let inner = &self.inner;
-        let workers = inner.workers.read();
+        let (workers, active_workers) = inner.fleet.counts();
         TelemetryStats {
-            workers: workers.len(),
-            active_workers: workers.values().filter(|s| s.active.load(Ordering::Relaxed)).count(),
+            workers,
+            active_workers,
             heartbeats_received: inner.received.load(Ordering::Relaxed),
             heartbeats_dropped: inner.dropped.load(Ordering::Relaxed),
             heartbeats_rejected: inner.rejected.load(Ordering::Relaxed),
@@ -485,17 +471,13 @@ impl TelemetryManager {
         }
     }
 
-    /// Stops the checker and every worker task, and waits until all have ended. Open history
-    /// minutes are closed and queued for the store, so a restart keeps them.
-    pub async fn shutdown(&self) {
-        self.inner.cancel.cancel();
-        self.inner.tracker.close();
-        self.inner.tracker.wait().await;
+    /// Closes every worker's open history minute and queues it for the store: call once the
+    /// telemetry stage has stopped, so a restart keeps what the minute held.
+    pub fn close_open_minutes(&self) {
         let slots: Vec<_> = self.inner.workers.read().values().cloned().collect();
         for slot in slots {
             self.inner.close_minute(&slot, i64::MAX);
         }
-        info!("telemetry manager stopped");
     }
 }
 
@@ -534,7 +516,7 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Qu
     let mut gpus = sample.gpus;
     {
         let mut t = slot.telemetry.lock();
-        name_gpus(&mut gpus, &mut t.gpus, &slot.info.read());
+        name_gpus(&mut gpus, &mut t.gpus, &slot.gpus.read().gpus);
         t.cpu_usage = sample.cpu_usage;
         t.memory_usage = sample.memory_usage;
         t.gpu_usage = sample.gpu_usage;
@@ -547,15 +529,15 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Qu
     }
     let callback = inner.callback.read().clone();
     if let Some(callback) = callback {
-        callback(&slot.snapshot());
+        callback(&slot.snapshot(inner.is_active(&slot.worker_id)));
     }
 }
 
 /// Heartbeats leave GPU uuids and models out: they come from the registration, moved from the
 /// previous figures when those already hold them (no copy in the steady state).
-fn name_gpus(gpus: &mut [GpuStats], previous: &mut [GpuStats], info: &WorkerInfo) {
+fn name_gpus(gpus: &mut [GpuStats], previous: &mut [GpuStats], registered: &[GpuInfo]) {
     for g in gpus.iter_mut().filter(|g| g.uuid.is_empty() && g.model.is_empty()) {
-        let Some(registered) = info.gpus.iter().find(|i| i.index == g.index) else { continue };
+        let Some(registered) = registered.iter().find(|i| i.index == g.index) else { continue };
         match previous.iter_mut().find(|p| p.index == g.index) {
             Some(p) if p.uuid == registered.uuid && p.model == registered.model => {
                 g.uuid = std::mem::take(&mut p.uuid);
@@ -590,38 +572,14 @@ fn close_silent_minutes(inner: &Inner) {
     }
 }
 
-async fn inactivity_checker(inner: Arc<Inner>) {
-    let timeout_ms = inner.config.inactivity_timeout.as_millis() as u64;
-    let mut tick = tokio::time::interval(inner.config.check_interval());
+/// Every 10 s: closes the open minute of workers that went silent, so it reaches the store.
+async fn minute_closer(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut minutes_checked_ms = 0;
     loop {
         tokio::select! {
             _ = inner.cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let now = inner.now_ms();
-        if now.saturating_sub(minutes_checked_ms) >= 10_000 {
-            minutes_checked_ms = now;
-            close_silent_minutes(&inner);
-        }
-        let silent: Vec<Arc<WorkerSlot>> = inner
-            .workers
-            .read()
-            .values()
-            .filter(|s| {
-                s.active.load(Ordering::Relaxed)
-                    && now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms
-            })
-            .cloned()
-            .collect();
-        for slot in silent {
-            if slot.active.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                let worker_id = slot.info.read().worker_id.clone();
-                let silent_for = now.saturating_sub(slot.last_seen_ms.load(Ordering::Relaxed));
-                warn!(worker_id = %worker_id, silent_ms = silent_for, "worker inactive");
-                inner.events.publish(ClusterEvent::WorkerInactive { worker_id });
-            }
+            _ = tick.tick() => close_silent_minutes(&inner),
         }
     }
 }

@@ -1,0 +1,359 @@
+//! The fleet: the one owner of every worker's lifecycle.
+//!
+//! Registration, heartbeats (as liveness), silence, loss and leaving go through here, and
+//! every change is published once on the event stream as a typed [`ClusterEvent`]. The task
+//! actor, alerting and the history restorer subscribe; one that falls behind resyncs from
+//! [`Fleet::snapshot`] through [`crate::events::Subscription`], never from a copy of its own.
+//!
+//! The heartbeat path only stamps an atomic and reads an atomic tag; the state's lock is
+//! taken when the state changes.
+
+mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cloudai_domain::{RunningTask, WorkerId, WorkerInfo};
+use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use state::{IllegalTransition, Signal, WorkerState};
+
+use crate::events::{ClusterEvent, EventBus};
+
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// A worker with no heartbeat for this long is inactive.
+    pub inactivity_timeout: Duration,
+    /// An inactive worker is lost (its tasks go elsewhere) after this long.
+    pub loss_grace: Duration,
+    /// After a master restart, how long a worker that held tasks has to register again.
+    pub restart_grace: Duration,
+}
+
+impl FleetConfig {
+    /// How often the checker looks: often enough to be within ~10% of the timeout.
+    fn check_interval(&self) -> Duration {
+        (self.inactivity_timeout / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FleetError {
+    #[error("worker {0} is not registered")]
+    UnknownWorker(WorkerId),
+    #[error("the master is shutting down")]
+    ShuttingDown,
+}
+
+/// Every worker's registration and state, as of one moment.
+#[derive(Clone, Debug, Default)]
+pub struct FleetSnapshot {
+    pub workers: Vec<(Arc<WorkerInfo>, WorkerState)>,
+}
+
+/// A tag of the state, readable without the state's lock.
+const TAG_ACTIVE: u8 = 0;
+const TAG_OTHER: u8 = 1;
+
+struct Member {
+    info: RwLock<Arc<WorkerInfo>>,
+    state: Mutex<WorkerState>,
+    tag: AtomicU8,
+    /// Milliseconds on the fleet's clock at the latest heartbeat's arrival.
+    last_seen_ms: AtomicU64,
+}
+
+impl Member {
+    fn set(&self, state: WorkerState) {
+        let tag = if matches!(state, WorkerState::Active { .. }) { TAG_ACTIVE } else { TAG_OTHER };
+        self.tag.store(tag, Ordering::Release);
+    }
+}
+
+struct Inner {
+    config: FleetConfig,
+    members: RwLock<HashMap<WorkerId, Arc<Member>>>,
+    /// Workers that held tasks before a master restart and have not registered since, with
+    /// the time they are lost at.
+    awaited: Mutex<HashMap<WorkerId, u64>>,
+    events: EventBus,
+    epoch: Instant,
+    cancel: CancellationToken,
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn member(&self, worker_id: &WorkerId) -> Option<Arc<Member>> {
+        self.members.read().get(worker_id).cloned()
+    }
+
+    /// Applies `signal` to a member's state and publishes what changed: `(before, after)`.
+    fn signal(
+        &self,
+        worker_id: &WorkerId,
+        member: &Member,
+        signal: Signal,
+        now_ms: u64,
+    ) -> Option<(WorkerState, WorkerState)> {
+        let mut state = member.state.lock();
+        let before = *state;
+        // A heartbeat may have arrived since the checker looked: it is stamped before the lock.
+        let silent_ms = now_ms.saturating_sub(member.last_seen_ms.load(Ordering::Relaxed));
+        if matches!(signal, Signal::Silent { .. })
+            && silent_ms <= self.config.inactivity_timeout.as_millis() as u64
+        {
+            return None;
+        }
+        let after = match before.next(signal, now_ms) {
+            Ok(Some(after)) => after,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(worker_id = %worker_id, error = %e, "ignored");
+                return None;
+            }
+        };
+        *state = after;
+        member.set(after);
+        drop(state);
+        let worker_id = worker_id.clone();
+        let event = match (before, after) {
+            (WorkerState::Inactive { .. } | WorkerState::Lost { .. }, WorkerState::Active { .. }) => {
+                info!(worker_id = %worker_id, "worker active again");
+                ClusterEvent::WorkerActive { worker_id }
+            }
+            (_, WorkerState::Inactive { .. }) => {
+                warn!(worker_id = %worker_id, silent_ms, "worker inactive");
+                ClusterEvent::WorkerInactive { worker_id }
+            }
+            (_, WorkerState::Lost { .. }) => {
+                warn!(worker_id = %worker_id, "worker lost: its tasks go elsewhere");
+                ClusterEvent::WorkerLost { worker_id }
+            }
+            // Registration and leaving publish with their data; a first heartbeat is no news.
+            _ => return Some((before, after)),
+        };
+        self.events.publish(event);
+        Some((before, after))
+    }
+}
+
+/// Handle to the fleet; cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+impl Fleet {
+    pub fn new(config: FleetConfig, events: EventBus) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                members: RwLock::new(HashMap::new()),
+                awaited: Mutex::new(HashMap::new()),
+                events,
+                epoch: Instant::now(),
+                cancel: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Starts the liveness checker on `tracker`; it ends when `stop` fires.
+    pub fn start(&self, tracker: &TaskTracker, stop: CancellationToken) {
+        let inner = Arc::clone(&self.inner);
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = checker(&inner) => {}
+            }
+            inner.cancel.cancel();
+        });
+    }
+
+    /// Registers a worker, or refreshes its registration; `true` if it was not a member.
+    pub fn register(&self, info: Arc<WorkerInfo>, running: Vec<RunningTask>) -> Result<bool, FleetError> {
+        let inner = &self.inner;
+        if inner.cancel.is_cancelled() {
+            return Err(FleetError::ShuttingDown);
+        }
+        let now = inner.now_ms();
+        let worker_id = info.worker_id.clone();
+        let (member, is_new) = {
+            let mut members = inner.members.write();
+            match members.get(&worker_id) {
+                Some(member) => {
+                    *member.info.write() = Arc::clone(&info);
+                    (Arc::clone(member), false)
+                }
+                None => {
+                    let member = Arc::new(Member {
+                        info: RwLock::new(Arc::clone(&info)),
+                        state: Mutex::new(WorkerState::Registered { at_ms: now }),
+                        tag: AtomicU8::new(TAG_OTHER),
+                        last_seen_ms: AtomicU64::new(now),
+                    });
+                    members.insert(worker_id.clone(), Arc::clone(&member));
+                    (member, true)
+                }
+            }
+        };
+        member.last_seen_ms.store(now, Ordering::Relaxed);
+        inner.signal(&worker_id, &member, Signal::Register, now);
+        inner.awaited.lock().remove(&worker_id);
+        info!(worker_id = %worker_id, new = is_new, "worker registered");
+        inner.events.publish(ClusterEvent::WorkerRegistered { worker_id, info, running: Arc::new(running) });
+        Ok(is_new)
+    }
+
+    /// A heartbeat arrived: the worker is alive. Cheap unless its state changes; `true` when
+    /// the worker came back from silence.
+    pub fn heartbeat(&self, worker_id: &WorkerId) -> Result<bool, FleetError> {
+        let inner = &self.inner;
+        let Some(member) = inner.member(worker_id) else {
+            return Err(FleetError::UnknownWorker(worker_id.clone()));
+        };
+        let now = inner.now_ms();
+        member.last_seen_ms.store(now, Ordering::Relaxed);
+        if member.tag.load(Ordering::Acquire) == TAG_ACTIVE {
+            return Ok(false);
+        }
+        let changed = inner.signal(worker_id, &member, Signal::Heartbeat, now);
+        Ok(changed.is_some_and(|(before, _)| {
+            matches!(before, WorkerState::Inactive { .. } | WorkerState::Lost { .. })
+        }))
+    }
+
+    /// A worker left cleanly: it is forgotten. `false` if it was not registered.
+    pub fn leave(&self, worker_id: &WorkerId) -> bool {
+        let inner = &self.inner;
+        let Some(member) = inner.members.write().remove(worker_id) else { return false };
+        inner.signal(worker_id, &member, Signal::Leave, inner.now_ms());
+        info!(worker_id = %worker_id, "worker unregistered");
+        inner.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone() });
+        true
+    }
+
+    /// After a master restart: a worker that held tasks is lost unless it registers within the
+    /// restart grace.
+    pub fn expect(&self, worker_id: WorkerId) {
+        let inner = &self.inner;
+        if inner.members.read().contains_key(&worker_id) {
+            return;
+        }
+        let lost_at = inner.now_ms().saturating_add(inner.config.restart_grace.as_millis() as u64);
+        inner.awaited.lock().entry(worker_id).or_insert(lost_at);
+    }
+
+    pub fn info(&self, worker_id: &WorkerId) -> Option<Arc<WorkerInfo>> {
+        self.inner.member(worker_id).map(|m| Arc::clone(&m.info.read()))
+    }
+
+    pub fn state(&self, worker_id: &WorkerId) -> Option<WorkerState> {
+        self.inner.member(worker_id).map(|m| *m.state.lock())
+    }
+
+    pub fn is_registered(&self, worker_id: &WorkerId) -> bool {
+        self.inner.members.read().contains_key(worker_id)
+    }
+
+    /// Every member's registration and state.
+    pub fn snapshot(&self) -> FleetSnapshot {
+        let members: Vec<Arc<Member>> = self.inner.members.read().values().cloned().collect();
+        let workers = members.iter().map(|m| (Arc::clone(&m.info.read()), *m.state.lock())).collect();
+        FleetSnapshot { workers }
+    }
+
+    /// (members, active members).
+    pub fn counts(&self) -> (usize, usize) {
+        let members = self.inner.members.read();
+        let active = members.values().filter(|m| m.state.lock().is_active()).count();
+        (members.len(), active)
+    }
+}
+
+async fn checker(inner: &Inner) {
+    let timeout_ms = inner.config.inactivity_timeout.as_millis() as u64;
+    let loss_grace_ms = inner.config.loss_grace.as_millis() as u64;
+    let mut tick = tokio::time::interval(inner.config.check_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = inner.now_ms();
+        let members: Vec<(WorkerId, Arc<Member>)> =
+            inner.members.read().iter().map(|(id, m)| (id.clone(), Arc::clone(m))).collect();
+        for (worker_id, member) in members {
+            let state = *member.state.lock();
+            let signal = match state {
+                WorkerState::Registered { .. } | WorkerState::Active { .. }
+                    if now.saturating_sub(member.last_seen_ms.load(Ordering::Relaxed)) > timeout_ms =>
+                {
+                    Signal::Silent { loss_grace_ms }
+                }
+                WorkerState::Inactive { lost_at_ms, .. } if lost_at_ms <= now => Signal::LossDue,
+                _ => continue,
+            };
+            inner.signal(&worker_id, &member, signal, now);
+        }
+        let due: Vec<WorkerId> = {
+            let mut awaited = inner.awaited.lock();
+            let due: Vec<WorkerId> =
+                awaited.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
+            for id in &due {
+                awaited.remove(id);
+            }
+            due
+        };
+        for worker_id in due {
+            warn!(worker_id = %worker_id, "worker did not come back after the master restarted: its tasks go elsewhere");
+            inner.events.publish(ClusterEvent::WorkerLost { worker_id });
+        }
+    }
+}
+
+/// What a subscriber gets: the next event, or, after it fell behind, the whole fleet.
+#[derive(Debug)]
+pub enum Update {
+    Event(ClusterEvent),
+    /// Events were missed: take every worker's registration and state from here.
+    Resync(FleetSnapshot),
+}
+
+/// A subscription to the event stream that resyncs from the fleet after a lag, so no
+/// subscriber keeps a catch-up copy of its own.
+pub struct Subscription {
+    events: tokio::sync::broadcast::Receiver<ClusterEvent>,
+    fleet: Fleet,
+    name: &'static str,
+}
+
+impl Fleet {
+    /// Subscribes `name` (for the log line when it lags); call before the events it needs.
+    pub fn subscribe(&self, name: &'static str) -> Subscription {
+        Subscription { events: self.inner.events.subscribe(), fleet: self.clone(), name }
+    }
+}
+
+impl Subscription {
+    /// The next update; `None` once the stream has closed.
+    pub async fn recv(&mut self) -> Option<Update> {
+        use tokio::sync::broadcast::error::RecvError;
+        match self.events.recv().await {
+            Ok(event) => Some(Update::Event(event)),
+            Err(RecvError::Lagged(missed)) => {
+                warn!(
+                    subscriber = self.name,
+                    missed, "lagged behind cluster events; resyncing from the fleet"
+                );
+                Some(Update::Resync(self.fleet.snapshot()))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    }
+}
