@@ -24,6 +24,6 @@ mod rules;
 mod webhook;
 
 pub use alert::{Alert, AlertEvent, AlertKey, AlertStatus, Severity, log_event};
-pub use engine::{AlertEngine, GpuObservation, MAX_TASK_OUTCOMES, WorkerObservation};
+pub use engine::{AlertEngine, GpuObservation, WorkerObservation};
 pub use rules::{ConfigError, Rule, RuleKind, RuleSet, WebhookSettings};
 pub use webhook::{Webhook, WebhookConfig, WebhookError, WebhookHandle, WebhookStats};
