@@ -4,8 +4,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rules::Severity;
-
 /// Identifies one alert: the rule plus the labels it applies to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AlertKey {
@@ -24,6 +22,27 @@ impl fmt::Display for AlertKey {
             (Some(w), None) => write!(f, "{{worker_id={w}}}"),
             (None, Some(g)) => write!(f, "{{gpu={g}}}"),
             (None, None) => Ok(()),
+        }
+    }
+}
+
+/// How bad an alert is; each rule sets it for the alerts it raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    /// The rule file's spelling.
+    pub(crate) fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::alert::{Alert, AlertEvent, AlertKey, AlertStatus};
 use crate::rules::{Rule, RuleKind, RuleSet};
 
 /// Cap on task outcomes kept for failure-rate rules, whatever their window.
-pub const MAX_TASK_OUTCOMES: usize = 100_000;
+const MAX_TASK_OUTCOMES: usize = 100_000;
 
 /// One telemetry sample of a worker, as the master sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,23 +23,7 @@ mod engine;
 mod rules;
 mod webhook;
 
-use std::path::PathBuf;
-
-pub use alert::{Alert, AlertEvent, AlertKey, AlertStatus, log_event};
-pub use engine::{AlertEngine, GpuObservation, MAX_TASK_OUTCOMES, WorkerObservation};
-pub use rules::{Rule, RuleKind, RuleSet, Severity, WebhookSettings};
+pub use alert::{Alert, AlertEvent, AlertKey, AlertStatus, Severity, log_event};
+pub use engine::{AlertEngine, GpuObservation, WorkerObservation};
+pub use rules::{ConfigError, Rule, RuleKind, RuleSet, WebhookSettings};
 pub use webhook::{Webhook, WebhookConfig, WebhookError, WebhookHandle, WebhookStats};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read alert rules from {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("malformed alert rules")]
-    Json(#[source] serde_json::Error),
-    #[error("alert rule {rule:?}: field {field:?}: {reason}")]
-    Invalid { rule: String, field: &'static str, reason: String },
-}

@@ -2,13 +2,28 @@
 //! every error names the rule and the field at fault.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigError;
+use crate::alert::Severity;
 use crate::webhook::WebhookConfig;
+
+/// Why a rule file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read alert rules from {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed alert rules")]
+    Json(#[source] serde_json::Error),
+    #[error("alert rule {rule:?}: field {field:?}: {reason}")]
+    Invalid { rule: String, field: &'static str, reason: String },
+}
 
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,25 +64,6 @@ impl RuleKind {
             RuleKind::CpuUsage | RuleKind::MemoryUsage | RuleKind::GpuMemoryUsage => Some((0.0, 100.0)),
             RuleKind::GpuTemperature => Some((-273.0, 1000.0)),
             RuleKind::TaskFailureRate => Some((0.0, 1.0)),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    fn parse(s: &str) -> Option<Severity> {
-        match s {
-            "info" => Some(Severity::Info),
-            "warning" => Some(Severity::Warning),
-            "critical" => Some(Severity::Critical),
-            _ => None,
         }
     }
 }

@@ -28,15 +28,15 @@ pub struct BenchReport {
 
 /// xorshift64: deterministic and dependency-free; quality is beside the point here.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    fn new(seed: u64) -> Self {
         // Zero is xorshift's one fixed point.
         Self(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -44,7 +44,7 @@ impl Rng {
     }
 
     /// Uniform enough in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
+    fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
 

@@ -29,7 +29,6 @@ use serde::Serialize;
 pub use bench::{BenchReport, bench};
 pub use error::SchedulerError;
 pub use scheduler::Scheduler;
-pub use shape::MAX_CORES;
 
 /// Which fitting worker a task goes to. Room is compared by free GPUs, then free CPU,
 /// then free memory.

@@ -1,11 +1,10 @@
 //! Resource amounts in integer units (millicores, MB, whole GPUs), so that adding and
 //! subtracting reservations never drifts the way sums of `f64` cores would.
 
-use crate::error::SchedulerError;
 use crate::{Driver, Resources};
 
 /// Largest CPU figure accepted (cores); keeps millicores far from `u64` overflow.
-pub const MAX_CORES: f64 = 1.0e9;
+pub(crate) const MAX_CORES: f64 = 1.0e9;
 
 /// A demand or an amount of room.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -44,11 +43,19 @@ impl Shape {
     }
 }
 
+/// A CPU figure that is not a finite number of cores in `0..=MAX_CORES`; the scheduler
+/// reports it as [`crate::SchedulerError::InvalidCpu`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct InvalidCpu {
+    pub field: &'static str,
+    pub value: f64,
+}
+
 /// Cores to millicores. A positive demand never rounds down to zero, so a tiny task
 /// still counts against its worker.
-pub(crate) fn millicores(field: &'static str, cores: f64) -> Result<u64, SchedulerError> {
+pub(crate) fn millicores(field: &'static str, cores: f64) -> Result<u64, InvalidCpu> {
     if !cores.is_finite() || !(0.0..=MAX_CORES).contains(&cores) {
-        return Err(SchedulerError::InvalidCpu { field, value: cores });
+        return Err(InvalidCpu { field, value: cores });
     }
     let m = (cores * 1000.0).round() as u64;
     Ok(if cores > 0.0 { m.max(1) } else { m })
