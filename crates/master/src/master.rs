@@ -13,9 +13,9 @@ use crate::alerting::{AlertConfig, AlertService};
 use crate::events::EventBus;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::http::{self, ApiState};
-use crate::rpc::{self, CommandHub, MasterRpc};
+use crate::rpc::{self, MasterRpc};
 use crate::shutdown::{Shutdown, StageReport};
-use crate::tasks::{TaskConfig, TaskParts, TaskService};
+use crate::tasks::{CommandHub, TaskConfig, TaskParts, TaskService};
 use crate::telemetry::{TelemetryConfig, TelemetryManager};
 
 /// How long the whole ordered shutdown may take.

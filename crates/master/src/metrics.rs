@@ -17,7 +17,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::tasks::TaskCounts;
 use crate::telemetry::{TelemetryStats, WorkerTelemetry};
 use cloudai_domain::WorkerInfo;
 
@@ -47,6 +46,15 @@ impl Metrics {
     pub fn observe_scheduling(&self, waited: Duration) {
         self.scheduling_seconds.observe(waited.as_secs_f64());
     }
+}
+
+/// Unfinished tasks by state, and cluster figures, for the API and metrics.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TaskCounts {
+    pub pending: usize,
+    pub queued: usize,
+    pub running: usize,
+    pub totals: cloudai_scheduler::ClusterTotals,
 }
 
 /// Everything a scrape reads, gathered first (some of it is async), then encoded.

@@ -3,7 +3,6 @@
 //! Every handler returns without waiting on anything slow: heartbeats are handed to
 //! the [`TelemetryManager`] with a non-blocking send.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,16 +11,14 @@ use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
 use futures::Stream;
 use futures::StreamExt;
-use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
 use crate::fleet::{Fleet, FleetError};
-use crate::tasks::{TaskError, TaskService};
+use crate::tasks::{CommandHub, TaskError, TaskService};
 use crate::telemetry::{TelemetryError, TelemetryManager};
 use cloudai_domain::HeartbeatSample;
 use cloudai_domain::time::unix_secs;
@@ -31,8 +28,6 @@ use cloudai_proto::RETRY_AFTER_MS;
 
 /// Largest message the master accepts from a worker.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-/// Commands buffered per worker stream before the sender must wait.
-const COMMAND_BUFFER: usize = 256;
 
 impl From<TelemetryError> for Status {
     fn from(e: TelemetryError) -> Self {
@@ -82,33 +77,6 @@ impl From<TaskError> for Status {
 
 fn bad_id(field: &str, e: cloudai_domain::IdError) -> Status {
     Status::invalid_argument(format!("{field}: {e}"))
-}
-
-/// Open command streams, one per connected worker.
-type CommandSender = mpsc::Sender<Result<pb::WorkerCommand, Status>>;
-
-#[derive(Clone, Default)]
-pub struct CommandHub {
-    streams: Arc<Mutex<HashMap<WorkerId, CommandSender>>>,
-}
-
-impl CommandHub {
-    fn attach(&self, worker_id: WorkerId) -> mpsc::Receiver<Result<pb::WorkerCommand, Status>> {
-        let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
-        // A newer stream from the same worker replaces the old one.
-        self.streams.lock().insert(worker_id, tx);
-        rx
-    }
-
-    pub fn is_connected(&self, worker_id: &WorkerId) -> bool {
-        self.streams.lock().get(worker_id).is_some_and(|tx| !tx.is_closed())
-    }
-
-    /// Queues a command for a worker; `false` if it has no open stream or its buffer is full.
-    pub fn send(&self, worker_id: &WorkerId, command: pb::WorkerCommand) -> bool {
-        let tx = self.streams.lock().get(worker_id).cloned();
-        tx.is_some_and(|tx| tx.try_send(Ok(command)).is_ok())
-    }
 }
 
 /// State shared by the gRPC handlers.

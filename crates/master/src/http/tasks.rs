@@ -94,15 +94,11 @@ async fn events(
 
 async fn cancel(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = task_id(&raw)?;
-    match state.tasks.cancel(id.clone()).await {
+    match state.tasks.cancel(id).await {
         Ok(task) if task.status == TaskStatus::Cancelled => Ok(Json(task).into_response()),
         // Running: the worker stops it (SIGTERM, then SIGKILL after the grace period).
         Ok(task) => Ok((StatusCode::ACCEPTED, Json(task)).into_response()),
-        Err(TaskError::NotFound(_)) => {
-            // Not in flight: finished (409) or unknown (404).
-            let task = state.tasks.get(&id).await?;
-            Err(TaskError::Finished { task_id: id, status: task.status }.into())
-        }
+        // Ended (409) or unknown (404).
         Err(e) => Err(e.into()),
     }
 }

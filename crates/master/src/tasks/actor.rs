@@ -8,28 +8,19 @@ use std::time::Duration;
 use cloudai_domain::{Driver, Outcome, Task, TaskId, TaskStatus, WorkerId};
 use cloudai_proto::v1 as pb;
 use cloudai_scheduler::{PendingTask, Scheduler, WorkerResources};
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::live::LiveTasks;
 use super::persist::PersistOp;
+use super::{CommandHub, TaskCounts};
 use super::{LogWatch, ReportOutcome, Request, TaskConfig, TaskError, TaskParts};
 use crate::events::{ClusterEvent, EventBus};
 use crate::fleet::{FleetSnapshot, Subscription, Update};
-use crate::rpc::CommandHub;
 use cloudai_domain::time::unix_ms;
 use cloudai_domain::{RunningTask, WorkerInfo};
-
-/// Unfinished tasks by state, and cluster figures, for the API and metrics.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct TaskCounts {
-    pub pending: usize,
-    pub queued: usize,
-    pub running: usize,
-    pub totals: cloudai_scheduler::ClusterTotals,
-}
 
 struct Active {
     task: Task,
@@ -46,6 +37,7 @@ pub(super) struct Actor {
     metrics: crate::metrics::Metrics,
     events: EventBus,
     persist: mpsc::Sender<PersistOp>,
+    live: LiveTasks,
     logs: LogWatch,
     scheduler: Scheduler,
     tasks: HashMap<TaskId, Active>,
@@ -64,6 +56,7 @@ impl Actor {
         config: TaskConfig,
         parts: &TaskParts,
         persist: mpsc::Sender<PersistOp>,
+        live: LiveTasks,
         logs: LogWatch,
         unfinished: Vec<Task>,
     ) -> Self {
@@ -75,6 +68,7 @@ impl Actor {
             metrics: parts.metrics.clone(),
             events: parts.events.clone(),
             persist,
+            live,
             logs,
             tasks: HashMap::new(),
             next_seq: 0,
@@ -213,6 +207,7 @@ impl Actor {
         event: cloudai_domain::TaskEvent,
         done: Option<oneshot::Sender<()>>,
     ) {
+        self.live.changed(task, event.from.unwrap_or(task.status));
         let op = PersistOp { task: task.clone(), event, done };
         if self.persist.send(op).await.is_err() {
             warn!(task_id = %task.task_id, "persistence stopped; transition not recorded");

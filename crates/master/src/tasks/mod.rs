@@ -3,6 +3,8 @@
 //! is the source of truth and is read directly for queries.
 
 mod actor;
+mod commands;
+mod live;
 mod persist;
 
 use std::collections::HashMap;
@@ -18,11 +20,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::events::EventBus;
 use crate::fleet::Fleet;
-use crate::rpc::CommandHub;
 use crate::shutdown::Stage;
 use cloudai_domain::time::unix_ms;
 
-pub use actor::TaskCounts;
+pub use crate::metrics::TaskCounts;
+pub use commands::CommandHub;
 
 #[derive(Clone, Debug)]
 pub struct TaskConfig {
@@ -116,6 +118,8 @@ pub struct TaskParts {
 pub struct TaskService {
     tx: mpsc::Sender<Request>,
     store: Arc<dyn Store>,
+    /// What the actor changed that the store may not have yet: read first.
+    live: live::LiveTasks,
     logs: LogWatch,
 }
 
@@ -129,12 +133,13 @@ impl TaskService {
         let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
         let (persist_tx, persist_rx) = mpsc::channel(REQUEST_BUFFER);
         let logs = LogWatch::default();
-        stage.spawn(persist::run(parts.store.clone(), persist_rx));
+        let live = live::LiveTasks::default();
+        stage.spawn(persist::run(parts.store.clone(), persist_rx, live.clone()));
         // Subscribed before the restored tasks' workers can register.
         let events = parts.fleet.subscribe("task actor");
-        let actor = actor::Actor::new(config, &parts, persist_tx, logs.clone(), unfinished);
+        let actor = actor::Actor::new(config, &parts, persist_tx, live.clone(), logs.clone(), unfinished);
         stage.spawn(actor.run(rx, events, stage.token()));
-        Ok(Self { tx, store: parts.store, logs })
+        Ok(Self { tx, store: parts.store, live, logs })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, TaskError> {
@@ -151,21 +156,39 @@ impl TaskService {
         Ok(task)
     }
 
+    /// Cancels a task: a pending one at once (answered once durable), a placed one by asking
+    /// its worker to stop it. A task that has ended is `Finished` with its state.
     pub async fn cancel(&self, task_id: TaskId) -> Result<Task, TaskError> {
-        self.ask(|reply| Request::Cancel(task_id, reply)).await?
+        match self.ask(|reply| Request::Cancel(task_id.clone(), reply)).await? {
+            // Not in flight: ended, or unknown.
+            Err(TaskError::NotFound(_)) => {
+                let task = self.get(&task_id).await?;
+                Err(TaskError::Finished { task_id, status: task.status })
+            }
+            answer => answer,
+        }
     }
 
-    /// One task, with the reason it waits when pending.
+    /// One task as the actor has it, with the reason it waits when pending.
     pub async fn get(&self, task_id: &TaskId) -> Result<Task, TaskError> {
-        let task =
-            self.store.get_task(task_id).await?.ok_or_else(|| TaskError::NotFound(task_id.to_string()))?;
+        let task = match self.live.get(task_id) {
+            Some(task) => task,
+            None => {
+                self.store.get_task(task_id).await?.ok_or_else(|| TaskError::NotFound(task_id.to_string()))?
+            }
+        };
         let mut tasks = self.with_reasons(vec![task]).await?;
         tasks.pop().ok_or_else(|| TaskError::NotFound(task_id.to_string()))
     }
 
     pub async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, TaskError> {
-        let tasks = self.store.list_tasks(filter).await?;
-        self.with_reasons(tasks).await
+        let stored = self.store.list_tasks(&self.widened(filter)).await?;
+        self.with_reasons(self.live.overlay(stored, filter)).await
+    }
+
+    /// The store's rows for `filter`, with room for the ones the overlay replaces.
+    fn widened(&self, filter: &TaskFilter) -> TaskFilter {
+        TaskFilter { limit: filter.limit.map(|l| l.saturating_add(self.live.len())), ..filter.clone() }
     }
 
     async fn with_reasons(&self, mut tasks: Vec<Task>) -> Result<Vec<Task>, TaskError> {
@@ -201,7 +224,7 @@ impl TaskService {
     pub async fn count_by_status(
         &self,
     ) -> Result<std::collections::BTreeMap<cloudai_domain::TaskStatus, u64>, TaskError> {
-        Ok(self.store.count_by_status().await?)
+        Ok(self.live.overlay_counts(self.store.count_by_status().await?))
     }
 
     pub async fn counts(&self) -> Result<TaskCounts, TaskError> {
@@ -235,6 +258,6 @@ impl TaskService {
     /// Tasks placed on (or once run by) a worker.
     pub async fn worker_tasks(&self, worker_id: &WorkerId) -> Result<Vec<Task>, TaskError> {
         let filter = TaskFilter { worker_id: Some(worker_id.clone()), ..TaskFilter::default() };
-        Ok(self.store.list_tasks(&filter).await?)
+        Ok(self.live.overlay(self.store.list_tasks(&filter).await?, &filter))
     }
 }

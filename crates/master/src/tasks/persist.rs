@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use cloudai_domain::{Task, TaskEvent, TaskId};
 use cloudai_store::Store;
+
+use super::live::LiveTasks;
 use tokio::sync::{mpsc, oneshot};
 
 pub struct PersistOp {
@@ -21,7 +23,7 @@ pub struct PersistOp {
 /// Most ops taken from the queue per round.
 const BATCH: usize = 1024;
 
-pub async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<PersistOp>) {
+pub async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<PersistOp>, live: LiveTasks) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut by_task: HashMap<TaskId, Vec<PersistOp>> = HashMap::new();
@@ -29,11 +31,15 @@ pub async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<PersistOp>) {
             by_task.entry(op.task.task_id.clone()).or_default().push(op);
         }
         let writes = by_task.into_values().map(|ops| {
-            let store = store.clone();
+            let (store, live) = (store.clone(), live.clone());
             async move {
                 for op in ops {
-                    if let Err(e) = store.update_task(&op.task, &op.event).await {
-                        tracing::error!(task_id = %op.task.task_id, error = %format!("{e:#}"), "cannot persist task transition");
+                    match store.update_task(&op.task, &op.event).await {
+                        Ok(()) => live.persisted(&op.task),
+                        // Reads keep the actor's state.
+                        Err(e) => {
+                            tracing::error!(task_id = %op.task.task_id, error = %format!("{e:#}"), "cannot persist task transition");
+                        }
                     }
                     if let Some(done) = op.done {
                         let _ = done.send(());
