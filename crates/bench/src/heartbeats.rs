@@ -330,7 +330,7 @@ async fn run_shard(
                 labels: [("sim".to_string(), "true".to_string())].into(),
                 version: cloudai_worker::VERSION.into(),
                 protocol_version: cloudai_proto::PROTOCOL_VERSION,
-                drivers: vec!["docker".into()],
+                drivers: vec![pb::Driver::Docker.into()],
                 running_tasks: Vec::new(),
             };
             async move { client.register_worker(req).await.is_err() }
@@ -405,7 +405,7 @@ fn heartbeat_template(worker_id: &str, running_tasks: usize, gpus: &[pb::GpuStat
         running_tasks: (0..running_tasks)
             .map(|t| pb::RunningTask {
                 task_id: format!("{worker_id}-task-{t}"),
-                status: "running".into(),
+                status: pb::TaskStatus::Running.into(),
                 started_at,
                 ..Default::default()
             })

@@ -26,7 +26,7 @@ pub struct TasksArgs {
     pub concurrency: usize,
     /// process or docker.
     #[arg(long, default_value = "process")]
-    pub driver: String,
+    pub driver: cloudai_domain::Driver,
     /// Image for docker tasks.
     #[arg(long)]
     pub image: Option<String>,

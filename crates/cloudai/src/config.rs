@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use cloudai_domain::Driver;
 use cloudai_master::alerting::AlertConfig;
 use cloudai_master::tasks::TaskConfig;
 use cloudai_master::telemetry::TelemetryConfig;
@@ -133,25 +134,24 @@ fn parse_labels(raw: &str) -> Result<Labels, String> {
 pub struct Labels(pub Vec<(String, String)>);
 
 /// Task drivers a worker may enable.
-pub const KNOWN_DRIVERS: &[&str] = &["process", "docker"];
+pub const KNOWN_DRIVERS: &[Driver] = &[Driver::Process, Driver::Docker];
 
 fn parse_drivers(raw: &str) -> Result<Drivers, String> {
     let mut drivers = Vec::new();
     for d in raw.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        if !KNOWN_DRIVERS.contains(&d) {
-            return Err(format!(
-                "unknown driver {d:?}: expected a comma-separated list of {KNOWN_DRIVERS:?}"
-            ));
-        }
-        if !drivers.iter().any(|x| x == d) {
-            drivers.push(d.to_string());
+        let Some(driver) = KNOWN_DRIVERS.iter().copied().find(|k| k.as_str() == d) else {
+            let known: Vec<_> = KNOWN_DRIVERS.iter().map(|k| k.as_str()).collect();
+            return Err(format!("unknown driver {d:?}: expected a comma-separated list of {known:?}"));
+        };
+        if !drivers.contains(&driver) {
+            drivers.push(driver);
         }
     }
     Ok(Drivers(drivers))
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Drivers(pub Vec<String>);
+pub struct Drivers(pub Vec<Driver>);
 
 /// Options of the master (`cloudai master`, and the master half of `cloudai dev`).
 #[derive(Args, Clone, Debug)]
@@ -382,18 +382,14 @@ impl WorkerArgs {
     pub fn worker_config(
         &self,
         master_addr: String,
-        default_drivers: &[&str],
+        default_drivers: &[Driver],
         data_dir: PathBuf,
     ) -> WorkerConfig {
         WorkerConfig {
             master_addr,
             worker_id: self.worker_id.clone().unwrap_or_else(cloudai_worker::default_worker_id),
             heartbeat_interval: self.heartbeat_interval,
-            drivers: self
-                .drivers
-                .as_ref()
-                .map(|d| d.0.clone())
-                .unwrap_or_else(|| default_drivers.iter().map(|d| d.to_string()).collect()),
+            drivers: self.drivers.as_ref().map(|d| d.0.clone()).unwrap_or_else(|| default_drivers.to_vec()),
             cpus: self.cpus,
             memory_mb: self.memory_mb,
             simulated_gpus: self.simulated_gpus,

@@ -182,7 +182,7 @@ fn status(telemetry: &TelemetryManager, raw: &str) -> String {
         if t.is_active { "yes" } else { "no" },
         ago(t.last_update),
         info.version,
-        info.drivers.join(","),
+        info.drivers.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","),
         info.cpu_cores,
         info.memory_mb,
         info.gpus.len(),

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use cloudai::cli::OutputArg;
 use cloudai::config::{ClientArgs, MasterAddrArg, MasterArgs, WorkerArgs};
 use cloudai_api::ApiClient;
+use cloudai_domain::Driver;
 use cloudai_worker as worker;
 use tokio_util::sync::CancellationToken;
 
@@ -115,7 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker { client: None, worker, master_addr, .. } => {
             let data_dir = std::path::PathBuf::from("cloudai-data/worker");
-            let config = worker.worker_config(master_addr.master_addr, &["docker"], data_dir);
+            let config = worker.worker_config(master_addr.master_addr, &[Driver::Docker], data_dir);
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             worker::run(config, shutdown).await.context("worker failed")
@@ -142,7 +143,8 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
     let master = master_args.start_master().await?;
     let grpc = cloudai::config::dialable(master.grpc_addr);
     let data_dir = master_args.data_dir.join("worker");
-    let config = worker_args.worker_config(format!("http://{grpc}"), &["process", "docker"], data_dir);
+    let config =
+        worker_args.worker_config(format!("http://{grpc}"), &[Driver::Process, Driver::Docker], data_dir);
     let shutdown = CancellationToken::new();
     let worker_stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));

@@ -49,7 +49,7 @@ async fn a_container_task_runs_through_the_master() {
     let master = start_master(master_config(Duration::from_secs(5))).await;
     let api = format!("http://{}", master.http_addr);
     let mut config = sized_worker(master.grpc_addr, "docker-worker", 2.0, None);
-    config.drivers = vec!["docker".into()];
+    config.drivers = vec![cloudai_domain::Driver::Docker];
     let worker = InProcessWorker::start(config);
     wait_until(DEADLINE, "the worker to advertise docker", || async {
         let (status, w) = get_json(&format!("{api}/api/workers/docker-worker")).await;
@@ -139,7 +139,8 @@ async fn pull_progress_reported_by_a_worker_is_recorded_on_the_task() {
         worker_id: "puller".into(),
         cpu_cores: 4.0,
         memory_mb: 4096,
-        drivers: vec!["docker".into()],
+        drivers: vec![pb::Driver::Docker.into()],
+        protocol_version: cloudai_proto::PROTOCOL_VERSION,
         ..Default::default()
     };
     client.register_worker(register).await.expect("register");
@@ -155,8 +156,7 @@ async fn pull_progress_reported_by_a_worker_is_recorded_on_the_task() {
             worker_id: "puller".into(),
             task_id: id.clone(),
             attempt: 1,
-            status: "queued".into(),
-            message: message.into(),
+            update: Some(pb::task_status_report::Update::Progress(pb::Progress { message: message.into() })),
             ..Default::default()
         };
         let ack = client.report_task_status(report).await.expect("report").into_inner();

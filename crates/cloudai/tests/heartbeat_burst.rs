@@ -44,7 +44,11 @@ async fn burst_larger_than_the_channel_coalesces_and_keeps_the_latest() {
             .await
             .expect("connect");
     client
-        .register_worker(pb::RegisterWorkerRequest { worker_id: "bursty".into(), ..Default::default() })
+        .register_worker(pb::RegisterWorkerRequest {
+            worker_id: "bursty".into(),
+            protocol_version: cloudai_proto::PROTOCOL_VERSION,
+            ..Default::default()
+        })
         .await
         .expect("register");
 

@@ -12,7 +12,11 @@ type Client = pb::master_service_client::MasterServiceClient<tonic::transport::C
 
 async fn registered(addr: std::net::SocketAddr, id: &str) -> Client {
     let mut client = Client::connect(format!("http://{addr}")).await.expect("connect");
-    let req = pb::RegisterWorkerRequest { worker_id: id.into(), ..Default::default() };
+    let req = pb::RegisterWorkerRequest {
+        worker_id: id.into(),
+        protocol_version: cloudai_proto::PROTOCOL_VERSION,
+        ..Default::default()
+    };
     client.register_worker(req).await.expect("register");
     client
 }

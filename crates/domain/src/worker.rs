@@ -3,10 +3,12 @@
 //! The wire types convert to these at the edge (`cloudai-proto`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Serialize;
 
 use crate::ids::WorkerId;
+use crate::task::Driver;
 
 /// What a worker advertises when it registers.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -18,7 +20,7 @@ pub struct WorkerInfo {
     pub gpus: Vec<GpuInfo>,
     pub labels: BTreeMap<String, String>,
     pub version: String,
-    pub drivers: Vec<String>,
+    pub drivers: Vec<Driver>,
     /// Unix seconds of the latest registration.
     pub registered_at: i64,
 }
@@ -54,10 +56,35 @@ pub struct GpuStats {
     pub xid_errors: Option<u64>,
 }
 
+/// Where a task that its worker lists is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunningStatus {
+    /// Accepted, being prepared (image pull, container create).
+    Queued,
+    Running,
+}
+
+impl RunningStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunningStatus::Queued => "queued",
+            RunningStatus::Running => "running",
+        }
+    }
+}
+
+impl fmt::Display for RunningStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A task queued or running on a worker, as the worker lists it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RunningTask {
     pub task_id: String,
-    pub status: String,
+    pub status: RunningStatus,
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     pub started_at: i64,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use cloudai_domain::{GpuInfo, GpuStats, RunningTask, WorkerId, WorkerInfo};
+use cloudai_domain::{Driver, GpuInfo, GpuStats, RunningStatus, RunningTask, WorkerId, WorkerInfo};
 use cloudai_master::metrics::{Metrics, Snapshot, render};
 use cloudai_master::telemetry::{TelemetryStats, WorkerTelemetry};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -41,7 +41,7 @@ fn worker(i: usize, gpus: u32) -> (std::sync::Arc<WorkerInfo>, WorkerTelemetry) 
             .collect(),
         labels: BTreeMap::new(),
         version: "0.1.0".into(),
-        drivers: vec!["docker".into()],
+        drivers: vec![Driver::Docker],
         registered_at: 1_700_000_000,
     };
     let telemetry = WorkerTelemetry {
@@ -55,7 +55,7 @@ fn worker(i: usize, gpus: u32) -> (std::sync::Arc<WorkerInfo>, WorkerTelemetry) 
         running_tasks: (0..2)
             .map(|t| RunningTask {
                 task_id: format!("task-{i}-{t}"),
-                status: "running".into(),
+                status: RunningStatus::Running,
                 cpu_percent: 12.0,
                 memory_bytes: 1 << 30,
                 started_at: 1_700_000_000,

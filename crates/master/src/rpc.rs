@@ -15,16 +15,17 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::fleet::{Fleet, FleetError};
 use crate::tasks::{CommandHub, TaskError, TaskService};
 use crate::telemetry::{TelemetryError, TelemetryManager};
 use cloudai_domain::HeartbeatSample;
 use cloudai_domain::time::unix_secs;
-use cloudai_domain::{TaskId, WorkerId};
+use cloudai_domain::{LogBatch, TaskReport, WorkerId};
 use cloudai_proto::ACCEPTED_COMPRESSION;
 use cloudai_proto::RETRY_AFTER_MS;
+use cloudai_proto::{PROTOCOL_VERSION, version_refusal};
 
 /// Largest message the master accepts from a worker.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -122,9 +123,18 @@ impl MasterService for MasterRpc {
         request: Request<pb::RegisterWorkerRequest>,
     ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
         let mut request = request.into_inner();
-        let running = std::mem::take(&mut request.running_tasks).into_iter().map(Into::into).collect();
-        let info = cloudai_proto::worker_info(request, unix_secs()).map_err(|e| bad_id("worker_id", e))?;
-        let info = Arc::new(info);
+        if request.protocol_version != PROTOCOL_VERSION {
+            warn!(
+                worker_id = %request.worker_id,
+                worker_protocol = request.protocol_version,
+                master_protocol = PROTOCOL_VERSION,
+                "worker refused: it speaks another protocol version"
+            );
+            return Err(version_refusal(request.protocol_version));
+        }
+        let running = std::mem::take(&mut request.running_tasks);
+        let running = running.into_iter().map(TryInto::try_into).collect::<Result<Vec<_>, _>>()?;
+        let info = Arc::new(cloudai_proto::worker_info(request, unix_secs())?);
         // The slot first: the fleet's announcement may reach the history restorer at once.
         self.telemetry.attach(Arc::clone(&info))?;
         self.fleet.register(info, running)?;
@@ -132,6 +142,7 @@ impl MasterService for MasterRpc {
             master_id: self.master_id.clone(),
             heartbeat_interval_ms: 0,
             accept_compression: ACCEPTED_COMPRESSION.iter().map(|c| c.as_str().to_owned()).collect(),
+            protocol_version: PROTOCOL_VERSION,
         }))
     }
 
@@ -152,7 +163,7 @@ impl MasterService for MasterRpc {
         request: Request<pb::Heartbeat>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = std::time::Instant::now();
-        let sample = HeartbeatSample::try_from(request.into_inner()).map_err(|e| bad_id("worker_id", e))?;
+        let sample = HeartbeatSample::try_from(request.into_inner())?;
         let worker_id = sample.worker_id.clone();
         let came_back = match self.fleet.heartbeat(&worker_id) {
             Ok(came_back) => came_back,
@@ -188,9 +199,7 @@ impl MasterService for MasterRpc {
         &self,
         request: Request<pb::TaskStatusReport>,
     ) -> Result<Response<pb::TaskStatusAck>, Status> {
-        let report = request.into_inner();
-        WorkerId::parse(&report.worker_id).map_err(|e| bad_id("worker_id", e))?;
-        TaskId::parse(&report.task_id).map_err(|e| bad_id("task_id", e))?;
+        let report = TaskReport::try_from(request.into_inner())?;
         let outcome = self.tasks.report(report).await?;
         if let Some(persisted) = outcome.persisted {
             // Acknowledge a final status only once it is durable: the worker retries until then.
@@ -200,21 +209,8 @@ impl MasterService for MasterRpc {
     }
 
     async fn ship_logs(&self, request: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
-        let batch = request.into_inner();
-        WorkerId::parse(&batch.worker_id).map_err(|e| bad_id("worker_id", e))?;
-        let mut chunks = Vec::with_capacity(batch.chunks.len());
-        for c in batch.chunks {
-            let task_id = TaskId::parse(&c.task_id).map_err(|e| bad_id("chunks.task_id", e))?;
-            let stream = match c.stream.as_str() {
-                "stdout" => cloudai_store::LogStream::Stdout,
-                "stderr" => cloudai_store::LogStream::Stderr,
-                other => {
-                    return Err(Status::invalid_argument(format!("chunks.stream: unknown stream {other:?}")));
-                }
-            };
-            chunks.push(cloudai_store::LogChunk { task_id, stream, data: c.data, time_ms: c.timestamp_ms });
-        }
-        self.tasks.append_logs(chunks).await?;
+        let batch = LogBatch::try_from(request.into_inner())?;
+        self.tasks.append_logs(batch.chunks).await?;
         Ok(Response::new(pb::LogAck {}))
     }
 }

@@ -1,5 +1,6 @@
 //! CloudAI's wire protocol: generated protobuf and gRPC types of the `cloudai.v1` package,
-//! their conversions to domain types, and the transport settings both sides share.
+//! their conversions to domain types, the version handshake, and the transport settings
+//! both sides share.
 //!
 //! The generated types stay at the edge: the master and worker work with domain types.
 
@@ -7,6 +8,7 @@
 
 mod compression;
 mod convert;
+mod version;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
@@ -14,10 +16,8 @@ pub mod v1 {
 }
 
 pub use compression::{ACCEPTED_COMPRESSION, Compression};
-pub use convert::worker_info;
-
-/// The protocol version a worker announces when it registers.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub use convert::{WireError, worker_info};
+pub use version::{PROTOCOL_VERSION, PROTOCOL_VERSION_KEY, refused_version, version_refusal};
 
 /// Metadata key of a rate-limited heartbeat's answer: when to send the next one.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";

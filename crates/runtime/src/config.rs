@@ -5,16 +5,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloudai_domain::WorkerId;
+
 use crate::driver::Driver;
 
 /// Build with [`RuntimeConfig::new`] (production defaults) and adjust fields.
 #[derive(Clone)]
 pub struct RuntimeConfig {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// Tasks run in `<data_dir>/tasks/<task_id>/`.
     pub data_dir: PathBuf,
-    /// Enabled drivers by name (`"process"`, `"docker"`).
-    pub drivers: Vec<(String, Arc<dyn Driver>)>,
+    /// Enabled drivers, each under the name tasks ask for.
+    pub drivers: Vec<(cloudai_domain::Driver, Arc<dyn Driver>)>,
     /// Time between SIGTERM and SIGKILL when a cancel says 0, and at worker shutdown.
     pub default_grace: Duration,
     /// A log batch is sent this long after its first chunk at the latest…
@@ -35,9 +37,9 @@ pub struct RuntimeConfig {
 
 impl RuntimeConfig {
     /// Production defaults.
-    pub fn new(worker_id: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(worker_id: WorkerId, data_dir: impl Into<PathBuf>) -> Self {
         Self {
-            worker_id: worker_id.into(),
+            worker_id,
             data_dir: data_dir.into(),
             drivers: Vec::new(),
             default_grace: Duration::from_secs(10),
@@ -51,9 +53,9 @@ impl RuntimeConfig {
         }
     }
 
-    /// Enables a driver under `name`.
-    pub fn with_driver(mut self, name: impl Into<String>, driver: Arc<dyn Driver>) -> Self {
-        self.drivers.push((name.into(), driver));
+    /// Enables `driver` for the tasks that ask for `name`.
+    pub fn with_driver(mut self, name: cloudai_domain::Driver, driver: Arc<dyn Driver>) -> Self {
+        self.drivers.push((name, driver));
         self
     }
 }

@@ -5,17 +5,23 @@
 //! transitions in order with retries, and ships its output in batches, all of it
 //! before the final status. The master is reached through [`MasterLink`].
 //!
+//! The API speaks domain types (`cloudai_domain::{TaskLaunch, TaskCancel, TaskReport,
+//! LogBatch, RunningTask}`); only [`GrpcMasterLink`] knows the wire.
+//!
 //! Per task: a supervisor owns the running task; a reporter delivers its status
-//! reports; a shipper drains its bounded output buffer. The runtime keeps only a
-//! registry to reach them.
+//! reports; a shipper drains its bounded output buffer. The registry holds only what
+//! the API needs to reach them. Modules depend one way: runtime → supervisor →
+//! registry → stop, and all of them on driver, link, reporter and shipper.
 #![forbid(unsafe_code)]
 
 mod config;
 pub mod driver;
 mod link;
+mod registry;
 mod reporter;
 mod runtime;
 mod shipper;
+mod stop;
 mod supervisor;
 
 pub use config::RuntimeConfig;
@@ -23,17 +29,5 @@ pub use driver::{
     DockerDriver, DockerOptions, Driver, DriverError, Execution, ExitStatus, Launch, Leftover, ProcessDriver,
     TaskControl, error_chain,
 };
-pub use link::{GrpcMasterLink, MasterLink, SendCompression};
+pub use link::{GrpcMasterLink, MasterLink, ReportAck, SendCompression};
 pub use runtime::TaskRuntime;
-
-/// The driver name of [`ProcessDriver`] in [`RuntimeConfig::drivers`].
-pub const PROCESS_DRIVER: &str = "process";
-/// The driver name of [`DockerDriver`] in [`RuntimeConfig::drivers`].
-pub const DOCKER_DRIVER: &str = "docker";
-
-/// Unix time in milliseconds (0 if the clock is before 1970).
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}

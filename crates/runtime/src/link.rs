@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cloudai_domain::{LogBatch, TaskReport};
 use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use parking_lot::Mutex;
@@ -14,11 +15,19 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// What the runtime needs from the master. Production uses [`GrpcMasterLink`];
-/// tests use an in-memory recorder.
+/// tests use an in-memory recorder. Errors are gRPC statuses: their code says whether
+/// a delivery is worth retrying.
 #[async_trait]
 pub trait MasterLink: Send + Sync + 'static {
-    async fn report_status(&self, report: pb::TaskStatusReport) -> Result<pb::TaskStatusAck, Status>;
-    async fn ship_logs(&self, batch: pb::LogBatch) -> Result<(), Status>;
+    async fn report_status(&self, report: TaskReport) -> Result<ReportAck, Status>;
+    async fn ship_logs(&self, batch: LogBatch) -> Result<(), Status>;
+}
+
+/// The master's answer to a status report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportAck {
+    /// False when the master no longer wants this task on this worker: stop it.
+    pub keep_running: bool,
 }
 
 /// The message compression agreed with the master, shared by everything that sends to it
@@ -64,14 +73,15 @@ impl GrpcMasterLink {
 
 #[async_trait]
 impl MasterLink for GrpcMasterLink {
-    async fn report_status(&self, report: pb::TaskStatusReport) -> Result<pb::TaskStatusAck, Status> {
+    async fn report_status(&self, report: TaskReport) -> Result<ReportAck, Status> {
         let mut client = self.client.clone();
-        Ok(client.report_task_status(report).await?.into_inner())
+        let ack = client.report_task_status(pb::TaskStatusReport::from(report)).await?.into_inner();
+        Ok(ReportAck { keep_running: ack.keep_running })
     }
 
-    async fn ship_logs(&self, batch: pb::LogBatch) -> Result<(), Status> {
+    async fn ship_logs(&self, batch: LogBatch) -> Result<(), Status> {
         let mut client = self.compression.apply(self.client.clone());
-        client.ship_logs(batch).await.map(|_| ())
+        client.ship_logs(pb::LogBatch::from(batch)).await.map(|_| ())
     }
 }
 

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use cloudai_domain::TaskStatus;
-use cloudai_proto::v1 as pb;
+use cloudai_domain::TaskReport;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -12,7 +11,7 @@ use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver};
 
 /// Delivers one task's reports, in the order they were queued.
 pub(crate) struct Reporter {
-    pub reports: mpsc::UnboundedReceiver<pb::TaskStatusReport>,
+    pub reports: mpsc::UnboundedReceiver<TaskReport>,
     pub link: Arc<dyn MasterLink>,
     pub policy: RetryPolicy,
     /// Cancelled when the reports are no longer wanted (stale task) or shutdown gave up.
@@ -28,25 +27,21 @@ impl Reporter {
             let link = &self.link;
             let ack = deliver(self.policy, &self.give_up, || link.report_status(report.clone())).await;
             match ack {
-                Ok(ack) if ack.keep_running || is_final(&report.status) => {}
+                Ok(ack) if ack.keep_running || report.update.is_final() => {}
                 Ok(_) => {
-                    info!(status = %report.status, "master no longer wants this task; stopping it");
+                    info!(status = %report.update, "master no longer wants this task; stopping it");
                     (self.on_stale)();
                     return;
                 }
                 Err(Undelivered::Rejected(status)) => {
-                    warn!(report = %report.status, code = ?status.code(), message = status.message(), "master rejected a task status report; skipping it");
+                    warn!(report = %report.update, code = ?status.code(), message = status.message(), "master rejected a task status report; skipping it");
                 }
                 Err(Undelivered::GaveUp) => {
                     // Stale task or shutdown past its deadline: whoever gave up logs why.
-                    debug!(report = %report.status, lost = 1 + self.reports.len(), "status reports abandoned");
+                    debug!(report = %report.update, lost = 1 + self.reports.len(), "status reports abandoned");
                     return;
                 }
             }
         }
     }
-}
-
-fn is_final(status: &str) -> bool {
-    status.parse::<TaskStatus>().is_ok_and(TaskStatus::is_final)
 }

@@ -1,32 +1,27 @@
-//! The worker's task runtime: the registry of tasks on this worker and the API
-//! the worker agent calls when the master sends commands.
-//!
-//! Each task is owned by one supervisor (see `supervisor.rs`) with a reporter and
-//! a log shipper beside it; the registry only holds what the API needs to reach it.
+//! The worker's task runtime: the API the worker agent calls when the master sends
+//! commands. Each task is owned by one supervisor (see `supervisor.rs`) with a reporter
+//! and a log shipper beside it; the registry (`registry.rs`) holds what reaches them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Weak};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use cloudai_domain::{TaskId, TaskStatus};
-use cloudai_proto::v1 as pb;
-use parking_lot::Mutex;
+use cloudai_domain::time::unix_ms;
+use cloudai_domain::{
+    Outcome, RunStatus, RunningStatus, RunningTask, TaskCancel, TaskId, TaskLaunch, TaskReport, TaskUpdate,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::config::RuntimeConfig;
-use crate::driver::{Driver, Execution, Launch, Leftover, TaskControl, error_chain};
-use crate::link::{MasterLink, RetryPolicy};
+use crate::driver::{Driver, Execution, Launch, Leftover, OUTPUT_DRAIN, error_chain};
+use crate::link::MasterLink;
+use crate::registry::{Entry, Inner, Phase, mark_stale};
 use crate::reporter::Reporter;
-use crate::supervisor::{StopReason, StopRequest, Supervisor, report};
-use crate::unix_ms;
+use crate::stop::{StopReason, StopRequest};
+use crate::supervisor::Supervisor;
 
-/// Finished (task, attempt) pairs remembered so a repeated StartTask does not run a task twice.
-const REMEMBERED_FINISHED: usize = 1024;
-/// How long a task's output may stay open after its main process exited.
-pub(crate) const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// After giving up on deliveries at shutdown, time left for supervisors to clean up.
 const CLEANUP_WAIT: Duration = Duration::from_secs(2);
 
@@ -46,20 +41,6 @@ pub struct TaskRuntime {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub config: RuntimeConfig,
-    drivers: HashMap<String, Arc<dyn Driver>>,
-    pub link: Arc<dyn MasterLink>,
-    tasks: Mutex<HashMap<TaskId, Entry>>,
-    finished: Mutex<VecDeque<(TaskId, u32)>>,
-    /// Cancelled at worker shutdown: stop every task.
-    pub stop_all: CancellationToken,
-    /// Cancelled when shutdown stops waiting for deliveries to the master.
-    give_up: CancellationToken,
-    pub tracker: TaskTracker,
-    pub policy: RetryPolicy,
-}
-
 /// How a supervisor is reached, and what it waits for.
 struct SupervisorChannels {
     stops: mpsc::UnboundedReceiver<StopRequest>,
@@ -67,70 +48,38 @@ struct SupervisorChannels {
     prev_done: Option<CancellationToken>,
 }
 
-struct Entry {
-    attempt: u32,
-    phase: Phase,
-    stop: mpsc::UnboundedSender<StopRequest>,
-    /// Cancelled once the supervisor has cleaned up (a next attempt reuses the working folder).
-    done: CancellationToken,
-}
-
-pub(crate) enum Phase {
-    Queued {
-        since_ms: i64,
-    },
-    Running {
-        started_ms: i64,
-        control: Arc<dyn TaskControl>,
-    },
-    /// Stopped or exited: no longer reported as running.
-    Ending,
-}
-
 impl TaskRuntime {
-    pub fn new(mut config: RuntimeConfig, link: Arc<dyn MasterLink>, shutdown: CancellationToken) -> Self {
-        let drivers = std::mem::take(&mut config.drivers).into_iter().collect();
-        let policy = RetryPolicy {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: config.max_retry_backoff,
-            call_timeout: config.call_timeout,
-        };
-        let inner = Inner {
-            config,
-            drivers,
-            link,
-            tasks: Mutex::default(),
-            finished: Mutex::default(),
-            stop_all: shutdown.child_token(),
-            give_up: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            policy,
-        };
-        Self { inner: Arc::new(inner) }
+    pub fn new(config: RuntimeConfig, link: Arc<dyn MasterLink>, shutdown: CancellationToken) -> Self {
+        Self { inner: Arc::new(Inner::new(config, link, shutdown)) }
     }
 
-    /// Starts a task in the background. A repeated command for the same attempt is ignored;
+    /// Starts a task in the background. A repeated start for the same attempt is ignored;
     /// a newer attempt replaces an older one still running here.
-    pub fn start(&self, cmd: pb::StartTask) {
+    pub fn start(&self, task: TaskLaunch) {
         let inner = &self.inner;
-        let task_id = match parse_task_id(&cmd.task_id) {
-            Ok(id) => id,
-            Err(error) => return self.reject(&cmd, error),
-        };
-        let span = info_span!("task", task_id = %task_id, attempt = cmd.attempt);
+        let task_id = task.task_id.clone();
+        let span = info_span!("task", task_id = %task_id, attempt = task.attempt);
         let _entered = span.enter();
-        if inner.stop_all.is_cancelled() {
-            return self.reject(&cmd, "the worker is shutting down".to_owned());
+        if matches!(task_id.as_str(), "." | "..") {
+            // A valid id, but not as the name of its working folder.
+            return self.refuse(
+                task_id.clone(),
+                task.attempt,
+                format!("invalid task id {:?}", task_id.as_str()),
+            );
         }
-        let Some(driver) = inner.drivers.get(&cmd.driver).cloned() else {
-            let mut enabled: Vec<_> = inner.drivers.keys().map(String::as_str).collect();
+        if inner.stop_all.is_cancelled() {
+            return self.refuse(task_id, task.attempt, "the worker is shutting down".to_owned());
+        }
+        let Some(driver) = inner.drivers.get(&task.driver).cloned() else {
+            let mut enabled: Vec<_> = inner.drivers.keys().map(|d| d.as_str()).collect();
             enabled.sort_unstable();
             let error = format!(
                 "driver {:?} is not enabled on this worker (enabled: {})",
-                cmd.driver,
+                task.driver.as_str(),
                 enabled.join(", ")
             );
-            return self.reject(&cmd, error);
+            return self.refuse(task_id, task.attempt, error);
         };
 
         let (stop_tx, stops) = mpsc::unbounded_channel();
@@ -138,7 +87,7 @@ impl TaskRuntime {
         let prev_done = {
             let mut tasks = inner.tasks.lock();
             let prev_done = match tasks.get(&task_id) {
-                Some(entry) if entry.attempt >= cmd.attempt => {
+                Some(entry) if entry.attempt >= task.attempt => {
                     debug!(running_attempt = entry.attempt, "start for a task already here; ignored");
                     return;
                 }
@@ -149,33 +98,32 @@ impl TaskRuntime {
                 }
                 None => None,
             };
-            if prev_done.is_none() && inner.finished_recently(&task_id, cmd.attempt) {
+            if prev_done.is_none() && inner.finished_recently(&task_id, task.attempt) {
                 debug!("start for a task that already finished here; ignored");
                 return;
             }
             let phase = Phase::Queued { since_ms: unix_ms() };
             tasks.insert(
                 task_id.clone(),
-                Entry { attempt: cmd.attempt, phase, stop: stop_tx, done: done.clone() },
+                Entry { attempt: task.attempt, phase, stop: stop_tx, done: done.clone() },
             );
             prev_done
         };
 
+        let queued = inner.report(&task_id, task.attempt, TaskUpdate::status(RunStatus::Queued));
+        info!(driver = %task.driver, "task queued");
         let launch = Launch {
-            task_id: task_id.clone(),
-            worker_id: inner.config.worker_id.clone(),
-            attempt: cmd.attempt,
-            image: cmd.image,
-            command: cmd.command,
-            env: cmd.env.into_iter().collect::<BTreeMap<_, _>>(),
-            gpu_indices: cmd.gpu_indices,
-            cpu_required: cmd.cpu_required,
-            memory_required_mb: cmd.memory_required_mb,
             workdir: inner.config.data_dir.join("tasks").join(task_id.as_str()),
+            task_id,
+            worker_id: inner.config.worker_id.to_string(),
+            attempt: task.attempt,
+            image: task.image,
+            command: task.command,
+            env: task.env,
+            gpu_indices: task.gpu_indices,
+            cpu_required: task.cpu_required,
+            memory_required_mb: task.memory_required_mb,
         };
-        let queued =
-            report(&inner.config.worker_id, &task_id, cmd.attempt, TaskStatus::Queued, None, String::new());
-        info!(driver = %cmd.driver, "task queued");
         self.supervise(
             launch,
             driver,
@@ -193,11 +141,11 @@ impl TaskRuntime {
     /// Returns how many tasks were adopted.
     pub async fn adopt_existing(&self) -> usize {
         let inner = &self.inner;
-        let mut drivers: Vec<_> = inner.drivers.iter().map(|(n, d)| (n.clone(), d.clone())).collect();
-        drivers.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut drivers: Vec<_> = inner.drivers.iter().map(|(n, d)| (*n, d.clone())).collect();
+        drivers.sort_by_key(|(name, _)| name.as_str());
         let mut adopted = 0;
         for (name, driver) in drivers {
-            let leftovers = match driver.leftovers(&inner.config.worker_id).await {
+            let leftovers = match driver.leftovers(inner.config.worker_id.as_str()).await {
                 Ok(leftovers) => leftovers,
                 Err(e) => {
                     warn!(driver = %name, error = %error_chain(&e), "cannot list tasks left by a previous worker process");
@@ -223,7 +171,7 @@ impl TaskRuntime {
         }
         let launch = Launch {
             task_id: task_id.clone(),
-            worker_id: inner.config.worker_id.clone(),
+            worker_id: inner.config.worker_id.to_string(),
             attempt,
             image,
             command: Vec::new(),
@@ -236,7 +184,7 @@ impl TaskRuntime {
         let execution = match driver.adopt(&launch, &handle).instrument(span.clone()).await {
             Ok(execution) => execution,
             Err(e) => {
-                self.fail_unregistered(task_id.as_str(), attempt, error_chain(&e));
+                self.refuse(task_id, attempt, error_chain(&e));
                 return false;
             }
         };
@@ -245,7 +193,7 @@ impl TaskRuntime {
         {
             let mut tasks = inner.tasks.lock();
             if tasks.contains_key(&task_id) {
-                return false; // a StartTask won the race; it runs the task
+                return false; // a start won the race; it runs the task
             }
             let phase = Phase::Running { started_ms: unix_ms(), control: execution.control.clone() };
             tasks.insert(task_id.clone(), Entry { attempt, phase, stop: stop_tx, done: done.clone() });
@@ -260,7 +208,7 @@ impl TaskRuntime {
         &self,
         launch: Launch,
         driver: Arc<dyn Driver>,
-        first_report: Option<pb::TaskStatusReport>,
+        first_report: Option<TaskReport>,
         adopted: Option<Execution>,
         channels: SupervisorChannels,
         span: &Span,
@@ -299,20 +247,16 @@ impl TaskRuntime {
     }
 
     /// Stops a task: SIGTERM (or the driver's equivalent), then a kill after the grace
-    /// period (0: `default_grace`). Unknown tasks are ignored.
-    pub fn cancel(&self, cmd: pb::CancelTask) {
-        let grace = match cmd.grace_period_ms {
-            0 => self.inner.config.default_grace,
-            ms => Duration::from_millis(ms),
-        };
-        let Ok(task_id) = TaskId::parse(&cmd.task_id) else { return };
+    /// period (`None`: `default_grace`). Unknown tasks are ignored.
+    pub fn cancel(&self, cancel: TaskCancel) {
+        let grace = cancel.grace.unwrap_or(self.inner.config.default_grace);
         let tasks = self.inner.tasks.lock();
-        let Some(entry) = tasks.get(&task_id) else {
-            debug!(task_id = %task_id, "cancel for a task not on this worker; ignored");
+        let Some(entry) = tasks.get(&cancel.task_id) else {
+            debug!(task_id = %cancel.task_id, "cancel for a task not on this worker; ignored");
             return;
         };
-        info!(task_id = %task_id, reason = %cmd.reason, ?grace, "cancelling task");
-        entry.stop.send(StopRequest { reason: StopReason::Cancel(cmd.reason), grace }).ok();
+        info!(task_id = %cancel.task_id, reason = %cancel.reason, ?grace, "cancelling task");
+        entry.stop.send(StopRequest { reason: StopReason::Cancel(cancel.reason), grace }).ok();
     }
 
     /// Kills a task the master no longer wants here (stale): no final status is
@@ -325,20 +269,22 @@ impl TaskRuntime {
     /// Tasks queued or running here, for heartbeats and re-registration. `started_at` is when
     /// the task started running (for a queued task: when it was accepted). A task whose process
     /// has ended is not listed, even while its final report is still being delivered.
-    pub fn running_tasks(&self) -> Vec<pb::RunningTask> {
+    pub fn running_tasks(&self) -> Vec<RunningTask> {
         let tasks = self.inner.tasks.lock();
         let mut running: Vec<_> = tasks
             .iter()
             .filter_map(|(task_id, entry)| {
                 let (status, started_ms, usage) = match &entry.phase {
-                    Phase::Queued { since_ms } => ("queued", *since_ms, None),
-                    Phase::Running { started_ms, control } => ("running", *started_ms, control.usage()),
+                    Phase::Queued { since_ms } => (RunningStatus::Queued, *since_ms, None),
+                    Phase::Running { started_ms, control } => {
+                        (RunningStatus::Running, *started_ms, control.usage())
+                    }
                     Phase::Ending => return None,
                 };
                 let usage = usage.unwrap_or_default();
-                Some(pb::RunningTask {
+                Some(RunningTask {
                     task_id: task_id.as_str().to_owned(),
-                    status: status.to_owned(),
+                    status,
                     cpu_percent: usage.cpu_percent,
                     memory_bytes: usage.memory_bytes,
                     started_at: started_ms / 1000,
@@ -368,25 +314,16 @@ impl TaskRuntime {
         }
     }
 
-    /// Reports a task that will not run here as failed, without registering it.
-    fn reject(&self, cmd: &pb::StartTask, error: String) {
-        self.fail_unregistered(&cmd.task_id, cmd.attempt, error);
-    }
-
-    fn fail_unregistered(&self, task_id: &str, attempt: u32, error: String) {
+    /// Reports a task that will not run here as failed, without registering it (a start
+    /// this worker cannot carry out, or a command it could not read).
+    pub fn refuse(&self, task_id: TaskId, attempt: u32, error: String) {
         let inner = &self.inner;
         warn!(task_id = %task_id, error = %error, "cannot run task");
+        let span = info_span!("task", task_id = %task_id);
+        let outcome = Outcome { exit_code: None, error: Some(error) };
+        let failed =
+            inner.report(&task_id, attempt, TaskUpdate::Status { status: RunStatus::Failed, outcome });
         let (reports, queue) = mpsc::unbounded_channel();
-        let failed = pb::TaskStatusReport {
-            worker_id: inner.config.worker_id.clone(),
-            task_id: task_id.to_owned(),
-            attempt,
-            status: TaskStatus::Failed.as_str().to_owned(),
-            exit_code: None,
-            error,
-            timestamp_ms: unix_ms(),
-            message: String::new(),
-        };
         reports.send(failed).ok();
         let reporter = Reporter {
             reports: queue,
@@ -395,58 +332,6 @@ impl TaskRuntime {
             give_up: inner.give_up.child_token(),
             on_stale: Box::new(|| {}),
         };
-        inner.tracker.spawn(reporter.run().instrument(info_span!("task", task_id = %task_id)));
+        inner.tracker.spawn(reporter.run().instrument(span));
     }
-}
-
-impl Inner {
-    fn finished_recently(&self, task_id: &TaskId, attempt: u32) -> bool {
-        self.finished.lock().iter().any(|(id, a)| id == task_id && *a >= attempt)
-    }
-
-    /// Moves a task to `phase`, unless it is already ending.
-    pub(crate) fn set_phase(&self, task_id: &TaskId, attempt: u32, phase: Phase) {
-        let mut tasks = self.tasks.lock();
-        if let Some(entry) = tasks.get_mut(task_id)
-            && entry.attempt == attempt
-            && !matches!(entry.phase, Phase::Ending)
-        {
-            entry.phase = phase;
-        }
-    }
-
-    /// The supervisor of this attempt is done: forget the task, remember the attempt.
-    pub(crate) fn finish(&self, task_id: &TaskId, attempt: u32) {
-        let mut tasks = self.tasks.lock();
-        if tasks.get(task_id).is_some_and(|e| e.attempt == attempt) {
-            tasks.remove(task_id);
-        }
-        drop(tasks);
-        let mut finished = self.finished.lock();
-        if finished.len() == REMEMBERED_FINISHED {
-            finished.pop_front();
-        }
-        finished.push_back((task_id.clone(), attempt));
-    }
-}
-
-/// Stops a stale task (of `attempt`, or whichever attempt is here).
-fn mark_stale(inner: &Weak<Inner>, task_id: &TaskId, attempt: Option<u32>) {
-    let Some(inner) = inner.upgrade() else { return };
-    let mut tasks = inner.tasks.lock();
-    let Some(entry) = tasks.get_mut(task_id) else { return };
-    if attempt.is_some_and(|a| a != entry.attempt) {
-        return;
-    }
-    info!(task_id = %task_id, attempt = entry.attempt, "stopping stale task");
-    entry.phase = Phase::Ending;
-    entry.stop.send(StopRequest { reason: StopReason::Stale, grace: Duration::ZERO }).ok();
-}
-
-/// A task id that is also safe as a folder name.
-fn parse_task_id(raw: &str) -> Result<TaskId, String> {
-    if raw == "." || raw == ".." {
-        return Err(format!("invalid task id {raw:?}"));
-    }
-    TaskId::parse(raw).map_err(|e| format!("invalid task id {raw:?}: {e}"))
 }

@@ -9,17 +9,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudai_domain::TaskId;
-use cloudai_proto::v1 as pb;
+use cloudai_domain::time::unix_ms;
+use cloudai_domain::{LogBatch, LogChunk, LogStream, TaskId, WorkerId};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::driver::{OutputChunk, Stream};
+use crate::driver::OutputChunk;
 use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver};
-use crate::unix_ms;
 
 pub(crate) struct LogBuffer {
     state: Mutex<BufferState>,
@@ -93,7 +92,7 @@ impl LogBuffer {
     fn take_batch(&self, max_bytes: usize) -> Option<Vec<OutputChunk>> {
         let mut state = self.state.lock();
         let mut batch = Vec::new();
-        for stream in [Stream::Stdout, Stream::Stderr] {
+        for stream in [LogStream::Stdout, LogStream::Stderr] {
             let dropped = std::mem::take(&mut state.dropped[stream_index(stream)]);
             if dropped > 0 {
                 let data = format!("[cloudai: {dropped} bytes of output dropped]\n").into_bytes();
@@ -120,10 +119,10 @@ impl LogBuffer {
     }
 }
 
-fn stream_index(stream: Stream) -> usize {
+fn stream_index(stream: LogStream) -> usize {
     match stream {
-        Stream::Stdout => 0,
-        Stream::Stderr => 1,
+        LogStream::Stdout => 0,
+        LogStream::Stderr => 1,
     }
 }
 
@@ -131,7 +130,7 @@ fn stream_index(stream: Stream) -> usize {
 pub(crate) struct Shipper {
     pub buffer: Arc<LogBuffer>,
     pub link: Arc<dyn MasterLink>,
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub task_id: TaskId,
     pub batch_interval: Duration,
     pub batch_bytes: usize,
@@ -159,9 +158,9 @@ impl Shipper {
             if chunks.is_empty() {
                 continue;
             }
-            let batch = pb::LogBatch {
+            let batch = LogBatch {
                 worker_id: self.worker_id.clone(),
-                chunks: chunks.into_iter().map(|c| self.to_pb(c)).collect(),
+                chunks: chunks.into_iter().map(|c| self.log_chunk(c)).collect(),
             };
             let bytes: usize = batch.chunks.iter().map(|c| c.data.len()).sum();
             match deliver(self.policy, &self.give_up, || self.link.ship_logs(batch.clone())).await {
@@ -174,12 +173,12 @@ impl Shipper {
         }
     }
 
-    fn to_pb(&self, chunk: OutputChunk) -> pb::LogChunk {
-        pb::LogChunk {
-            task_id: self.task_id.as_str().to_owned(),
-            stream: chunk.stream.as_str().to_owned(),
+    fn log_chunk(&self, chunk: OutputChunk) -> LogChunk {
+        LogChunk {
+            task_id: self.task_id.clone(),
+            stream: chunk.stream,
             data: chunk.data,
-            timestamp_ms: chunk.timestamp_ms,
+            time_ms: chunk.timestamp_ms,
         }
     }
 }
@@ -188,7 +187,7 @@ impl Shipper {
 mod tests {
     use super::*;
 
-    fn chunk(stream: Stream, data: &[u8]) -> OutputChunk {
+    fn chunk(stream: LogStream, data: &[u8]) -> OutputChunk {
         OutputChunk { stream, data: data.to_vec(), timestamp_ms: 1 }
     }
 
@@ -199,13 +198,16 @@ mod tests {
     #[test]
     fn batches_split_chunks_at_the_size_limit() {
         let buffer = LogBuffer::new(100);
-        buffer.push(chunk(Stream::Stdout, b"abcdef"));
-        buffer.push(chunk(Stream::Stderr, b"ghij"));
+        buffer.push(chunk(LogStream::Stdout, b"abcdef"));
+        buffer.push(chunk(LogStream::Stderr, b"ghij"));
         let first = buffer.take_batch(4).expect("open buffer");
         assert_eq!(text(&first), "abcd");
         let second = buffer.take_batch(4).expect("open buffer");
         assert_eq!(text(&second), "efgh");
-        assert_eq!(second.iter().map(|c| c.stream).collect::<Vec<_>>(), [Stream::Stdout, Stream::Stderr]);
+        assert_eq!(
+            second.iter().map(|c| c.stream).collect::<Vec<_>>(),
+            [LogStream::Stdout, LogStream::Stderr]
+        );
         buffer.close();
         assert_eq!(text(&buffer.take_batch(4).expect("rest")), "ij");
         assert!(buffer.take_batch(4).is_none(), "closed and empty");
@@ -214,17 +216,17 @@ mod tests {
     #[test]
     fn overflow_drops_the_oldest_bytes_and_marks_each_stream() {
         let buffer = LogBuffer::new(5);
-        buffer.push(chunk(Stream::Stderr, b"12"));
-        buffer.push(chunk(Stream::Stdout, b"3456789"));
+        buffer.push(chunk(LogStream::Stderr, b"12"));
+        buffer.push(chunk(LogStream::Stdout, b"3456789"));
         let batch = buffer.take_batch(100).expect("open buffer");
         assert_eq!(
             text(&batch),
             "[cloudai: 2 bytes of output dropped]\n[cloudai: 2 bytes of output dropped]\n56789"
         );
-        assert_eq!(batch[0].stream, Stream::Stdout);
-        assert_eq!(batch[1].stream, Stream::Stderr);
+        assert_eq!(batch[0].stream, LogStream::Stdout);
+        assert_eq!(batch[1].stream, LogStream::Stderr);
         // Marked once: the next batch has no marker.
-        buffer.push(chunk(Stream::Stdout, b"x"));
+        buffer.push(chunk(LogStream::Stdout, b"x"));
         assert_eq!(text(&buffer.take_batch(100).expect("open buffer")), "x");
     }
 }

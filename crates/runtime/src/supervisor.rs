@@ -4,10 +4,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use cloudai_domain::{TaskId, TaskStatus};
-use cloudai_proto::v1 as pb;
+use cloudai_domain::time::unix_ms;
+use cloudai_domain::{LogStream, Outcome, RunStatus, TaskReport, TaskUpdate};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -15,38 +14,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, warn};
 
-use crate::driver::{Driver, DriverError, Execution, ExitStatus, Launch, OutputChunk, Stream, error_chain};
-use crate::runtime::{Inner, OUTPUT_DRAIN, Phase};
+use crate::driver::{
+    Driver, DriverError, Execution, ExitStatus, Launch, OUTPUT_DRAIN, OutputChunk, error_chain,
+};
+use crate::registry::{Inner, Phase};
 use crate::shipper::{LogBuffer, Shipper};
-use crate::unix_ms;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum StopReason {
-    /// The master asked (CancelTask): report `cancelled` with this reason.
-    Cancel(String),
-    /// The worker shuts down: report `failed`.
-    Shutdown,
-    /// The master no longer wants the task here: report nothing.
-    Stale,
-}
-
-impl StopReason {
-    /// When several stops arrive, the strongest decides what is reported.
-    fn rank(&self) -> u8 {
-        match self {
-            StopReason::Shutdown => 0,
-            StopReason::Cancel(_) => 1,
-            StopReason::Stale => 2,
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct StopRequest {
-    pub reason: StopReason,
-    /// Time between terminate and kill.
-    pub grace: Duration,
-}
+use crate::stop::{StopReason, StopRequest, strongest};
 
 pub(crate) struct Supervisor {
     pub inner: Arc<Inner>,
@@ -54,7 +27,7 @@ pub(crate) struct Supervisor {
     pub driver: Arc<dyn Driver>,
     /// A task left by a previous worker process, already re-attached: it is not started.
     pub adopted: Option<Execution>,
-    pub reports: mpsc::UnboundedSender<pb::TaskStatusReport>,
+    pub reports: mpsc::UnboundedSender<TaskReport>,
     pub reporter: JoinHandle<()>,
     pub stops: mpsc::UnboundedReceiver<StopRequest>,
     /// Cancelled to drop the task's pending reports and output (stale task).
@@ -92,7 +65,7 @@ impl Supervisor {
     }
 
     /// Runs the task to its end; returns its final report, or `None` when none is wanted.
-    async fn execute(&mut self) -> Option<pb::TaskStatusReport> {
+    async fn execute(&mut self) -> Option<TaskReport> {
         let execution = match self.adopted.take() {
             Some(execution) => execution,
             None => match self.start().await {
@@ -112,7 +85,7 @@ impl Supervisor {
         };
         let running = Phase::Running { started_ms: unix_ms(), control: execution.control.clone() };
         self.inner.set_phase(&self.launch.task_id, self.launch.attempt, running);
-        self.reports.send(self.report(TaskStatus::Running, None, String::new())).ok();
+        self.reports.send(self.report(TaskUpdate::status(RunStatus::Running))).ok();
         info!(handle = %execution.handle, "task running");
 
         let config = &self.inner.config;
@@ -136,7 +109,7 @@ impl Supervisor {
                 data.push('\n');
             }
             buffer.push(OutputChunk {
-                stream: Stream::Stderr,
+                stream: LogStream::Stderr,
                 data: data.into_bytes(),
                 timestamp_ms: unix_ms(),
             });
@@ -158,11 +131,11 @@ impl Supervisor {
     }
 
     /// Starts the task; `Err` holds the final report when it does not start.
-    async fn start(&mut self) -> Result<Execution, Option<pb::TaskStatusReport>> {
+    async fn start(&mut self) -> Result<Execution, Option<TaskReport>> {
         if let Err(e) = prepare_workdir(&self.launch.workdir).await {
             let error = format!("cannot create working folder {}: {e}", self.launch.workdir.display());
             warn!(error = %error, "task failed to start");
-            return Err(Some(self.report(TaskStatus::Failed, None, error)));
+            return Err(Some(self.failed(error)));
         }
         if let Some(reason) = self.stop_before_start() {
             info!(?reason, "task stopped before it started");
@@ -173,13 +146,11 @@ impl Supervisor {
         let mut lines: Vec<String> = Vec::new();
         let prepared = {
             let reports = self.reports.clone();
-            let base = self.report(TaskStatus::Queued, None, String::new());
+            let (inner, task_id, attempt) =
+                (self.inner.clone(), self.launch.task_id.clone(), self.launch.attempt);
             let mut progress = |line: String| {
                 if lines.is_empty() || line.starts_with("pulled image") {
-                    let mut note = base.clone();
-                    note.message = line.clone();
-                    note.timestamp_ms = unix_ms();
-                    reports.send(note).ok();
+                    reports.send(inner.report(&task_id, attempt, TaskUpdate::Progress(line.clone()))).ok();
                 }
                 if lines.len() < MAX_PREPARE_LINES {
                     lines.push(line);
@@ -207,7 +178,7 @@ impl Supervisor {
         if let Err(e) = prepared {
             let error = error_chain(&e);
             warn!(error = %error, "task failed to prepare");
-            return Err(Some(self.report(TaskStatus::Failed, None, error)));
+            return Err(Some(self.failed(error)));
         }
         self.prelude = lines;
         if let Some(reason) = self.stop_before_start() {
@@ -217,7 +188,7 @@ impl Supervisor {
         self.driver.start(&self.launch).await.map_err(|e| {
             let error = error_chain(&e);
             warn!(error = %error, "task failed to start");
-            Some(self.report(TaskStatus::Failed, None, error))
+            Some(self.failed(error))
         })
     }
 
@@ -313,13 +284,13 @@ impl Supervisor {
         &self,
         exit: Result<Option<ExitStatus>, DriverError>,
         stop: Option<StopReason>,
-    ) -> Option<pb::TaskStatusReport> {
+    ) -> Option<TaskReport> {
         let exit = match exit {
             Ok(exit) => exit,
             Err(e) if stop != Some(StopReason::Stale) => {
                 let error = error_chain(&e);
                 warn!(error = %error, "lost track of the task");
-                return Some(self.report(TaskStatus::Failed, None, error));
+                return Some(self.failed(error));
             }
             Err(_) => None,
         };
@@ -333,63 +304,39 @@ impl Supervisor {
                 info!(exit_code = ?code, "stale task stopped");
                 return None;
             }
-            (Some(StopReason::Cancel(reason)), _) => (TaskStatus::Cancelled, reason),
-            (Some(StopReason::Shutdown), _) => (TaskStatus::Failed, "worker shut down".to_owned()),
-            (None, Some(ExitStatus::Exited(0))) => (TaskStatus::Completed, String::new()),
-            (None, Some(ExitStatus::Exited(code))) => {
-                (TaskStatus::Failed, format!("exited with code {code}"))
-            }
+            (Some(StopReason::Cancel(reason)), _) => (RunStatus::Cancelled, reason),
+            (Some(StopReason::Shutdown), _) => (RunStatus::Failed, "worker shut down".to_owned()),
+            (None, Some(ExitStatus::Exited(0))) => (RunStatus::Completed, String::new()),
+            (None, Some(ExitStatus::Exited(code))) => (RunStatus::Failed, format!("exited with code {code}")),
             (None, Some(ExitStatus::OutOfMemory(_))) => {
                 let error = match self.launch.memory_required_mb {
                     0 => "killed: out of memory".to_owned(),
                     limit => format!("killed: out of memory (limit {limit} MB)"),
                 };
-                (TaskStatus::Failed, error)
+                (RunStatus::Failed, error)
             }
             (None, Some(ExitStatus::Signaled(signal))) => {
-                (TaskStatus::Failed, format!("killed by signal {}", signal_name(signal)))
+                (RunStatus::Failed, format!("killed by signal {}", signal_name(signal)))
             }
-            (None, None) => (TaskStatus::Failed, "the task never ran".to_owned()),
+            (None, None) => (RunStatus::Failed, "the task never ran".to_owned()),
         };
         info!(status = %status, exit_code = ?code, error = %error, "task ended");
-        Some(self.report(status, code, error))
+        let outcome = Outcome { exit_code: code, error: (!error.is_empty()).then_some(error) };
+        Some(self.report(TaskUpdate::Status { status, outcome }))
     }
 
-    fn report(&self, status: TaskStatus, exit_code: Option<i32>, error: String) -> pb::TaskStatusReport {
-        let launch = &self.launch;
-        report(&self.inner.config.worker_id, &launch.task_id, launch.attempt, status, exit_code, error)
+    fn report(&self, update: TaskUpdate) -> TaskReport {
+        self.inner.report(&self.launch.task_id, self.launch.attempt, update)
+    }
+
+    fn failed(&self, error: String) -> TaskReport {
+        let outcome = Outcome { exit_code: None, error: Some(error) };
+        self.report(TaskUpdate::Status { status: RunStatus::Failed, outcome })
     }
 }
 
 /// Lines of preparation output kept for the task's log.
 const MAX_PREPARE_LINES: usize = 200;
-
-pub(crate) fn report(
-    worker_id: &str,
-    task_id: &TaskId,
-    attempt: u32,
-    status: TaskStatus,
-    exit_code: Option<i32>,
-    error: String,
-) -> pb::TaskStatusReport {
-    pb::TaskStatusReport {
-        worker_id: worker_id.to_owned(),
-        task_id: task_id.as_str().to_owned(),
-        attempt,
-        status: status.as_str().to_owned(),
-        exit_code,
-        error,
-        timestamp_ms: unix_ms(),
-        message: String::new(),
-    }
-}
-
-fn strongest(current: Option<StopReason>, new: StopReason) -> StopReason {
-    match current {
-        Some(current) if current.rank() >= new.rank() => current,
-        _ => new,
-    }
-}
 
 fn signal_name(signal: i32) -> String {
     Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned())

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
@@ -14,7 +14,7 @@ async fn reports_and_logs_survive_an_unreachable_master() {
     h.link.set_unreachable(true);
     let done_file = h.scratch("done");
     let mut cmd = start("t-away", &["sh", "-c", "echo out; echo err >&2; touch \"$DONE\""]);
-    cmd.env = HashMap::from([("DONE".to_owned(), done_file.display().to_string())]);
+    cmd.env = BTreeMap::from([("DONE".to_owned(), done_file.display().to_string())]);
     h.runtime.start(cmd);
     wait_until("the task to run while the master is away", || exists(&done_file)).await;
     let refused = h.link.refused_calls();
@@ -46,7 +46,7 @@ async fn bounded_buffer_drops_the_oldest_output_with_a_marker() {
     // atomic and the limits are multiples of 10, so whole lines are kept or dropped.
     let script = "i=1000; while [ $i -lt 2000 ]; do echo \"line-$i\"; i=$((i+1)); done; touch \"$DONE\"";
     let mut cmd = start("t-flood", &["sh", "-c", script]);
-    cmd.env = HashMap::from([("DONE".to_owned(), done_file.display().to_string())]);
+    cmd.env = BTreeMap::from([("DONE".to_owned(), done_file.display().to_string())]);
     h.runtime.start(cmd);
     wait_until("the task to write its output", || exists(&done_file)).await;
     // Ended, so all of its output is in the buffer: one overflow, one marker.
@@ -98,7 +98,7 @@ async fn ack_keep_running_false_stops_the_task() {
     let pid_file = h.scratch("pid");
     h.link.mark_stale("t-unwanted");
     let mut cmd = start("t-unwanted", &["sh", "-c", "echo $$ > \"$PIDFILE\"; exec sleep 1000"]);
-    cmd.env = HashMap::from([("PIDFILE".to_owned(), pid_file.display().to_string())]);
+    cmd.env = BTreeMap::from([("PIDFILE".to_owned(), pid_file.display().to_string())]);
     h.runtime.start(cmd);
     wait_until("the master to see the task queued", || h.link.has_status("t-unwanted", "queued")).await;
     // Whether or not the process got to start, it is stopped and its folder removed.

@@ -19,7 +19,7 @@ use crate::docker_support::{
 };
 
 /// Waits for the final report (Docker's deadline).
-async fn finished(h: &common::Harness, task_id: &str) -> cloudai_proto::v1::TaskStatusReport {
+async fn finished(h: &common::Harness, task_id: &str) -> common::Report {
     wait_docker(&format!("{task_id} to finish"), || h.link.final_report(task_id).is_some()).await;
     h.link.final_report(task_id).map(|r| r.report).expect("final report")
 }

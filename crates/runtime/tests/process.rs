@@ -2,9 +2,10 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cloudai_domain::Driver;
 use common::*;
 
 #[tokio::test]
@@ -40,7 +41,7 @@ async fn nonzero_exit_fails_with_code_and_stderr() {
 async fn env_gpus_and_task_id_are_visible() {
     let h = Harness::new();
     let mut cmd = start("t-env", &["sh", "-c", "echo $FOO $CUDA_VISIBLE_DEVICES $CLOUDAI_TASK_ID"]);
-    cmd.env = HashMap::from([("FOO".to_owned(), "bar".to_owned())]);
+    cmd.env = BTreeMap::from([("FOO".to_owned(), "bar".to_owned())]);
     cmd.gpu_indices = vec![0, 2];
     h.runtime.start(cmd);
     assert_eq!(h.finished("t-env").await.status, "completed");
@@ -76,7 +77,7 @@ async fn cancel_stops_the_whole_process_group() {
     let running = h.runtime.running_tasks();
     assert_eq!(running.len(), 1);
     assert_eq!(running[0].task_id, "t-cancel");
-    assert_eq!(running[0].status, "running");
+    assert_eq!(running[0].status.as_str(), "running");
     assert!(running[0].started_at > 0);
 
     // SIGTERM alone ends it: the final report comes well before the 60 s grace.
@@ -128,7 +129,7 @@ async fn missing_program_fails_with_a_clear_error() {
 async fn unknown_driver_fails() {
     let h = Harness::new();
     let mut cmd = start("t-docker", &["echo", "hi"]);
-    cmd.driver = "docker".to_owned();
+    cmd.driver = Driver::Docker;
     h.runtime.start(cmd);
     let done = h.finished("t-docker").await;
     assert_eq!(done.status, "failed");

@@ -16,9 +16,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus, WorkerId};
+use cloudai_domain::{Driver, Task, TaskEvent, TaskId, TaskStatus, WorkerId};
 use serde::{Deserialize, Serialize};
 
+/// Task output is a domain concept: workers ship it, the store keeps it.
+pub use cloudai_domain::{LogChunk, LogStream};
 pub use error::StoreError;
 pub use migrations::SCHEMA_VERSION;
 pub use sqlite::{SqliteStore, sqlite_path_from_url};
@@ -57,24 +59,6 @@ pub struct TaskFilter {
     pub worker_id: Option<WorkerId>,
     /// Only the newest `limit` tasks (still listed in creation order).
     pub limit: Option<usize>,
-}
-
-/// Which output stream a log chunk came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogStream {
-    Stdout,
-    Stderr,
-}
-
-/// Output of a task as shipped by its worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogChunk {
-    pub task_id: TaskId,
-    pub stream: LogStream,
-    pub data: Vec<u8>,
-    /// Unix milliseconds.
-    pub time_ms: i64,
 }
 
 /// A kept log chunk. `seq` counts from 1 per task and never repeats.
@@ -118,7 +102,7 @@ pub struct WorkerRecord {
     pub cpu_cores: f64,
     pub memory_mb: u64,
     pub gpus: u32,
-    pub drivers: Vec<String>,
+    pub drivers: Vec<Driver>,
     pub labels: BTreeMap<String, String>,
     pub version: String,
     /// Unix milliseconds; kept from the first registration on upsert.

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cloudai_domain::{Outcome, TaskId, TaskStatus, WorkerId};
+use cloudai_domain::{Driver, Outcome, TaskId, TaskStatus, WorkerId};
 use cloudai_store::{
     SCHEMA_VERSION, SqliteStore, Store, StoreConfig, StoreError, TaskFilter, WorkerRecord,
     sqlite_path_from_url,
@@ -216,7 +216,7 @@ async fn workers_upsert_keeps_first_seen() {
         cpu_cores: 16.0,
         memory_mb: 64_000,
         gpus: 4,
-        drivers: vec!["docker".into(), "process".into()],
+        drivers: vec![Driver::Docker, Driver::Process],
         labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
         version: "0.1.0".into(),
         first_seen_ms: 1_000,

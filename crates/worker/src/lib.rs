@@ -20,12 +20,12 @@ use cloudai_runtime::{
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::collector::Collector;
-use cloudai_domain::WorkerId;
 use cloudai_domain::time::unix_ms;
-use cloudai_proto::Compression;
+use cloudai_domain::{Driver, TaskId, WorkerCommand, WorkerId};
+use cloudai_proto::{Compression, PROTOCOL_VERSION};
 
 /// Longest wait between registration attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -36,7 +36,7 @@ pub struct WorkerConfig {
     pub master_addr: String,
     pub worker_id: WorkerId,
     pub heartbeat_interval: Duration,
-    pub drivers: Vec<String>,
+    pub drivers: Vec<Driver>,
     pub cpus: Option<f64>,
     pub memory_mb: Option<u64>,
     pub simulated_gpus: Option<u32>,
@@ -58,6 +58,10 @@ pub enum WorkerError {
     },
     #[error("the master refused registration")]
     Refused(#[source] Status),
+    #[error(
+        "this worker speaks protocol {worker}, the master speaks protocol {master}; upgrade the worker or the master"
+    )]
+    ProtocolMismatch { worker: u32, master: u32 },
     #[error("the worker's collector task failed")]
     Collector(#[source] tokio::task::JoinError),
 }
@@ -95,28 +99,27 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
 
     // Drivers this build can run; only those are advertised, so the scheduler never
     // places a task here that cannot run.
-    let mut runtime_config = RuntimeConfig::new(config.worker_id.to_string(), config.data_dir.clone());
+    let mut runtime_config = RuntimeConfig::new(config.worker_id.clone(), config.data_dir.clone());
     runtime_config.keep_workdirs = config.keep_workdirs;
     let mut drivers = Vec::new();
-    for name in &config.drivers {
-        match name.as_str() {
-            "process" => {
-                runtime_config = runtime_config.with_driver("process", Arc::new(ProcessDriver::new()));
-                drivers.push(name.clone());
+    for &driver in &config.drivers {
+        match driver {
+            Driver::Process => {
+                runtime_config = runtime_config.with_driver(driver, Arc::new(ProcessDriver::new()));
+                drivers.push(driver);
             }
-            "docker" => {
+            Driver::Docker => {
                 let options =
                     DockerOptions { keep_containers: config.keep_workdirs, ..DockerOptions::default() };
                 match DockerDriver::connect(options).await {
                     Ok(docker) => {
-                        runtime_config = runtime_config.with_driver("docker", Arc::new(docker));
-                        drivers.push(name.clone());
+                        runtime_config = runtime_config.with_driver(driver, Arc::new(docker));
+                        drivers.push(driver);
                     }
                     // Not advertised: the scheduler then never places docker tasks here.
                     Err(e) => warn!("docker driver disabled: {}", error_chain(&e)),
                 }
             }
-            other => warn!(driver = other, "driver not available in this build; not advertised"),
         }
     }
     let runtime_stop = CancellationToken::new();
@@ -135,8 +138,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         gpus: collector.gpu_inventory().into_iter().map(Into::into).collect(),
         labels: config.labels.iter().cloned().collect(),
         version: VERSION.to_string(),
-        protocol_version: cloudai_proto::PROTOCOL_VERSION,
-        drivers: drivers.clone(),
+        protocol_version: PROTOCOL_VERSION,
+        drivers: drivers.iter().map(|&d| pb::Driver::from(d).into()).collect(),
         running_tasks: Vec::new(),
     };
     info!(
@@ -145,16 +148,18 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         cpus = registration.cpu_cores,
         memory_mb = registration.memory_mb,
         gpus = %collector.describe_gpus(),
-        drivers = ?drivers,
+        drivers = ?drivers.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
         "worker starting"
     );
 
+    // The agent stops at shutdown, or when the master turns out to speak another protocol.
+    let stop = shutdown.child_token();
     let agent = Agent {
         client,
         registration,
         worker_id: config.worker_id.clone(),
         runtime: runtime.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: stop.clone(),
         compression: config.compression,
         send_compression,
     };
@@ -165,22 +170,31 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
 
     let heartbeats = tokio::spawn({
         let agent = agent.clone();
-        async move { agent.heartbeat_loop(collector, config.heartbeat_interval).await }
+        let stop = stop.clone();
+        async move {
+            let result = agent.heartbeat_loop(collector, config.heartbeat_interval).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        }
     });
     let commands = tokio::spawn({
         let agent = agent.clone();
         async move { agent.command_loop().await }
     });
 
-    shutdown.cancelled().await;
-    let _ = heartbeats.await;
+    stop.cancelled().await;
+    let failure = heartbeats.await.ok().and_then(Result::err);
     let _ = commands.await;
-    // Unregister first: the master re-queues this worker's tasks, and the reports of
-    // the copies stopped below are then stale and ignored.
-    agent.unregister().await;
+    if failure.is_none() {
+        // Unregister first: the master re-queues this worker's tasks, and the reports of
+        // the copies stopped below are then stale and ignored.
+        agent.unregister().await;
+    }
     runtime_stop.cancel();
     runtime.shutdown().await;
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 #[derive(Clone)]
@@ -205,7 +219,7 @@ impl Agent {
             let mut client = self.client.clone();
             let mut request = self.registration.clone();
             // What runs here now, so a restarted master can reconcile.
-            request.running_tasks = self.runtime.running_tasks();
+            request.running_tasks = self.running_tasks();
             let call = client.register_worker(request);
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(false),
@@ -214,6 +228,13 @@ impl Agent {
             match result {
                 Ok(resp) => {
                     let resp = resp.into_inner();
+                    // Masters of protocol 1 predate the field: it reads as 0.
+                    let master = resp.protocol_version.max(1);
+                    if master != PROTOCOL_VERSION {
+                        // An older master accepts anyone: leave before it places tasks here.
+                        self.unregister().await;
+                        return Err(self.protocol_mismatch(master));
+                    }
                     let encoding = self.compression.negotiate(&resp.accept_compression);
                     self.send_compression.set(encoding);
                     let compression = encoding.map_or("none", |_| self.compression.as_str());
@@ -222,6 +243,12 @@ impl Agent {
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {
                     return Err(WorkerError::Refused(status));
+                }
+                Err(status) if status.code() == Code::FailedPrecondition => {
+                    return Err(match cloudai_proto::refused_version(&status) {
+                        Some(master) => self.protocol_mismatch(master),
+                        None => WorkerError::Refused(status),
+                    });
                 }
                 Err(status) => {
                     attempts += 1;
@@ -239,7 +266,23 @@ impl Agent {
         }
     }
 
-    async fn heartbeat_loop(&self, collector: Collector, interval: Duration) {
+    /// Logs and returns the refusal of a master that speaks protocol `master`.
+    fn protocol_mismatch(&self, master: u32) -> WorkerError {
+        error!(
+            worker_protocol = PROTOCOL_VERSION,
+            master_protocol = master,
+            "this worker and the master speak different protocol versions; upgrade the worker or the master"
+        );
+        WorkerError::ProtocolMismatch { worker: PROTOCOL_VERSION, master }
+    }
+
+    fn running_tasks(&self) -> Vec<pb::RunningTask> {
+        self.runtime.running_tasks().into_iter().map(pb::RunningTask::from).collect()
+    }
+
+    /// Heartbeats until shutdown; ends with an error only when the master, registered
+    /// with again, speaks another protocol version.
+    async fn heartbeat_loop(&self, collector: Collector, interval: Duration) -> Result<(), WorkerError> {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
@@ -275,7 +318,7 @@ impl Agent {
                     .into_iter()
                     .map(|g| pb::GpuStats { uuid: String::new(), model: String::new(), ..g.into() })
                     .collect(),
-                running_tasks: self.runtime.running_tasks(),
+                running_tasks: self.running_tasks(),
             };
             let mut client = self.send_compression.apply(self.client.clone());
             let result = tokio::select! {
@@ -294,6 +337,7 @@ impl Agent {
                     match self.register_until_accepted().await {
                         Ok(true) => failing = false,
                         Ok(false) => break,
+                        Err(e @ WorkerError::ProtocolMismatch { .. }) => return Err(e),
                         Err(e) => {
                             warn!(error = %format!("{e:#}"), "re-registration refused");
                         }
@@ -323,6 +367,7 @@ impl Agent {
                 }
             }
         }
+        Ok(())
     }
 
     /// Keeps the command stream open, reopening it after errors.
@@ -366,10 +411,22 @@ impl Agent {
     }
 
     fn handle_command(&self, command: pb::WorkerCommand) {
-        match command.command {
-            Some(pb::worker_command::Command::StartTask(t)) => self.runtime.start(t),
-            Some(pb::worker_command::Command::CancelTask(t)) => self.runtime.cancel(t),
-            None => debug!("empty command"),
+        // A start this worker cannot read is still answered, when it names its task.
+        let start = match &command.command {
+            Some(pb::worker_command::Command::StartTask(s)) => {
+                TaskId::parse(&s.task_id).ok().map(|id| (id, s.attempt))
+            }
+            _ => None,
+        };
+        match WorkerCommand::try_from(command) {
+            Ok(WorkerCommand::Start(launch)) => self.runtime.start(launch),
+            Ok(WorkerCommand::Cancel(cancel)) => self.runtime.cancel(cancel),
+            Err(e) => match start {
+                Some((task_id, attempt)) => {
+                    self.runtime.refuse(task_id, attempt, format!("invalid start command: {e}"))
+                }
+                None => warn!(error = %e, "ignoring an invalid command from the master"),
+            },
         }
     }
 

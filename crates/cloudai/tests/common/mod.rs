@@ -65,7 +65,7 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
         master_addr: format!("http://{master_grpc}"),
         worker_id: cloudai_domain::WorkerId::parse(id).expect("valid id"),
         heartbeat_interval: Duration::from_millis(200),
-        drivers: vec!["process".into()],
+        drivers: vec![cloudai_domain::Driver::Process],
         cpus: None,
         memory_mb: None,
         simulated_gpus: None,

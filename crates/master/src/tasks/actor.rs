@@ -5,8 +5,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use cloudai_domain::{Driver, Outcome, Task, TaskId, TaskStatus, WorkerId};
-use cloudai_proto::v1 as pb;
+use cloudai_domain::{
+    Outcome, RunStatus, Task, TaskCancel, TaskId, TaskLaunch, TaskReport, TaskStatus, TaskUpdate,
+    WorkerCommand, WorkerId,
+};
 use cloudai_scheduler::{PendingTask, Scheduler, WorkerResources};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -283,34 +285,19 @@ impl Actor {
 
     fn send_start(&self, task: &Task) {
         let Some(worker) = &task.worker_id else { return };
-        let command = pb::WorkerCommand {
-            command: Some(pb::worker_command::Command::StartTask(pb::StartTask {
-                task_id: task.task_id.to_string(),
-                driver: task.spec.driver.as_str().into(),
-                image: task.spec.docker_image.clone().unwrap_or_default(),
-                command: task.spec.command.clone(),
-                env: task.spec.env.clone().into_iter().collect(),
-                cpu_required: task.spec.cpu_required,
-                memory_required_mb: task.spec.memory_required,
-                gpu_indices: task.gpu_indices.clone(),
-                attempt: task.attempt,
-            })),
-        };
-        if !self.commands.send(worker, command) {
+        let command = WorkerCommand::Start(TaskLaunch::from(task));
+        if !self.commands.send(worker, command.into()) {
             // Sent again when the worker's command stream (re)opens.
             debug!(task_id = %task.task_id, worker_id = %worker, "worker not connected; start deferred");
         }
     }
 
     fn send_cancel(&self, worker: &WorkerId, task_id: &str, reason: &str) {
-        let command = pb::WorkerCommand {
-            command: Some(pb::worker_command::Command::CancelTask(pb::CancelTask {
-                task_id: task_id.to_string(),
-                grace_period_ms: self.config.cancel_grace.as_millis() as u64,
-                reason: reason.to_string(),
-            })),
-        };
-        if !self.commands.send(worker, command) {
+        // Ids a worker listed that do not parse name no task: nothing to stop.
+        let Ok(id) = TaskId::parse(task_id) else { return };
+        let grace = Some(self.config.cancel_grace).filter(|g| !g.is_zero());
+        let command = WorkerCommand::Cancel(TaskCancel { task_id: id, grace, reason: reason.to_string() });
+        if !self.commands.send(worker, command.into()) {
             debug!(task_id, worker_id = %worker, "worker not connected; cancel deferred");
         }
     }
@@ -356,11 +343,11 @@ impl Actor {
         }
     }
 
-    async fn on_report(&mut self, report: pb::TaskStatusReport) -> ReportOutcome {
+    async fn on_report(&mut self, report: TaskReport) -> ReportOutcome {
         let stale = ReportOutcome { keep_running: false, persisted: None };
-        let Ok(task_id) = TaskId::parse(&report.task_id) else { return stale };
+        let task_id = report.task_id;
         let Some(active) = self.tasks.get_mut(&task_id) else { return stale };
-        let ours = active.task.worker_id.as_ref().is_some_and(|w| w.as_str() == report.worker_id)
+        let ours = active.task.worker_id.as_ref() == Some(&report.worker_id)
             && active.task.attempt == report.attempt;
         if !ours {
             debug!(task_id = %task_id, worker_id = %report.worker_id, "report from a stale copy");
@@ -369,12 +356,9 @@ impl Actor {
         active.confirmed = true;
         self.unconfirmed.remove(&task_id);
         let cancel_requested = active.cancel_requested;
-        let outcome = Outcome {
-            exit_code: report.exit_code,
-            error: (!report.error.is_empty()).then(|| report.error.clone()),
-        };
-        let ended = match report.status.as_str() {
-            "queued" if !report.message.is_empty() => {
+        let (status, outcome) = match report.update {
+            TaskUpdate::Status { status, outcome } => (status, outcome),
+            TaskUpdate::Progress(message) => {
                 // Progress without a status change (an image pull): recorded as an event.
                 let task = active.task.clone();
                 let event = cloudai_domain::TaskEvent {
@@ -382,26 +366,28 @@ impl Actor {
                     time_ms: unix_ms(),
                     from: Some(task.status),
                     to: task.status,
-                    reason: report.message.chars().take(1024).collect(),
+                    reason: message.chars().take(1024).collect(),
                     worker_id: task.worker_id.clone(),
                 };
                 self.persist(&task, event, None).await;
-                None
+                return ReportOutcome { keep_running: true, persisted: None };
             }
-            "queued" => None,
-            "running" => {
+        };
+        let ended = match status {
+            RunStatus::Queued => None,
+            RunStatus::Running => {
                 if active.task.status == TaskStatus::Queued {
                     self.transition(&task_id, TaskStatus::Running, "started", outcome).await;
                 }
                 None
             }
-            "completed" => {
+            RunStatus::Completed => {
                 self.transition(&task_id, TaskStatus::Completed, "exited with code 0", outcome).await
             }
-            "failed" if cancel_requested => {
+            RunStatus::Failed if cancel_requested => {
                 self.transition(&task_id, TaskStatus::Cancelled, "cancelled by user", outcome).await
             }
-            "failed" => {
+            RunStatus::Failed => {
                 let reason = match (&outcome.error, outcome.exit_code) {
                     (Some(e), _) => e.clone(),
                     (None, Some(code)) => format!("exited with code {code}"),
@@ -409,12 +395,8 @@ impl Actor {
                 };
                 self.transition(&task_id, TaskStatus::Failed, &reason, outcome).await
             }
-            "cancelled" => {
+            RunStatus::Cancelled => {
                 self.transition(&task_id, TaskStatus::Cancelled, "cancelled by user", outcome).await
-            }
-            other => {
-                warn!(task_id = %task_id, status = other, "unknown status in report");
-                None
             }
         };
         let persisted = ended.and_then(|(_, persisted)| persisted);
@@ -430,7 +412,7 @@ impl Actor {
             cpu_cores: info.cpu_cores,
             memory_mb: info.memory_mb,
             gpus: info.gpus.iter().map(|g| g.index).collect(),
-            drivers: info.drivers.iter().filter_map(|d| d.parse::<Driver>().ok()).collect(),
+            drivers: info.drivers.clone(),
             active,
         }
     }

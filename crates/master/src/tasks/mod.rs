@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudai_domain::{Task, TaskId, TaskSpec, WorkerId};
-use cloudai_proto::v1 as pb;
+use cloudai_domain::{Task, TaskId, TaskReport, TaskSpec, WorkerId};
 use cloudai_scheduler::Policy;
 use cloudai_store::{LogPage, LogQuery, Store, StoreError, TaskFilter};
 use parking_lot::Mutex;
@@ -63,7 +62,7 @@ pub enum TaskError {
 pub(crate) enum Request {
     Enqueue(Task),
     Cancel(TaskId, oneshot::Sender<Result<Task, TaskError>>),
-    Report(pb::TaskStatusReport, oneshot::Sender<ReportOutcome>),
+    Report(TaskReport, oneshot::Sender<ReportOutcome>),
     Running(WorkerId, Vec<String>),
     StreamOpened(WorkerId),
     PendingReasons(Vec<TaskId>, oneshot::Sender<HashMap<TaskId, String>>),
@@ -233,7 +232,7 @@ impl TaskService {
 
     // ---- from the gRPC service ----
 
-    pub(crate) async fn report(&self, report: pb::TaskStatusReport) -> Result<ReportOutcome, TaskError> {
+    pub(crate) async fn report(&self, report: TaskReport) -> Result<ReportOutcome, TaskError> {
         self.ask(|reply| Request::Report(report, reply)).await
     }
 

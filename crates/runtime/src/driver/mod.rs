@@ -17,11 +17,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cloudai_domain::TaskId;
+use cloudai_domain::{LogStream, TaskId};
 use tokio::sync::mpsc;
 
 pub use self::docker::{DockerDriver, DockerOptions};
 pub use self::process::ProcessDriver;
+
+/// How long a task's output may stay open after its main process exited.
+pub(crate) const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Everything a driver needs to start one attempt of a task.
 #[derive(Clone, Debug)]
@@ -51,26 +54,10 @@ impl Launch {
     }
 }
 
-/// Which output stream a chunk came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
-
 /// Bytes as the task wrote them; not split on lines.
 #[derive(Clone, Debug)]
 pub struct OutputChunk {
-    pub stream: Stream,
+    pub stream: LogStream,
     pub data: Vec<u8>,
     /// Unix milliseconds when the chunk was read.
     pub timestamp_ms: i64,

@@ -17,8 +17,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::{Driver, DriverError, Execution, ExitStatus, Launch, OutputChunk, Stream, TaskControl};
-use crate::unix_ms;
+use super::{Driver, DriverError, Execution, ExitStatus, Launch, OutputChunk, TaskControl};
+use cloudai_domain::LogStream;
+use cloudai_domain::time::unix_ms;
 
 /// Largest chunk read from a pipe at once.
 const READ_BYTES: usize = 32 * 1024;
@@ -62,10 +63,10 @@ impl Driver for ProcessDriver {
 
         let (tx, output) = mpsc::channel(OUTPUT_CHANNEL);
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(pump(stdout, Stream::Stdout, tx.clone()));
+            tokio::spawn(pump(stdout, LogStream::Stdout, tx.clone()));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(pump(stderr, Stream::Stderr, tx));
+            tokio::spawn(pump(stderr, LogStream::Stderr, tx));
         }
         debug!(task_id = %launch.task_id, pgid = pgid.as_raw(), "process started");
         Ok(Execution {
@@ -134,7 +135,7 @@ fn signal_group(pgid: Pid, signal: Signal) -> Result<(), DriverError> {
 }
 
 /// Forwards one pipe's bytes until end of file (or the runtime stopped listening).
-async fn pump(mut pipe: impl AsyncRead + Unpin, stream: Stream, tx: mpsc::Sender<OutputChunk>) {
+async fn pump(mut pipe: impl AsyncRead + Unpin, stream: LogStream, tx: mpsc::Sender<OutputChunk>) {
     let mut buf = vec![0u8; READ_BYTES];
     loop {
         let n = match pipe.read(&mut buf).await {

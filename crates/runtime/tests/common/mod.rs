@@ -1,15 +1,17 @@
 //! Test harness: an in-memory master link and a runtime with short intervals.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloudai_proto::v1 as pb;
-use cloudai_runtime::{MasterLink, PROCESS_DRIVER, ProcessDriver, RuntimeConfig, TaskRuntime};
+use cloudai_domain::{
+    Driver, LogBatch, LogChunk, TaskCancel, TaskId, TaskLaunch, TaskReport, TaskUpdate, WorkerId,
+};
+use cloudai_runtime::{MasterLink, ProcessDriver, ReportAck, RuntimeConfig, TaskRuntime};
 use nix::errno::Errno;
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
@@ -22,41 +24,78 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// A report as the master received it, with how much of the task's output had arrived before it.
 #[derive(Clone, Debug)]
 pub struct Received {
-    pub report: pb::TaskStatusReport,
+    pub report: Report,
     pub log_bytes_before: usize,
+}
+
+/// A [`TaskReport`] with its status by name, as the tests check it: `status` is empty for
+/// progress, whose text is in `message`; `error` is empty when there is none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub worker_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub error: String,
+    pub message: String,
+}
+
+impl From<TaskReport> for Report {
+    fn from(r: TaskReport) -> Self {
+        let (status, exit_code, error, message) = match r.update {
+            TaskUpdate::Status { status, outcome } => (
+                status.as_str().to_owned(),
+                outcome.exit_code,
+                outcome.error.unwrap_or_default(),
+                String::new(),
+            ),
+            TaskUpdate::Progress(message) => (String::new(), None, String::new(), message),
+        };
+        Self {
+            worker_id: r.worker_id.to_string(),
+            task_id: r.task_id.to_string(),
+            attempt: r.attempt,
+            status,
+            exit_code,
+            error,
+            message,
+        }
+    }
 }
 
 /// A master that records what it accepts, and can be switched off.
 #[derive(Default)]
 pub struct Recorder {
     reports: Mutex<Vec<Received>>,
-    chunks: Mutex<Vec<pb::LogChunk>>,
+    chunks: Mutex<Vec<LogChunk>>,
     stale: Mutex<HashSet<String>>,
     unreachable: AtomicBool,
     refused_calls: AtomicUsize,
-    /// The worker whose logs are expected; `None`: `w1`.
-    worker_id: Mutex<Option<String>>,
+    /// The worker whose logs are expected.
+    worker_id: Mutex<Option<WorkerId>>,
 }
 
 #[async_trait]
 impl MasterLink for Recorder {
-    async fn report_status(&self, report: pb::TaskStatusReport) -> Result<pb::TaskStatusAck, Status> {
+    async fn report_status(&self, report: TaskReport) -> Result<ReportAck, Status> {
         if self.unreachable.load(Ordering::SeqCst) {
             self.refused_calls.fetch_add(1, Ordering::SeqCst);
             return Err(Status::unavailable("master down"));
         }
+        let report = Report::from(report);
         let keep_running = !self.stale.lock().contains(&report.task_id);
         let log_bytes_before = self.log_bytes(&report.task_id);
         self.reports.lock().push(Received { report, log_bytes_before });
-        Ok(pb::TaskStatusAck { keep_running })
+        Ok(ReportAck { keep_running })
     }
 
-    async fn ship_logs(&self, batch: pb::LogBatch) -> Result<(), Status> {
+    async fn ship_logs(&self, batch: LogBatch) -> Result<(), Status> {
         if self.unreachable.load(Ordering::SeqCst) {
             self.refused_calls.fetch_add(1, Ordering::SeqCst);
             return Err(Status::unavailable("master down"));
         }
-        let expected = self.worker_id.lock().clone().unwrap_or_else(|| "w1".to_owned());
+        let expected = self.worker_id.lock().clone().expect("the harness sets the worker id");
         assert_eq!(batch.worker_id, expected);
         self.chunks.lock().extend(batch.chunks);
         Ok(())
@@ -81,8 +120,9 @@ impl Recorder {
         self.reports.lock().iter().filter(|r| r.report.task_id == task_id).cloned().collect()
     }
 
+    /// The statuses reported, in order (progress reports are not statuses).
     pub fn statuses(&self, task_id: &str) -> Vec<String> {
-        self.reports(task_id).into_iter().map(|r| r.report.status).collect()
+        self.reports(task_id).into_iter().map(|r| r.report.status).filter(|s| !s.is_empty()).collect()
     }
 
     /// The final report, once the master has it.
@@ -100,7 +140,7 @@ impl Recorder {
         let chunks = self.chunks.lock();
         chunks
             .iter()
-            .filter(|c| c.task_id == task_id && c.stream == stream)
+            .filter(|c| c.task_id.as_str() == task_id && c.stream.as_str() == stream)
             .flat_map(|c| c.data.clone())
             .collect()
     }
@@ -114,7 +154,7 @@ impl Recorder {
     }
 
     fn log_bytes(&self, task_id: &str) -> usize {
-        self.chunks.lock().iter().filter(|c| c.task_id == task_id).map(|c| c.data.len()).sum()
+        self.chunks.lock().iter().filter(|c| c.task_id.as_str() == task_id).map(|c| c.data.len()).sum()
     }
 }
 
@@ -136,8 +176,9 @@ impl Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         // The canonical path, so it compares equal to what `pwd` prints.
         let data_dir = dir.path().canonicalize().expect("canonical temp dir");
-        let mut config =
-            RuntimeConfig::new("w1", &data_dir).with_driver(PROCESS_DRIVER, Arc::new(ProcessDriver::new()));
+        let worker_id = WorkerId::parse("w1").expect("worker id");
+        let mut config = RuntimeConfig::new(worker_id, &data_dir)
+            .with_driver(Driver::Process, Arc::new(ProcessDriver::new()));
         config.default_grace = Duration::from_secs(5);
         config.log_batch_interval = Duration::from_millis(20);
         config.max_retry_backoff = Duration::from_millis(100);
@@ -161,7 +202,7 @@ impl Harness {
     }
 
     /// Waits for the task's final report and returns it.
-    pub async fn finished(&self, task_id: &str) -> pb::TaskStatusReport {
+    pub async fn finished(&self, task_id: &str) -> Report {
         wait_until(&format!("{task_id} to finish"), || self.link.final_report(task_id).is_some()).await;
         self.link.final_report(task_id).map(|r| r.report).expect("final report")
     }
@@ -175,22 +216,25 @@ impl Harness {
     }
 }
 
-pub fn start(task_id: &str, argv: &[&str]) -> pb::StartTask {
-    pb::StartTask {
-        task_id: task_id.to_owned(),
-        driver: PROCESS_DRIVER.to_owned(),
-        command: argv.iter().map(|s| (*s).to_owned()).collect(),
+pub fn start(task_id: &str, argv: &[&str]) -> TaskLaunch {
+    TaskLaunch {
+        task_id: TaskId::parse(task_id).expect("task id"),
         attempt: 1,
+        driver: Driver::Process,
+        image: String::new(),
+        command: argv.iter().map(|s| (*s).to_owned()).collect(),
+        env: BTreeMap::new(),
         cpu_required: 1.0,
         memory_required_mb: 64,
-        ..Default::default()
+        gpu_indices: Vec::new(),
     }
 }
 
-pub fn cancel(task_id: &str, grace: Duration) -> pb::CancelTask {
-    pb::CancelTask {
-        task_id: task_id.to_owned(),
-        grace_period_ms: u64::try_from(grace.as_millis()).expect("grace fits"),
+/// A cancel with this grace period; zero: the runtime's default.
+pub fn cancel(task_id: &str, grace: Duration) -> TaskCancel {
+    TaskCancel {
+        task_id: TaskId::parse(task_id).expect("task id"),
+        grace: (!grace.is_zero()).then_some(grace),
         reason: "cancelled by user".to_owned(),
     }
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
-use cloudai_runtime::{DOCKER_DRIVER, DockerDriver, DockerOptions, error_chain};
+use cloudai_domain::{Driver, TaskLaunch, WorkerId};
+use cloudai_runtime::{DockerDriver, DockerOptions, error_chain};
 
 use crate::common::{Harness, wait_until_within};
 
@@ -61,16 +62,16 @@ pub fn worker_id(test: &str) -> String {
 /// A runtime with the docker driver under `worker_id`, plus cleanup of its containers.
 pub fn harness(driver: &DockerDriver, worker_id: &str) -> (Harness, Cleanup) {
     let harness = Harness::with(|config| {
-        config.worker_id = worker_id.to_owned();
+        config.worker_id = WorkerId::parse(worker_id).expect("worker id");
         config.drivers.clear();
-        config.drivers.push((DOCKER_DRIVER.to_owned(), Arc::new(driver.clone())));
+        config.drivers.push((Driver::Docker, Arc::new(driver.clone())));
     });
     (harness, Cleanup { worker_id: worker_id.to_owned() })
 }
 
-pub fn docker_start(task_id: &str, image: &str, argv: &[&str]) -> cloudai_proto::v1::StartTask {
+pub fn docker_start(task_id: &str, image: &str, argv: &[&str]) -> TaskLaunch {
     let mut start = crate::common::start(task_id, argv);
-    start.driver = DOCKER_DRIVER.to_owned();
+    start.driver = Driver::Docker;
     start.image = image.to_owned();
     start
 }

@@ -179,7 +179,7 @@ impl Driver for DockerDriver {
             return Err(DriverError::NeverStarted);
         }
         // Output written before now was shipped (or lost) by the previous worker process.
-        let since = i32::try_from(crate::unix_ms() / 1000).unwrap_or(0);
+        let since = i32::try_from(cloudai_domain::time::unix_ms() / 1000).unwrap_or(0);
         info!(task_id = %launch.task_id, container = %handle, status = ?status, "adopting container");
         Ok(watch::execution(self.docker.clone(), handle.to_owned(), since, self.options.keep_containers))
     }

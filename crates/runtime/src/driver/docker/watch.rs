@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
-use crate::driver::{DriverError, Execution, ExitStatus, OutputChunk, Stream, TaskControl, Usage};
-use crate::runtime::OUTPUT_DRAIN;
-use crate::unix_ms;
+use crate::driver::{DriverError, Execution, ExitStatus, OUTPUT_DRAIN, OutputChunk, TaskControl, Usage};
+use cloudai_domain::LogStream;
+use cloudai_domain::time::unix_ms;
 
 /// Chunks waiting for the runtime; the runtime drains them quickly, so this only smooths bursts.
 const OUTPUT_CHANNEL: usize = 64;
@@ -115,8 +115,10 @@ async fn pump_logs(
     let mut logs = docker.logs(&id, Some(options));
     while let Some(item) = logs.next().await {
         let (stream, message) = match item {
-            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => (Stream::Stdout, message),
-            Ok(LogOutput::StdErr { message }) => (Stream::Stderr, message),
+            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                (LogStream::Stdout, message)
+            }
+            Ok(LogOutput::StdErr { message }) => (LogStream::Stderr, message),
             Ok(LogOutput::StdIn { .. }) => continue,
             Err(e) => {
                 debug!(container = %id, error = %e, "cannot read container output");

@@ -1,9 +1,10 @@
-//! Conversions between the wire types and the domain types (`cloudai-domain`).
-//!
-//! Values from the network are validated here: ids are parsed, percentages clamped.
+//! Registration and heartbeats: what a worker is and reports.
 
-use cloudai_domain::{GpuInfo, GpuStats, HeartbeatSample, IdError, RunningTask, WorkerId, WorkerInfo};
+use cloudai_domain::{
+    Driver, GpuInfo, GpuStats, HeartbeatSample, RunningStatus, RunningTask, WorkerId, WorkerInfo,
+};
 
+use super::WireError;
 use crate::v1 as pb;
 
 /// A percentage from the network: NaN and out-of-range values are clamped, not trusted.
@@ -12,11 +13,11 @@ fn percent(v: f64) -> f64 {
 }
 
 impl TryFrom<pb::Heartbeat> for HeartbeatSample {
-    type Error = IdError;
+    type Error = WireError;
 
     fn try_from(hb: pb::Heartbeat) -> Result<Self, Self::Error> {
         Ok(Self {
-            worker_id: WorkerId::parse(&hb.worker_id)?,
+            worker_id: WorkerId::parse(&hb.worker_id).map_err(|e| WireError::id("worker_id", e))?,
             timestamp_ms: hb.timestamp_ms,
             cpu_usage: percent(hb.cpu_usage),
             memory_usage: percent(hb.memory_usage),
@@ -24,7 +25,11 @@ impl TryFrom<pb::Heartbeat> for HeartbeatSample {
             memory_used_mb: hb.memory_used_mb,
             memory_total_mb: hb.memory_total_mb,
             gpus: hb.gpus.into_iter().map(GpuStats::from).collect(),
-            running_tasks: hb.running_tasks.into_iter().map(RunningTask::from).collect(),
+            running_tasks: hb
+                .running_tasks
+                .into_iter()
+                .map(RunningTask::try_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -67,12 +72,42 @@ impl From<GpuStats> for pb::GpuStats {
     }
 }
 
-impl From<pb::RunningTask> for RunningTask {
-    fn from(t: pb::RunningTask) -> Self {
+impl TryFrom<pb::RunningTask> for RunningTask {
+    type Error = WireError;
+
+    fn try_from(t: pb::RunningTask) -> Result<Self, Self::Error> {
+        const FIELD: &str = "running_tasks.status";
+        let status = match pb::TaskStatus::try_from(t.status) {
+            Ok(pb::TaskStatus::Queued) => RunningStatus::Queued,
+            Ok(pb::TaskStatus::Running) => RunningStatus::Running,
+            Ok(pb::TaskStatus::Unspecified) | Err(_) => {
+                return Err(WireError::enumeration(FIELD, "task status", t.status));
+            }
+            Ok(ended) => {
+                let problem = format!("a listed task is queued or running, not {}", ended.as_str_name());
+                return Err(WireError::new(FIELD, problem));
+            }
+        };
+        Ok(Self {
+            task_id: t.task_id,
+            status,
+            cpu_percent: if t.cpu_percent.is_finite() { t.cpu_percent.max(0.0) } else { 0.0 },
+            memory_bytes: t.memory_bytes,
+            started_at: t.started_at,
+        })
+    }
+}
+
+impl From<RunningTask> for pb::RunningTask {
+    fn from(t: RunningTask) -> Self {
+        let status = match t.status {
+            RunningStatus::Queued => pb::TaskStatus::Queued,
+            RunningStatus::Running => pb::TaskStatus::Running,
+        };
         Self {
             task_id: t.task_id,
-            status: t.status,
-            cpu_percent: if t.cpu_percent.is_finite() { t.cpu_percent.max(0.0) } else { 0.0 },
+            status: status.into(),
+            cpu_percent: t.cpu_percent,
             memory_bytes: t.memory_bytes,
             started_at: t.started_at,
         }
@@ -91,17 +126,35 @@ impl From<GpuInfo> for pb::GpuInfo {
     }
 }
 
+impl From<Driver> for pb::Driver {
+    fn from(d: Driver) -> Self {
+        match d {
+            Driver::Process => pb::Driver::Process,
+            Driver::Docker => pb::Driver::Docker,
+        }
+    }
+}
+
+/// A driver from the wire (an `i32`, as prost keeps enum fields).
+pub(super) fn driver(field: &'static str, raw: i32) -> Result<Driver, WireError> {
+    match pb::Driver::try_from(raw) {
+        Ok(pb::Driver::Process) => Ok(Driver::Process),
+        Ok(pb::Driver::Docker) => Ok(Driver::Docker),
+        Ok(pb::Driver::Unspecified) | Err(_) => Err(WireError::enumeration(field, "driver", raw)),
+    }
+}
+
 /// Converts a registration request, validating what came from the network.
-pub fn worker_info(req: pb::RegisterWorkerRequest, now_secs: i64) -> Result<WorkerInfo, IdError> {
+pub fn worker_info(req: pb::RegisterWorkerRequest, now_secs: i64) -> Result<WorkerInfo, WireError> {
     Ok(WorkerInfo {
-        worker_id: WorkerId::parse(&req.worker_id)?,
+        worker_id: WorkerId::parse(&req.worker_id).map_err(|e| WireError::id("worker_id", e))?,
         hostname: req.hostname,
         cpu_cores: if req.cpu_cores.is_finite() { req.cpu_cores.max(0.0) } else { 0.0 },
         memory_mb: req.memory_mb,
         gpus: req.gpus.into_iter().map(GpuInfo::from).collect(),
         labels: req.labels.into_iter().collect(),
         version: req.version,
-        drivers: req.drivers,
+        drivers: req.drivers.into_iter().map(|d| driver("drivers", d)).collect::<Result<_, _>>()?,
         registered_at: now_secs,
     })
 }

@@ -1,0 +1,200 @@
+//! Workers and masters of different protocol versions refuse each other, each naming both
+//! versions, instead of half-working or retrying forever; and a message that leaves an enum
+//! unspecified is refused naming the field.
+
+mod common;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cloudai_proto::v1 as pb;
+use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
+use cloudai_proto::{PROTOCOL_VERSION, PROTOCOL_VERSION_KEY};
+use cloudai_worker::WorkerError;
+use common::*;
+use tonic::{Code, Request, Response, Status};
+
+type Client = pb::master_service_client::MasterServiceClient<tonic::transport::Channel>;
+
+async fn connect(addr: std::net::SocketAddr) -> Client {
+    Client::connect(format!("http://{addr}")).await.expect("connect")
+}
+
+fn registration(id: &str, protocol_version: u32) -> pb::RegisterWorkerRequest {
+    pb::RegisterWorkerRequest {
+        worker_id: id.into(),
+        cpu_cores: 4.0,
+        memory_mb: 4096,
+        protocol_version,
+        drivers: vec![pb::Driver::Process.into()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_master_refuses_a_worker_of_another_protocol_naming_both_versions() {
+    let master = start_master(master_config(Duration::from_secs(5))).await;
+    let api = format!("http://{}", master.http_addr);
+    let mut client = connect(master.grpc_addr).await;
+
+    let err = client.register_worker(registration("old", 1)).await.expect_err("protocol 1 is refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let expected = format!("worker speaks protocol 1, this master speaks protocol {PROTOCOL_VERSION}");
+    assert!(err.message().contains(&expected), "{}", err.message());
+    assert_eq!(PROTOCOL_VERSION, 2);
+    let (status, body) = get_json(&format!("{api}/api/workers/old")).await;
+    assert_eq!(status, 404, "a refused worker is not registered: {body}");
+
+    // Upgraded, the same worker joins and learns the master's version.
+    let answer = client.register_worker(registration("old", PROTOCOL_VERSION)).await.expect("accepted");
+    assert_eq!(answer.into_inner().protocol_version, PROTOCOL_VERSION);
+    let (status, _) = get_json(&format!("{api}/api/workers/old")).await;
+    assert_eq!(status, 200);
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn unspecified_enums_are_refused_naming_the_field() {
+    let master = start_master(master_config(Duration::from_secs(5))).await;
+    let mut client = connect(master.grpc_addr).await;
+
+    let mut no_driver = registration("w1", PROTOCOL_VERSION);
+    no_driver.drivers = vec![pb::Driver::Unspecified.into()];
+    let err = client.register_worker(no_driver).await.expect_err("unspecified driver");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("drivers: "), "{}", err.message());
+
+    client.register_worker(registration("w1", PROTOCOL_VERSION)).await.expect("register");
+    let silent = pb::TaskStatusReport {
+        worker_id: "w1".into(),
+        task_id: "t1".into(),
+        attempt: 1,
+        ..Default::default()
+    };
+    let err = client.report_task_status(silent).await.expect_err("a report that says nothing");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("update: "), "{}", err.message());
+
+    let chunk = pb::LogChunk { task_id: "t1".into(), data: b"hi".to_vec(), ..Default::default() };
+    let logs = pb::LogBatch { worker_id: "w1".into(), chunks: vec![chunk] };
+    let err = client.ship_logs(logs).await.expect_err("output of no stream");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("chunks.stream: "), "{}", err.message());
+    master.shutdown().await;
+}
+
+/// A master of another protocol version. One of protocol 1 accepts anyone and says no
+/// version; a newer one refuses as ours does, with its own version.
+struct OtherMaster {
+    version: u32,
+    registrations: Arc<AtomicUsize>,
+    unregistrations: Arc<AtomicUsize>,
+}
+
+type CommandStream = Pin<Box<dyn futures::Stream<Item = Result<pb::WorkerCommand, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl MasterService for OtherMaster {
+    async fn register_worker(
+        &self,
+        request: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        self.registrations.fetch_add(1, Ordering::SeqCst);
+        if self.version == 1 {
+            return Ok(Response::new(pb::RegisterWorkerResponse {
+                master_id: "v1".into(),
+                ..Default::default()
+            }));
+        }
+        let worker = request.into_inner().protocol_version;
+        let mut status = Status::failed_precondition(format!(
+            "worker speaks protocol {worker}, this master speaks protocol {}; upgrade the worker or the master",
+            self.version
+        ));
+        status.metadata_mut().insert(PROTOCOL_VERSION_KEY, self.version.into());
+        Err(status)
+    }
+
+    async fn unregister_worker(
+        &self,
+        _: Request<pb::UnregisterWorkerRequest>,
+    ) -> Result<Response<pb::UnregisterWorkerResponse>, Status> {
+        self.unregistrations.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(pb::UnregisterWorkerResponse {}))
+    }
+
+    async fn send_heartbeat(
+        &self,
+        _: Request<pb::Heartbeat>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    type StreamCommandsStream = CommandStream;
+
+    async fn stream_commands(
+        &self,
+        _: Request<pb::StreamCommandsRequest>,
+    ) -> Result<Response<Self::StreamCommandsStream>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn report_task_status(
+        &self,
+        _: Request<pb::TaskStatusReport>,
+    ) -> Result<Response<pb::TaskStatusAck>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn ship_logs(&self, _: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+}
+
+/// Runs a real worker agent against a master of `version`; returns how it ended and how
+/// often it registered and unregistered.
+async fn run_worker_against(version: u32) -> (Result<(), WorkerError>, usize, usize) {
+    let registrations = Arc::new(AtomicUsize::new(0));
+    let unregistrations = Arc::new(AtomicUsize::new(0));
+    let master = OtherMaster {
+        version,
+        registrations: registrations.clone(),
+        unregistrations: unregistrations.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = tonic::transport::Server::builder()
+        .add_service(MasterServiceServer::new(master))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    let server = tokio::spawn(server);
+
+    let config = worker_config(addr, &format!("w-of-{version}"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let ended = tokio::time::timeout(DEADLINE, cloudai_worker::run(config, shutdown))
+        .await
+        .expect("the worker gives up instead of retrying");
+    server.abort();
+    (ended, registrations.load(Ordering::SeqCst), unregistrations.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refused_by_a_newer_master_exits_naming_both_versions() {
+    let (ended, registrations, _) = run_worker_against(3).await;
+    let err = ended.expect_err("the worker exits with an error");
+    assert!(matches!(err, WorkerError::ProtocolMismatch { worker: 2, master: 3 }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("protocol 2") && message.contains("protocol 3"), "{message}");
+    assert_eq!(registrations, 1, "a refusal is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_accepted_by_an_older_master_leaves_naming_both_versions() {
+    let (ended, registrations, unregistrations) = run_worker_against(1).await;
+    let err = ended.expect_err("the worker exits with an error");
+    assert!(matches!(err, WorkerError::ProtocolMismatch { worker: 2, master: 1 }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("protocol 2") && message.contains("protocol 1"), "{message}");
+    assert_eq!((registrations, unregistrations), (1, 1), "it leaves the master that let it in");
+}
