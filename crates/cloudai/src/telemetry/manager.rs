@@ -149,13 +149,19 @@ struct WorkerSlot {
     cancel: CancellationToken,
 }
 
+/// Hashes worker ids on every heartbeat: foldhash is several times cheaper than SipHash on
+/// short keys and still seeded per process, so ids cannot be chosen to collide.
+type SlotHasher = foldhash::fast::RandomState;
+
 /// How often an unchanged list of running tasks is passed on anyway.
 pub const RUNNING_RECHECK: Duration = Duration::from_secs(10);
 
 impl WorkerSlot {
     fn running_changed(&self, running: &[super::model::RunningTask], now_ms: u64) -> bool {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        use std::hash::{BuildHasher, Hash, Hasher};
+        // Compared only with this worker's previous digest: a fixed seed is enough, and a
+        // collision would only delay passing a change on until the next recheck.
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
         for t in running {
             t.task_id.hash(&mut h);
             t.status.hash(&mut h);
@@ -186,7 +192,7 @@ impl WorkerSlot {
 
 struct Inner {
     config: TelemetryConfig,
-    workers: RwLock<HashMap<WorkerId, Arc<WorkerSlot>>>,
+    workers: RwLock<HashMap<WorkerId, Arc<WorkerSlot>, SlotHasher>>,
     events: EventBus,
     callback: RwLock<Option<UpdateCallback>>,
     epoch: Instant,
@@ -246,7 +252,7 @@ impl TelemetryManager {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                workers: RwLock::new(HashMap::new()),
+                workers: RwLock::new(HashMap::default()),
                 events,
                 callback: RwLock::new(None),
                 epoch: Instant::now(),
