@@ -506,15 +506,24 @@ impl TelemetryManager {
 
 async fn worker_loop(inner: Arc<Inner>, slot: Arc<WorkerSlot>, mut rx: mpsc::Receiver<Box<Queued>>) {
     let mut last_applied: Option<u64> = None;
+    // Made once, not per heartbeat: each new one registers and unregisters a waiter (a lock).
+    let mut cancelled = std::pin::pin!(slot.cancel.cancelled());
+    let mut woken = std::pin::pin!(slot.wake.notified());
     loop {
-        tokio::select! {
+        let rearm = tokio::select! {
             biased;
-            _ = slot.cancel.cancelled() => break,
+            _ = &mut cancelled => break,
             msg = rx.recv() => match msg {
-                Some(q) => apply(&inner, &slot, &mut last_applied, *q),
+                Some(q) => {
+                    apply(&inner, &slot, &mut last_applied, *q);
+                    false
+                }
                 None => break,
             },
-            _ = slot.wake.notified() => {}
+            _ = &mut woken => true,
+        };
+        if rearm {
+            woken.set(slot.wake.notified());
         }
         let overflow = slot.overflow.lock().take();
         if let Some(q) = overflow {
