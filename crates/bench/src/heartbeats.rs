@@ -25,7 +25,7 @@ use cloudai_domain::time::unix_ms;
 use cloudai_proto::Compression;
 use cloudai_worker::gpu::{GpuSource, SimulatedGpus};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct HeartbeatArgs {
     /// The master's gRPC address.
     #[arg(long, value_parser = parse_url)]
@@ -73,6 +73,8 @@ pub struct HeartbeatArgs {
     /// per heartbeat each way (costs CPU: leave it off when measuring latency).
     #[arg(long)]
     pub count_bytes: bool,
+    #[command(flatten)]
+    pub bare: super::bare::AgainstBareArgs,
 }
 
 /// Bytes seen by the counting proxy, each way.

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bare;
 pub mod heartbeats;
 pub mod scheduler;
 pub mod tasks;
@@ -16,16 +17,22 @@ pub enum BenchCommand {
     Scheduler(scheduler::SchedulerArgs),
     /// Submit N trivial tasks to a running cluster and wait for all of them.
     Tasks(tasks::TasksArgs),
+    /// A bare tonic `MasterService` (heartbeats decoded and dropped), the baseline of
+    /// `heartbeats --against-bare-server`; prints its address on stdout.
+    #[command(hide = true)]
+    BareServer(bare::BareServerArgs),
 }
 
 impl BenchCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         let result = match self {
+            BenchCommand::Heartbeats(args) if args.bare.against_bare_server => bare::compare(args).await?,
             BenchCommand::Heartbeats(args) => heartbeats::run(args).await?,
             BenchCommand::Scheduler(args) => {
                 tokio::task::spawn_blocking(move || scheduler::run(args)).await??
             }
             BenchCommand::Tasks(args) => tasks::run(args).await?,
+            BenchCommand::BareServer(args) => return bare::serve(args).await,
         };
         println!("{result}");
         Ok(())

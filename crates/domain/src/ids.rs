@@ -34,10 +34,11 @@ impl WorkerId {
         if raw.len() > MAX_ID_LEN {
             return Err(IdError::TooLong);
         }
-        if let Some(c) =
-            raw.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
-        {
-            return Err(IdError::BadChar(c));
+        // Bytes first (every heartbeat carries an id); the char only to name a bad one.
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+        if !raw.bytes().all(allowed) {
+            let bad = raw.chars().find(|c| !u8::try_from(*c).is_ok_and(allowed)).unwrap_or('\0');
+            return Err(IdError::BadChar(bad));
         }
         Ok(Self(Arc::from(raw)))
     }
@@ -102,6 +103,8 @@ mod tests {
         assert!(WorkerId::parse("gpu-node.example.com").is_ok());
         assert_eq!(WorkerId::parse(""), Err(IdError::Empty));
         assert_eq!(WorkerId::parse("a b"), Err(IdError::BadChar(' ')));
+        assert_eq!(WorkerId::parse("gpu-é"), Err(IdError::BadChar('é')), "named as a char, not a byte");
+        assert_eq!(WorkerId::parse("a:b_c.d-9"), Ok(WorkerId(Arc::from("a:b_c.d-9"))));
         assert_eq!(WorkerId::parse(&"x".repeat(200)), Err(IdError::TooLong));
         let a = TaskId::generate();
         assert_eq!(TaskId::parse(a.as_str()), Ok(a));

@@ -27,9 +27,6 @@ use cloudai_proto::ACCEPTED_COMPRESSION;
 use cloudai_proto::RETRY_AFTER_MS;
 use cloudai_proto::{PROTOCOL_VERSION, version_refusal};
 
-/// Largest message the master accepts from a worker.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-
 impl From<TelemetryError> for Status {
     fn from(e: TelemetryError) -> Self {
         match e {
@@ -110,7 +107,7 @@ impl MasterRpc {
             .iter()
             .filter_map(|c| c.encoding())
             .fold(MasterServiceServer::new(self), |server, encoding| server.accept_compressed(encoding))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(cloudai_proto::MAX_MESSAGE_BYTES)
     }
 }
 
