@@ -34,9 +34,11 @@ pub struct Alert {
     pub rule: String,
     /// The worker, for per-worker rules.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub worker_id: Option<String>,
     /// GPU index, for per-GPU rules.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
     pub gpu: Option<u32>,
     pub status: AlertStatus,
     pub severity: Severity,
@@ -47,6 +49,7 @@ pub struct Alert {
     pub since_ms: i64,
     pub fired_at_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64)]
     pub resolved_at_ms: Option<i64>,
     pub message: String,
 }

@@ -20,8 +20,10 @@ pub struct SubmitTask {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// CPU cores, > 0.
+    #[schema(exclusive_minimum = 0.0)]
     pub cpu_required: f64,
     /// Memory, MB, > 0.
+    #[schema(minimum = 1)]
     pub memory_required: u64,
     /// Whole GPUs; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +70,7 @@ impl SubmitTask {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub docker_image: Option<String>,
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -107,7 +110,7 @@ pub struct Task {
     pub spec: TaskSpec,
     /// Once placed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String)]
     pub worker_id: Option<WorkerId>,
     /// The GPUs the task holds on its worker (empty when none, or not placed).
     pub gpu_indices: Vec<u32>,
@@ -115,17 +118,22 @@ pub struct Task {
     pub attempt: u32,
     /// Why a pending task is waiting.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub pending_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i32)]
     pub exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub error: Option<String>,
     /// Unix milliseconds.
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64)]
     pub started_at_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64)]
     pub finished_at_ms: Option<i64>,
 }
 
@@ -158,13 +166,13 @@ pub struct TaskEvent {
     pub time_ms: i64,
     /// `null` for the first event (submitted).
     #[serde(deserialize_with = "required_nullable")]
-    #[schema(value_type = Option<crate::schema::TaskStatusSchema>)]
+    #[schema(value_type = Option<crate::schema::TaskStatusSchema>, required = true)]
     pub from: Option<TaskStatus>,
     #[schema(value_type = crate::schema::TaskStatusSchema)]
     pub to: TaskStatus,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String)]
     pub worker_id: Option<WorkerId>,
 }
 

@@ -51,18 +51,24 @@ pub struct GpuStats {
     pub memory_used_mb: u64,
     pub memory_total_mb: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = f64)]
     pub temperature_c: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = f64)]
     pub power_watts: Option<f64>,
     /// Energy used since the driver loaded, millijoules.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u64)]
     pub energy_mj: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
     pub sm_clock_mhz: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
     pub mem_clock_mhz: Option<u32>,
     /// XID errors (driver-reported GPU faults) seen.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u64)]
     pub xid_errors: Option<u64>,
 }
 

@@ -73,6 +73,7 @@ pub struct WorkerMetrics {
     pub gpu_usage: f64,
     pub gpus: Vec<GpuStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = History)]
     pub history: Option<History>,
 }
 
@@ -102,6 +103,7 @@ pub struct WorkerTask {
     #[serde(flatten)]
     pub task: Task,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = TaskUsage)]
     pub usage: Option<TaskUsage>,
 }
 
