@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+pub use cloudai_history::Field;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,8 +16,8 @@ pub struct HistoryQuery {
     pub until: Option<String>,
     /// A duration (`1m`) or seconds; absent for the points as stored.
     pub step: Option<String>,
-    /// Field names (`cpu_usage`, `gpu0_utilization`, …); empty for every field.
-    pub fields: Vec<String>,
+    /// The fields wanted; empty for every field.
+    pub fields: Vec<Field>,
 }
 
 impl HistoryQuery {
@@ -34,7 +35,8 @@ impl HistoryQuery {
             }
         }
         if !self.fields.is_empty() {
-            pairs.push(("fields", self.fields.join(",")));
+            let names: Vec<String> = self.fields.iter().map(Field::to_string).collect();
+            pairs.push(("fields", names.join(",")));
         }
         pairs
     }
@@ -48,10 +50,11 @@ pub struct History {
     pub until_ms: i64,
     /// 0: points as stored (one per heartbeat, or per minute for older data).
     pub step_ms: u64,
-    /// Field name (`cpu_usage`, `memory_usage`, `gpu_usage`, `memory_used_mb`,
-    /// `memory_total_mb`, `gpu{N}_utilization`, `gpu{N}_memory_used_mb`) → points, oldest
-    /// first; steps without data are left out.
-    pub fields: BTreeMap<String, Vec<Point>>,
+    /// Field (`cpu_usage`, `memory_usage`, `gpu_usage`, `memory_used_mb`, `memory_total_mb`,
+    /// `gpu{N}_utilization`, `gpu{N}_memory_used_mb`) → points, oldest first; steps without
+    /// data are left out. Keyed by the history's own field type, so the order is the server's.
+    #[schema(value_type = BTreeMap<String, Vec<Point>>)]
+    pub fields: BTreeMap<Field, Vec<Point>>,
 }
 
 impl History {
@@ -59,7 +62,7 @@ impl History {
         let fields = series
             .fields
             .into_iter()
-            .map(|(field, points)| (field.to_string(), points.into_iter().map(Point::from).collect()))
+            .map(|(field, points)| (field, points.into_iter().map(Point::from).collect()))
             .collect();
         Self { since_ms, until_ms, step_ms, fields }
     }
@@ -77,5 +80,23 @@ pub struct Point {
 impl From<cloudai_history::Point> for Point {
     fn from(p: cloudai_history::Point) -> Self {
         Self { timestamp_ms: p.timestamp_ms, min: p.min, avg: p.avg, max: p.max }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_are_what_the_server_reads() {
+        let query = HistoryQuery {
+            step: Some("1m".into()),
+            fields: vec![Field::Cpu, Field::GpuUtilization(0)],
+            ..HistoryQuery::since("15m")
+        };
+        let pairs = query.pairs();
+        let expected = [("since", "15m"), ("step", "1m"), ("fields", "cpu_usage,gpu0_utilization")];
+        assert_eq!(pairs, expected.map(|(k, v)| (k, v.to_string())));
+        assert!(HistoryQuery::default().pairs().is_empty());
     }
 }

@@ -219,6 +219,7 @@ fn alerts() {}
                 (String = "text/plain; version=0.0.4; charset=utf-8"),
                 (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
             )),
+        (status = 500, description = "Encoding the metrics failed", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
     ))]
 fn metrics() {}

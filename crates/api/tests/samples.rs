@@ -123,7 +123,7 @@ const METRICS: &str = r#"{"worker_id":"hist-1","is_active":true,"last_update":17
 fn worker_metrics_with_history() {
     let m: WorkerMetrics = round_trips(METRICS);
     let history = m.history.as_ref().expect("history");
-    assert_eq!(history.fields["cpu_usage"][0].avg, 2.5);
+    assert_eq!(history.fields[&cloudai_api::history::Field::Cpu][0].avg, 2.5);
     each_field_is_required::<WorkerMetrics>(METRICS, &["history"]);
     let history_json = serde_json::to_string(history).expect("json");
     each_field_is_required::<History>(&history_json, &[]);
