@@ -66,6 +66,11 @@ impl History {
             .collect();
         Self { since_ms, until_ms, step_ms, fields }
     }
+
+    /// One field's points, oldest first (none when the answer lacks the field).
+    pub fn get(&self, field: Field) -> &[Point] {
+        self.fields.get(&field).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// A raw sample (`min == avg == max`), a minute, or a step's aggregate.

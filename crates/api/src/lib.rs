@@ -28,6 +28,7 @@ pub use logs::{LogChunk, LogStream, TaskLogs};
 pub use openapi::{ROUTES, openapi};
 pub use tasks::{SubmitTask, Task, TaskEvent, TaskSpec, TaskSummary};
 pub use telemetry::{
-    GpuStats, Health, RunningTask, TelemetryMap, WorkerSummary, WorkerSummaryMap, WorkerTelemetry,
+    BadRunningTask, GpuStats, Health, RunningTask, TelemetryMap, WorkerSummary, WorkerSummaryMap,
+    WorkerTelemetry,
 };
 pub use workers::{GpuInfo, TaskUsage, WorkerDetail, WorkerInfo, WorkerMetrics, WorkerTask};

@@ -86,6 +86,50 @@ pub struct RunningTask {
     pub started_at: i64,
 }
 
+impl From<cloudai_domain::GpuStats> for GpuStats {
+    fn from(g: cloudai_domain::GpuStats) -> Self {
+        Self {
+            index: g.index,
+            uuid: g.uuid,
+            model: g.model,
+            utilization_percent: g.utilization_percent,
+            memory_used_mb: g.memory_used_mb,
+            memory_total_mb: g.memory_total_mb,
+            temperature_c: g.temperature_c,
+            power_watts: g.power_watts,
+            energy_mj: g.energy_mj,
+            sm_clock_mhz: g.sm_clock_mhz,
+            mem_clock_mhz: g.mem_clock_mhz,
+            xid_errors: g.xid_errors,
+        }
+    }
+}
+
+/// A heartbeat's entry whose id or status is not one of ours.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("running task {task_id:?}: {reason}")]
+pub struct BadRunningTask {
+    pub task_id: String,
+    pub reason: String,
+}
+
+impl TryFrom<cloudai_domain::RunningTask> for RunningTask {
+    type Error = BadRunningTask;
+
+    fn try_from(t: cloudai_domain::RunningTask) -> Result<Self, Self::Error> {
+        let bad = |reason: String| BadRunningTask { task_id: t.task_id.clone(), reason };
+        let task_id = TaskId::parse(&t.task_id).map_err(|e| bad(e.to_string()))?;
+        let status = t.status.parse().map_err(bad)?;
+        Ok(Self {
+            task_id,
+            status,
+            cpu_percent: t.cpu_percent,
+            memory_bytes: t.memory_bytes,
+            started_at: t.started_at,
+        })
+    }
+}
+
 /// `GET /telemetry`: worker id → telemetry.
 pub type TelemetryMap = BTreeMap<WorkerId, WorkerTelemetry>;
 

@@ -40,6 +40,34 @@ pub struct GpuInfo {
     pub memory_total_mb: u64,
 }
 
+impl From<&cloudai_domain::WorkerInfo> for WorkerInfo {
+    fn from(w: &cloudai_domain::WorkerInfo) -> Self {
+        Self {
+            worker_id: w.worker_id.clone(),
+            hostname: w.hostname.clone(),
+            cpu_cores: w.cpu_cores,
+            memory_mb: w.memory_mb,
+            gpus: w.gpus.iter().map(GpuInfo::from).collect(),
+            labels: w.labels.clone(),
+            version: w.version.clone(),
+            // A driver this build does not know cannot run anything it schedules.
+            drivers: w.drivers.iter().filter_map(|d| d.parse().ok()).collect(),
+            registered_at: w.registered_at,
+        }
+    }
+}
+
+impl From<&cloudai_domain::GpuInfo> for GpuInfo {
+    fn from(g: &cloudai_domain::GpuInfo) -> Self {
+        Self {
+            index: g.index,
+            uuid: g.uuid.clone(),
+            model: g.model.clone(),
+            memory_total_mb: g.memory_total_mb,
+        }
+    }
+}
+
 /// One worker in `GET /api/workers` and `GET /api/workers/{worker_id}`: its registration,
 /// then its live figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

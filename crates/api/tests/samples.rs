@@ -291,3 +291,59 @@ fn error_bodies() {
     assert_eq!(body.error, "task \"nope\" not found");
     each_field_is_required::<ApiErrorBody>(r#"{"error":"x"}"#, &[]);
 }
+
+/// The worker-side domain types convert to DTOs that the server writes byte for byte as it
+/// wrote the domain types before.
+#[test]
+fn worker_types_convert_from_the_domain_unchanged() {
+    let info = cloudai_domain::WorkerInfo {
+        worker_id: WorkerId::parse("worker-1").expect("id"),
+        hostname: "host-1".into(),
+        cpu_cores: 8.0,
+        memory_mb: 16000,
+        gpus: vec![cloudai_domain::GpuInfo {
+            index: 0,
+            uuid: "GPU-0".into(),
+            model: "Simulated GPU".into(),
+            memory_total_mb: 16384,
+        }],
+        labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        version: "0.1.0".into(),
+        drivers: vec!["process".into(), "docker".into()],
+        registered_at: 1_790_000_000,
+    };
+    assert_eq!(json(&WorkerInfo::from(&info)), json(&info));
+
+    let gpu = cloudai_domain::GpuStats {
+        index: 0,
+        uuid: "GPU-0".into(),
+        model: "Simulated GPU".into(),
+        utilization_percent: 37.5,
+        memory_used_mb: 2048,
+        memory_total_mb: 16384,
+        temperature_c: Some(61.0),
+        power_watts: None,
+        energy_mj: Some(123_456),
+        sm_clock_mhz: None,
+        mem_clock_mhz: Some(1215),
+        xid_errors: None,
+    };
+    assert_eq!(json(&GpuStats::from(gpu.clone())), json(&gpu));
+
+    let running = cloudai_domain::RunningTask {
+        task_id: "0199a0b2-7c3e-7000-8000-000000000001".into(),
+        status: "queued".into(),
+        cpu_percent: 12.5,
+        memory_bytes: 1_048_576,
+        started_at: 1_790_000_000,
+    };
+    let dto = RunningTask::try_from(running.clone()).expect("a task of ours");
+    assert_eq!((dto.status, json(&dto)), (TaskStatus::Queued, json(&running)));
+    let odd = cloudai_domain::RunningTask { status: "paused".into(), ..running };
+    let err = RunningTask::try_from(odd).expect_err("not a status");
+    assert!(err.to_string().contains("paused"), "{err}");
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("serialise")
+}
