@@ -11,8 +11,9 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use cloudai_api::ApiClient;
 use cloudai_api::parse::{parse_duration, parse_url};
+use cloudai_api::{ApiClient, SubmitTask, TaskSummary};
+use cloudai_domain::Driver;
 
 #[derive(Args, Debug)]
 pub struct TasksArgs {
@@ -25,8 +26,8 @@ pub struct TasksArgs {
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// process or docker.
-    #[arg(long, default_value = "process")]
-    pub driver: cloudai_domain::Driver,
+    #[arg(long, default_value = "process", value_parser = parse_driver)]
+    pub driver: Driver,
     /// Image for docker tasks.
     #[arg(long)]
     pub image: Option<String>,
@@ -38,9 +39,12 @@ pub struct TasksArgs {
     pub timeout: Duration,
 }
 
-fn finished(summary: &Value) -> (u64, u64, u64) {
-    let n = |k: &str| summary[k].as_u64().unwrap_or(0);
-    (n("completed"), n("failed"), n("cancelled"))
+fn parse_driver(raw: &str) -> Result<Driver, String> {
+    raw.parse::<Driver>().map_err(|e| e.to_string())
+}
+
+fn finished(summary: &TaskSummary) -> (u64, u64, u64) {
+    (summary.completed, summary.failed, summary.cancelled)
 }
 
 pub async fn run(args: TasksArgs) -> anyhow::Result<Value> {
@@ -48,12 +52,11 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Value> {
         bail!("--tasks must be at least 1");
     }
     let client = ApiClient::new(&args.api);
-    let before: Value = client.get("/api/tasks/summary").await.context("reading the task summary")?;
+    let before = client.tasks_summary().await.context("reading the task summary")?;
     let (c0, f0, x0) = finished(&before);
-    let mut body = json!({"driver": args.driver, "command": ["true"], "cpu_required": 0.01, "memory_required": args.memory_mb});
-    if let Some(image) = &args.image {
-        body["docker_image"] = json!(image);
-    }
+    let mut body = SubmitTask::process(vec!["true".into()], 0.01, args.memory_mb);
+    body.driver = Some(args.driver);
+    body.docker_image.clone_from(&args.image);
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?));
     eprintln!("submitting {} tasks ({} in flight)", args.tasks, args.concurrency);
     let start = Instant::now();
@@ -62,7 +65,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Value> {
             let (client, body, histogram) = (client.clone(), body.clone(), histogram.clone());
             async move {
                 let t0 = Instant::now();
-                let result: Result<Value, _> = client.post("/api/tasks", &body).await;
+                let result = client.submit_task(&body).await;
                 let _ = histogram.lock().record(t0.elapsed().as_micros().max(1) as u64);
                 result.is_err()
             }
@@ -75,7 +78,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Value> {
     let accepted = (args.tasks - errors) as u64;
     eprintln!("submitted in {submitted_in:.2}s; waiting for {accepted} tasks to end");
     let (completed, failed) = loop {
-        let now: Value = client.get("/api/tasks/summary").await?;
+        let now = client.tasks_summary().await?;
         let (c, f, x) = finished(&now);
         let (c, f, x) = (c - c0.min(c), f - f0.min(f), x - x0.min(x));
         if c + f + x >= accepted {
@@ -91,7 +94,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Value> {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(json!({
         "bench": "tasks",
-        "driver": args.driver,
+        "driver": args.driver.as_str(),
         "tasks": args.tasks,
         "concurrency": args.concurrency,
         "submit_errors": errors,

@@ -2,11 +2,14 @@
 
 use std::io::Write;
 
+use anyhow::anyhow;
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use cloudai_api::{ApiClient, ClientError};
-use cloudai_domain::time::unix_ms;
+use cloudai_api::{ApiClient, LogStream, SubmitTask};
+use cloudai_domain::{Driver, TaskId, TaskStatus, WorkerId};
+
+use crate::render;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum Output {
@@ -32,7 +35,7 @@ pub enum TaskCommand {
     Ls {
         /// Only tasks in this status (pending, queued, running, completed, failed, cancelled).
         #[arg(long)]
-        status: Option<String>,
+        status: Option<TaskStatus>,
     },
     /// Show one task.
     Get { id: String },
@@ -68,7 +71,7 @@ pub struct SubmitArgs {
     pub priority: i32,
     /// process or docker (default: docker with --image, else process).
     #[arg(long)]
-    pub driver: Option<String>,
+    pub driver: Option<Driver>,
     /// Environment for the task, KEY=VALUE (repeatable).
     #[arg(long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -95,179 +98,89 @@ pub enum WorkerCommand {
     Status { id: String },
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// The typed answer, written back as JSON (figures exactly as the master sent them).
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// An id that cannot exist is simply not found, as the master would say.
+fn task_id(raw: &str) -> anyhow::Result<TaskId> {
+    TaskId::parse(raw).map_err(|_| anyhow!("task {raw:?} not found"))
+}
+
+fn worker_id(raw: &str) -> anyhow::Result<WorkerId> {
+    WorkerId::parse(raw).map_err(|_| anyhow!("worker {raw:?} not found"))
+}
+
+fn submission(a: SubmitArgs) -> SubmitTask {
+    let driver = a.driver.unwrap_or(if a.image.is_some() { Driver::Docker } else { Driver::Process });
+    SubmitTask {
+        docker_image: a.image,
+        command: a.command,
+        env: a.env.into_iter().collect(),
+        cpu_required: a.cpu,
+        memory_required: a.memory_mb,
+        gpu_required: Some(a.gpu),
+        priority: Some(a.priority),
+        driver: Some(driver),
+        max_retries: a.max_retries,
     }
 }
 
-fn ago_ms(ms: &Value) -> String {
-    ms.as_i64().map(|t| format!("{}s ago", ((unix_ms() - t) / 1000).max(0))).unwrap_or_else(|| "-".into())
-}
-
-/// Renders rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.trim_end().to_string()
-    };
-    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
-    out.extend(rows.into_iter().map(line));
-    out.join("\n")
-}
-
-pub fn tasks_table(tasks: &[Value]) -> String {
-    if tasks.is_empty() {
-        return "no tasks".into();
-    }
-    let rows = tasks
-        .iter()
-        .map(|t| {
-            let what = t["docker_image"].as_str().map(str::to_string).unwrap_or_default();
-            let cmd: Vec<String> =
-                t["command"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
-            vec![
-                s(&t["task_id"]),
-                s(&t["status"]),
-                s(&t["priority"]),
-                s(&t["driver"]),
-                s(&t["worker_id"]),
-                ago_ms(&t["created_at_ms"]),
-                format!("{what} {}", cmd.join(" ")).trim().to_string(),
-            ]
-        })
-        .collect();
-    table(&["TASK ID", "STATUS", "PRIO", "DRIVER", "WORKER", "CREATED", "COMMAND"], rows)
-}
-
-pub fn task_detail(t: &Value) -> String {
-    let mut out = Vec::new();
-    for key in [
-        "task_id",
-        "status",
-        "pending_reason",
-        "worker_id",
-        "driver",
-        "docker_image",
-        "command",
-        "cpu_required",
-        "memory_required",
-        "gpu_required",
-        "gpu_indices",
-        "priority",
-        "attempt",
-        "max_retries",
-        "exit_code",
-        "error",
-    ] {
-        if !t[key].is_null() {
-            out.push(format!("{:<16} {}", format!("{key}:"), s(&t[key])));
-        }
-    }
-    for key in ["created_at_ms", "started_at_ms", "finished_at_ms"] {
-        if !t[key].is_null() {
-            out.push(format!("{:<16} {}", format!("{}:", key.trim_end_matches("_ms")), ago_ms(&t[key])));
-        }
-    }
-    out.join("\n")
-}
-
-pub async fn run_task(client: &ApiClient, output: Output, command: TaskCommand) -> Result<(), ClientError> {
+pub async fn run_task(client: &ApiClient, output: Output, command: TaskCommand) -> anyhow::Result<()> {
     match command {
         TaskCommand::Submit(a) => {
-            let driver =
-                a.driver.unwrap_or_else(|| if a.image.is_some() { "docker" } else { "process" }.into());
-            let mut body = json!({
-                "driver": driver,
-                "command": a.command,
-                "env": a.env.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-                "cpu_required": a.cpu,
-                "memory_required": a.memory_mb,
-                "gpu_required": a.gpu,
-                "priority": a.priority,
-            });
-            if let Some(image) = a.image {
-                body["docker_image"] = json!(image);
-            }
-            if let Some(r) = a.max_retries {
-                body["max_retries"] = json!(r);
-            }
-            let task: Value = client.post("/api/tasks", &body).await?;
+            let task = client.submit_task(&submission(a)).await?;
             match output {
-                Output::Json => print_json(&task),
-                Output::Table => println!("{}", s(&task["task_id"])),
+                Output::Json => print_json(&task)?,
+                Output::Table => println!("{}", task.task_id),
             }
         }
         TaskCommand::Ls { status } => {
-            let path = match status {
-                Some(st) => format!("/api/tasks?status={st}"),
-                None => "/api/tasks".into(),
-            };
-            let tasks: Vec<Value> = client.get(&path).await?;
+            let tasks = client.list_tasks(status, None).await?;
             match output {
-                Output::Json => print_json(&Value::Array(tasks)),
-                Output::Table => println!("{}", tasks_table(&tasks)),
+                Output::Json => print_json(&tasks)?,
+                Output::Table => println!("{}", render::tasks_table(&tasks)),
             }
         }
         TaskCommand::Get { id } => {
-            let task: Value = client.get(&format!("/api/tasks/{id}")).await?;
+            let task = client.task(&task_id(&id)?).await?;
             match output {
-                Output::Json => print_json(&task),
-                Output::Table => println!("{}", task_detail(&task)),
+                Output::Json => print_json(&task)?,
+                Output::Table => println!("{}", render::task_detail(&task)),
             }
         }
-        TaskCommand::Logs { id, follow: true, .. } => {
+        TaskCommand::Logs { id, follow: true, tail } => {
             client
-                .follow_logs(&id, |stream, data| {
-                    if stream == "stderr" {
-                        eprint!("{data}");
-                    } else {
-                        print!("{data}");
+                .follow_logs(&task_id(&id)?, tail, |chunk| match chunk.stream {
+                    LogStream::Stderr => eprint!("{}", chunk.data),
+                    LogStream::Stdout => {
+                        print!("{}", chunk.data);
                         let _ = std::io::stdout().flush();
                     }
                 })
                 .await?;
         }
         TaskCommand::Logs { id, follow: false, tail } => {
-            let path = match tail {
-                Some(n) => format!("/api/tasks/{id}/logs?tail={n}"),
-                None => format!("/api/tasks/{id}/logs"),
-            };
-            let logs: Value = client.get(&path).await?;
+            let logs = client.task_logs(&task_id(&id)?, tail).await?;
             match output {
-                Output::Json => print_json(&logs),
+                Output::Json => print_json(&logs)?,
                 Output::Table => {
-                    for c in logs["logs"].as_array().into_iter().flatten() {
-                        let data = c["data"].as_str().unwrap_or_default();
-                        if c["stream"] == "stderr" { eprint!("{data}") } else { print!("{data}") }
+                    for c in &logs.logs {
+                        match c.stream {
+                            LogStream::Stderr => eprint!("{}", c.data),
+                            LogStream::Stdout => print!("{}", c.data),
+                        }
                     }
                 }
             }
         }
         TaskCommand::Cancel { id } => {
-            let task: Value = client.delete(&format!("/api/tasks/{id}")).await?;
+            let task = client.cancel_task(&task_id(&id)?).await?;
             match output {
-                Output::Json => print_json(&task),
-                Output::Table if task["status"] == "cancelled" => println!("{id} cancelled"),
+                Output::Json => print_json(&task)?,
+                Output::Table if task.status == TaskStatus::Cancelled => println!("{id} cancelled"),
                 Output::Table => println!("{id} is being stopped"),
             }
         }
@@ -275,69 +188,20 @@ pub async fn run_task(client: &ApiClient, output: Output, command: TaskCommand) 
     Ok(())
 }
 
-pub async fn run_worker(
-    client: &ApiClient,
-    output: Output,
-    command: WorkerCommand,
-) -> Result<(), ClientError> {
+pub async fn run_worker(client: &ApiClient, output: Output, command: WorkerCommand) -> anyhow::Result<()> {
     match command {
         WorkerCommand::Ls => {
-            let workers: Vec<Value> = client.get("/api/workers").await?;
+            let workers = client.api_workers().await?;
             match output {
-                Output::Json => print_json(&Value::Array(workers)),
-                Output::Table if workers.is_empty() => println!("no workers registered"),
-                Output::Table => {
-                    let rows = workers
-                        .iter()
-                        .map(|w| {
-                            let t = &w["telemetry"];
-                            vec![
-                                s(&w["worker_id"]),
-                                if w["is_active"] == true { "yes" } else { "no" }.into(),
-                                format!("{:.1}", t["cpu_usage"].as_f64().unwrap_or(0.0)),
-                                format!("{:.1}", t["memory_usage"].as_f64().unwrap_or(0.0)),
-                                format!("{:.1}", t["gpu_usage"].as_f64().unwrap_or(0.0)),
-                                w["gpus"].as_array().map_or(0, Vec::len).to_string(),
-                                t["running_tasks"].as_array().map_or(0, Vec::len).to_string(),
-                                w["drivers"]
-                                    .as_array()
-                                    .map(|d| d.iter().map(s).collect::<Vec<_>>().join(","))
-                                    .unwrap_or_default(),
-                            ]
-                        })
-                        .collect();
-                    println!(
-                        "{}",
-                        table(
-                            &["WORKER ID", "ACTIVE", "CPU%", "MEM%", "GPU%", "GPUS", "TASKS", "DRIVERS"],
-                            rows
-                        )
-                    );
-                }
+                Output::Json => print_json(&workers)?,
+                Output::Table => println!("{}", render::worker_list(&workers)),
             }
         }
         WorkerCommand::Status { id } => {
-            let w: Value = client.get(&format!("/api/workers/{id}")).await?;
+            let worker = client.worker(&worker_id(&id)?).await?;
             match output {
-                Output::Json => print_json(&w),
-                Output::Table => {
-                    let t = &w["telemetry"];
-                    println!(
-                        "worker:   {}\nhost:     {}\nactive:   {}\nversion:  {}\ndrivers:  {}\ncapacity: {} CPUs, {} MB, {} GPUs\ncpu:      {:.1}%\nmemory:   {:.1}%\ngpu:      {:.1}%\ntasks:    {}",
-                        s(&w["worker_id"]),
-                        s(&w["hostname"]),
-                        s(&w["is_active"]),
-                        s(&w["version"]),
-                        s(&w["drivers"]),
-                        s(&w["cpu_cores"]),
-                        s(&w["memory_mb"]),
-                        w["gpus"].as_array().map_or(0, Vec::len),
-                        t["cpu_usage"].as_f64().unwrap_or(0.0),
-                        t["memory_usage"].as_f64().unwrap_or(0.0),
-                        t["gpu_usage"].as_f64().unwrap_or(0.0),
-                        t["running_tasks"].as_array().map_or(0, Vec::len),
-                    );
-                }
+                Output::Json => print_json(&worker)?,
+                Output::Table => println!("{}", render::worker_summary(&worker)),
             }
         }
     }

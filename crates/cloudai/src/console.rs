@@ -1,20 +1,20 @@
-//! The master's interactive console (`master> `), with line editing and history,
-//! on its own thread so it never holds up the async runtime.
+//! The master's interactive console (`master> `), with line editing and history, on its
+//! own thread so it never holds up the async runtime. It is a client of the master's own
+//! HTTP API, showing its typed answers with the CLI's views.
 
+use std::error::Error;
+use std::future::Future;
 use std::io::IsTerminal;
+use std::time::Duration;
 
+use cloudai_api::history::Field;
+use cloudai_api::{ApiClient, ClientError, HistoryQuery};
+use cloudai_domain::{TaskId, TaskStatus, WorkerId};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 use tokio_util::sync::CancellationToken;
 
-use cloudai_domain::{TaskId, TaskStatus};
-use cloudai_store::{LogQuery, TaskFilter};
-
-use cloudai_domain::WorkerId;
-use cloudai_domain::WorkerInfo;
-use cloudai_domain::time::unix_secs;
-use cloudai_master::tasks::TaskService;
-use cloudai_master::telemetry::{TelemetryManager, WorkerTelemetry};
+use crate::render;
 
 const HELP: &str = "\
 commands:
@@ -30,25 +30,29 @@ commands:
   cancel <id>       cancel a task
   quit              stop the master";
 
-/// What the console reads and drives.
+/// A client of the master's own HTTP API: the console sees what any client sees.
 #[derive(Clone)]
 pub struct Console {
-    pub telemetry: TelemetryManager,
-    pub tasks: TaskService,
-    pub alerts: cloudai_master::alerting::AlertService,
-    /// The master's runtime: task calls are async and run there.
-    pub runtime: tokio::runtime::Handle,
+    client: ApiClient,
+    /// The master's runtime: client calls are async and run there.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Console {
+    /// A console for the master at `client`'s address, running its calls on `runtime`.
+    pub fn new(client: ApiClient, runtime: tokio::runtime::Handle) -> Self {
+        Self { client, runtime }
+    }
+
     /// A console on a running master; call from within the master's runtime.
     pub fn for_master(master: &cloudai_master::Master) -> Self {
-        Self {
-            telemetry: master.telemetry.clone(),
-            tasks: master.tasks.clone(),
-            alerts: master.alerts.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        }
+        let addr = crate::config::dialable(master.http_addr);
+        Self::new(ApiClient::new(&format!("http://{addr}")), tokio::runtime::Handle::current())
+    }
+
+    /// Runs a client call to completion from the console's thread.
+    fn call(&self, call: impl Future<Output = String>) -> String {
+        self.runtime.block_on(call)
     }
 }
 
@@ -107,232 +111,123 @@ pub enum Outcome {
     Quit,
 }
 
-/// Runs one console command and returns what to print.
+/// Runs one console command and returns what to print. Blocks on the master's runtime:
+/// call it from a thread of its own, not from an async task.
 pub fn execute(console: &Console, line: &str) -> Outcome {
-    let telemetry = &console.telemetry;
+    let client = &console.client;
     let mut words = line.split_whitespace();
     let command = words.next().unwrap_or_default();
     let arg = words.next();
-    match (command, arg) {
-        ("help", _) => Outcome::Print(HELP.into()),
-        ("workers", _) => Outcome::Print(workers_table(&telemetry.list_workers())),
-        ("status", Some(id)) => Outcome::Print(status(telemetry, id)),
-        ("status", None) => Outcome::Print("usage: status <worker>".into()),
-        ("history", Some(id)) => Outcome::Print(history(telemetry, id, words.next())),
-        ("history", None) => Outcome::Print("usage: history <worker> [range, e.g. 15m or 2h]".into()),
-        ("alerts", _) => {
-            Outcome::Print(alerts_table(&console.alerts.alerts(cloudai_domain::time::unix_ms())))
-        }
-        ("tasks", status) => Outcome::Print(console.runtime.block_on(tasks(&console.tasks, status))),
-        ("task", Some(id)) => Outcome::Print(console.runtime.block_on(task(&console.tasks, id))),
-        ("logs", Some(id)) => Outcome::Print(console.runtime.block_on(logs(&console.tasks, id))),
-        ("cancel", Some(id)) => Outcome::Print(console.runtime.block_on(cancel(&console.tasks, id))),
-        ("task" | "logs" | "cancel", None) => Outcome::Print(format!("usage: {command} <task id>")),
-        ("quit" | "exit", _) => Outcome::Quit,
-        (other, _) => Outcome::Print(format!("unknown command {other:?}; type 'help'")),
-    }
-}
-
-fn ago(unix: i64) -> String {
-    if unix == 0 {
-        return "never".into();
-    }
-    format!("{}s ago", (unix_secs() - unix).max(0))
-}
-
-pub fn workers_table(workers: &[(std::sync::Arc<WorkerInfo>, WorkerTelemetry)]) -> String {
-    if workers.is_empty() {
-        return "no workers registered".into();
-    }
-    let width = workers.iter().map(|(i, _)| i.worker_id.as_str().len()).max().unwrap_or(2).max(9);
-    let mut out = format!(
-        "{:<width$}  {:<6}  {:>6}  {:>6}  {:>6}  {:>5}  {}\n",
-        "WORKER ID", "ACTIVE", "CPU%", "MEM%", "GPU%", "TASKS", "LAST SEEN"
-    );
-    for (info, t) in workers {
-        out.push_str(&format!(
-            "{:<width$}  {:<6}  {:>6.1}  {:>6.1}  {:>6.1}  {:>5}  {}\n",
-            info.worker_id.as_str(),
-            if t.is_active { "yes" } else { "no" },
-            t.cpu_usage,
-            t.memory_usage,
-            t.gpu_usage,
-            t.running_tasks.len(),
-            ago(t.last_update),
-        ));
-    }
-    let active = workers.iter().filter(|(_, t)| t.is_active).count();
-    out.push_str(&format!("{} workers, {} active", workers.len(), active));
-    out
-}
-
-fn status(telemetry: &TelemetryManager, raw: &str) -> String {
-    let Ok(id) = WorkerId::parse(raw) else {
-        return format!("worker {raw:?} not found");
+    let text = match (command, arg) {
+        ("help", _) => HELP.into(),
+        ("workers", _) => console.call(workers(client)),
+        ("status", Some(id)) => console.call(status(client, id)),
+        ("status", None) => "usage: status <worker>".into(),
+        ("history", Some(id)) => console.call(history(client, id, words.next())),
+        ("history", None) => "usage: history <worker> [range, e.g. 15m or 2h]".into(),
+        ("alerts", _) => console.call(alerts(client)),
+        ("tasks", status) => console.call(tasks(client, status)),
+        ("task", Some(id)) => console.call(task(client, id)),
+        ("logs", Some(id)) => console.call(logs(client, id)),
+        ("cancel", Some(id)) => console.call(cancel(client, id)),
+        ("task" | "logs" | "cancel", None) => format!("usage: {command} <task id>"),
+        ("quit" | "exit", _) => return Outcome::Quit,
+        (other, _) => format!("unknown command {other:?}; type 'help'"),
     };
-    let (Some(info), Some(t)) = (telemetry.get_worker_info(&id), telemetry.get_worker_telemetry(&id)) else {
-        return format!("worker {raw:?} not found");
-    };
-    let mut out = format!(
-        "worker:     {}\nhost:       {}\nactive:     {}\nlast seen:  {}\nversion:    {}\ndrivers:    {}\n\
-         capacity:   {} CPUs, {} MB, {} GPUs\ncpu:        {:.1}%\nmemory:     {:.1}% ({} / {} MB)\ngpu:        {:.1}%\n\
-         heartbeats: {} received, {} dropped\ntasks:      {}",
-        info.worker_id,
-        info.hostname,
-        if t.is_active { "yes" } else { "no" },
-        ago(t.last_update),
-        info.version,
-        info.drivers.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","),
-        info.cpu_cores,
-        info.memory_mb,
-        info.gpus.len(),
-        t.cpu_usage,
-        t.memory_usage,
-        t.memory_used_mb,
-        t.memory_total_mb,
-        t.gpu_usage,
-        t.heartbeats_received,
-        t.heartbeats_dropped,
-        t.running_tasks.len(),
-    );
-    for g in &t.gpus {
-        out.push_str(&format!(
-            "\n  gpu {}: {} {:.0}% util, {} / {} MB{}",
-            g.index,
-            g.model,
-            g.utilization_percent,
-            g.memory_used_mb,
-            g.memory_total_mb,
-            g.temperature_c.map(|c| format!(", {c:.0}°C")).unwrap_or_default()
-        ));
-    }
-    for task in &t.running_tasks {
-        out.push_str(&format!("\n  task {} ({})", task.task_id, task.status));
-    }
-    out
+    Outcome::Print(text)
 }
 
-fn alerts_table(alerts: &[cloudai_alerts::Alert]) -> String {
-    if alerts.is_empty() {
-        return "no alerts".into();
+/// What to print when a call fails: the master's own words when it refused, else what
+/// went wrong with its causes (an answer that does not parse names the field).
+fn failed(e: ClientError) -> String {
+    if let ClientError::Refused { message, .. } = e {
+        return message;
     }
-    let mut out = format!(
-        "{:<24} {:<16} {:>4} {:<9} {:<8} {:>10}  message",
-        "rule", "worker", "gpu", "status", "severity", "since"
-    );
-    for a in alerts {
-        let status = if a.resolved_at_ms.is_some() { "resolved" } else { "firing" };
-        out.push_str(&format!(
-            "\n{:<24} {:<16} {:>4} {:<9} {:<8} {:>10}  {}",
-            a.key.rule,
-            a.key.worker_id.as_deref().unwrap_or("-"),
-            a.key.gpu.map_or("-".to_string(), |g| g.to_string()),
-            status,
-            format!("{:?}", a.severity).to_lowercase(),
-            ago(a.since_ms / 1000),
-            a.message
-        ));
+    let mut text = format!("error: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
     }
-    out
+    text
+}
+
+async fn workers(client: &ApiClient) -> String {
+    client.api_workers().await.map_or_else(failed, |workers| render::workers_table(&workers))
+}
+
+async fn status(client: &ApiClient, raw: &str) -> String {
+    let Ok(id) = WorkerId::parse(raw) else { return format!("worker {raw:?} not found") };
+    client.worker(&id).await.map_or_else(failed, |worker| render::worker_detail(&worker))
+}
+
+async fn alerts(client: &ApiClient) -> String {
+    client.alerts(None).await.map_or_else(failed, |list| render::alerts_table(&list.alerts))
 }
 
 /// About this many rows, whatever the range.
 const HISTORY_ROWS: u64 = 15;
 
-fn history(telemetry: &TelemetryManager, raw: &str, range: Option<&str>) -> String {
-    use cloudai_history::Field;
+async fn history(client: &ApiClient, raw: &str, range: Option<&str>) -> String {
     let range = match range.map(crate::config::parse_duration).transpose() {
-        Ok(range) => range.unwrap_or(std::time::Duration::from_secs(15 * 60)),
+        Ok(range) => range.unwrap_or(Duration::from_secs(15 * 60)),
         Err(e) => return e,
     };
+    let Ok(id) = WorkerId::parse(raw) else { return format!("worker {raw:?} not found") };
     let range_ms = u64::try_from(range.as_millis()).unwrap_or(u64::MAX).max(HISTORY_ROWS);
     let step_ms = (range_ms / HISTORY_ROWS).max(1000);
-    let now = cloudai_domain::time::unix_ms();
-    let since = now.saturating_sub(i64::try_from(range_ms).unwrap_or(i64::MAX));
-    let Some(series) = WorkerId::parse(raw).ok().and_then(|id| telemetry.history(&id, since, now, step_ms))
-    else {
-        return format!("worker {raw:?} not found");
+    let query = HistoryQuery {
+        since: Some(format!("{range_ms}ms")),
+        until: None,
+        step: Some(format!("{step_ms}ms")),
+        fields: vec![Field::Cpu, Field::Memory, Field::Gpu],
     };
-    let cpu = series.get(Field::Cpu);
-    if cpu.is_empty() {
-        return format!("no telemetry from {raw} in the last {}", humantime::format_duration(range));
+    match client.worker_metrics(&id, Some(&query)).await {
+        Ok(metrics) => match metrics.history {
+            Some(history) => render::history_table(raw, range, &history),
+            None => format!("error: the master sent no history for {raw}"),
+        },
+        Err(e) => failed(e),
     }
-    let at = |field: Field, ts: i64| series.get(field).iter().find(|p| p.timestamp_ms == ts).copied();
-    let fmt = |p: Option<cloudai_history::Point>| p.map_or("-".to_string(), |p| format!("{:.1}", p.avg));
-    let fmt_max = |p: Option<cloudai_history::Point>| p.map_or("-".to_string(), |p| format!("{:.1}", p.max));
-    let mut out = format!(
-        "{raw}: last {}, one row per {} (averages, and the peak)
-{:<10} {:>7} {:>7} {:>7} {:>7} {:>7}",
-        humantime::format_duration(range),
-        humantime::format_duration(std::time::Duration::from_millis(step_ms)),
-        "ago",
-        "cpu %",
-        "peak",
-        "mem %",
-        "gpu %",
-        "peak"
-    );
-    for p in cpu {
-        let ago = std::time::Duration::from_secs(u64::try_from((now - p.timestamp_ms) / 1000).unwrap_or(0));
-        out.push_str(&format!(
-            "\n{:<10} {:>7.1} {:>7.1} {:>7} {:>7} {:>7}",
-            humantime::format_duration(ago).to_string(),
-            p.avg,
-            p.max,
-            fmt(at(Field::Memory, p.timestamp_ms)),
-            fmt(at(Field::Gpu, p.timestamp_ms)),
-            fmt_max(at(Field::Gpu, p.timestamp_ms)),
-        ));
-    }
-    out
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or_default()
-}
-
-async fn tasks(service: &TaskService, status: Option<&str>) -> String {
+async fn tasks(client: &ApiClient, status: Option<&str>) -> String {
     let status = match status.map(str::parse::<TaskStatus>).transpose() {
         Ok(s) => s,
         Err(e) => return e,
     };
-    match service.list(&TaskFilter { status, ..TaskFilter::default() }).await {
-        Ok(list) => crate::cli::tasks_table(&list.iter().map(to_json).collect::<Vec<_>>()),
-        Err(e) => format!("error: {e}"),
-    }
+    client.list_tasks(status, None).await.map_or_else(failed, |list| render::tasks_table(&list))
 }
 
-async fn task(service: &TaskService, raw: &str) -> String {
+async fn task(client: &ApiClient, raw: &str) -> String {
     let Ok(id) = TaskId::parse(raw) else { return format!("task {raw:?} not found") };
-    match service.get(&id).await {
-        Ok(t) => crate::cli::task_detail(&to_json(&t)),
-        Err(e) => format!("error: {e}"),
-    }
+    client.task(&id).await.map_or_else(failed, |t| render::task_detail(&t))
 }
 
-async fn logs(service: &TaskService, raw: &str) -> String {
+/// The console shows at most the last this many bytes of a task's output.
+const LOG_BYTES: usize = 64 * 1024;
+
+async fn logs(client: &ApiClient, raw: &str) -> String {
     let Ok(id) = TaskId::parse(raw) else { return format!("task {raw:?} not found") };
-    if let Err(e) = service.get(&id).await {
-        return format!("error: {e}");
+    let logs = match client.task_logs(&id, None).await {
+        Ok(logs) => logs,
+        Err(e) => return failed(e),
+    };
+    let text: String = logs.logs.iter().map(|c| c.data.as_str()).collect();
+    let mut start = text.len().saturating_sub(LOG_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
     }
-    match service.read_logs(&id, LogQuery { tail_bytes: Some(64 * 1024), ..LogQuery::default() }).await {
-        Ok(page) => {
-            let text: String = page.chunks.iter().map(|c| String::from_utf8_lossy(&c.data)).collect();
-            if text.is_empty() { "(no output)".into() } else { text.trim_end().to_string() }
-        }
-        Err(e) => format!("error: {e}"),
-    }
+    let text = text[start..].trim_end();
+    if text.is_empty() { "(no output)".into() } else { text.to_string() }
 }
 
-async fn cancel(service: &TaskService, raw: &str) -> String {
+async fn cancel(client: &ApiClient, raw: &str) -> String {
     let Ok(id) = TaskId::parse(raw) else { return format!("task {raw:?} not found") };
-    match service.cancel(id.clone()).await {
+    match client.cancel_task(&id).await {
         Ok(t) if t.status == TaskStatus::Cancelled => format!("{id} cancelled"),
         Ok(_) => format!("{id} is being stopped"),
-        Err(cloudai_master::tasks::TaskError::NotFound(_)) => match service.get(&id).await {
-            Ok(t) => format!("{id} has already ended ({})", t.status),
-            Err(e) => format!("error: {e}"),
-        },
-        Err(e) => format!("error: {e}"),
+        // A task that has ended is refused with its status: "task … is already completed".
+        Err(e) => failed(e),
     }
 }

@@ -108,11 +108,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Master { master } => run_master(master).await,
         Command::Worker { client: Some(command), api, output, .. } => {
             let client = ApiClient::new(&api.addr);
-            Ok(cloudai::cli::run_worker(&client, output.output, command).await?)
+            cloudai::cli::run_worker(&client, output.output, command).await
         }
         Command::Task { command, api, output } => {
             let client = ApiClient::new(&api.addr);
-            Ok(cloudai::cli::run_task(&client, output.output, command).await?)
+            cloudai::cli::run_task(&client, output.output, command).await
         }
         Command::Worker { client: None, worker, master_addr, .. } => {
             let data_dir = std::path::PathBuf::from("cloudai-data/worker");

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerting;
+mod errors;
 pub mod events;
 pub mod fleet;
 mod history_store;

@@ -27,18 +27,20 @@ use cloudai_proto::ACCEPTED_COMPRESSION;
 use cloudai_proto::RETRY_AFTER_MS;
 use cloudai_proto::{PROTOCOL_VERSION, version_refusal};
 
+// The code comes from each error's one `ErrorCode` (`errors.rs`); the messages are gRPC's own.
+
 impl From<TelemetryError> for Status {
     fn from(e: TelemetryError) -> Self {
+        let code = e.code().grpc_code();
         match e {
             TelemetryError::UnknownWorker(id) => {
-                Status::not_found(format!("worker {id} is not registered; register again"))
+                Status::new(code, format!("worker {id} is not registered; register again"))
             }
-            TelemetryError::ShuttingDown => Status::unavailable("master is shutting down"),
+            TelemetryError::ShuttingDown => Status::new(code, "master is shutting down"),
             TelemetryError::RateLimited { retry_after } => {
                 let millis = retry_after.as_millis().max(1);
-                let mut status = Status::resource_exhausted(format!(
-                    "heartbeat rate limit exceeded; retry after {millis} ms"
-                ));
+                let mut status =
+                    Status::new(code, format!("heartbeat rate limit exceeded; retry after {millis} ms"));
                 if let Ok(v) = millis.to_string().parse() {
                     status.metadata_mut().insert(RETRY_AFTER_MS, v);
                 }
@@ -50,24 +52,26 @@ impl From<TelemetryError> for Status {
 
 impl From<FleetError> for Status {
     fn from(e: FleetError) -> Self {
+        let code = e.code().grpc_code();
         match e {
             FleetError::UnknownWorker(id) => {
-                Status::not_found(format!("worker {id} is not registered; register again"))
+                Status::new(code, format!("worker {id} is not registered; register again"))
             }
-            FleetError::ShuttingDown => Status::unavailable("master is shutting down"),
+            FleetError::ShuttingDown => Status::new(code, "master is shutting down"),
         }
     }
 }
 
 impl From<TaskError> for Status {
     fn from(e: TaskError) -> Self {
+        let code = e.code().grpc_code();
         match e {
-            TaskError::NotFound(id) => Status::not_found(format!("task {id} not found")),
-            TaskError::Finished { .. } => Status::failed_precondition(e.to_string()),
-            TaskError::ShuttingDown => Status::unavailable("master is shutting down"),
+            TaskError::NotFound(id) => Status::new(code, format!("task {id} not found")),
+            TaskError::Finished { .. } => Status::new(code, e.to_string()),
+            TaskError::ShuttingDown => Status::new(code, "master is shutting down"),
             TaskError::Store(source) => {
                 tracing::error!(error = %format!("{source:#}"), "store error");
-                Status::unavailable("the master cannot reach its store; retry")
+                Status::new(code, "the master cannot reach its store; retry")
             }
         }
     }

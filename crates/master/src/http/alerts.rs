@@ -1,26 +1,21 @@
 //! `GET /api/alerts`: firing alerts, then recently resolved ones.
 
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
-use cloudai_alerts::{Alert, AlertStatus};
-use serde::{Deserialize, Serialize};
-
-use super::{ApiError, ApiState};
+use cloudai_alerts::AlertStatus;
+use cloudai_api::{Alert, AlertList};
 use cloudai_domain::time::unix_ms;
+use serde::Deserialize;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new().route("/api/alerts", get(list))
+use super::{ApiError, ApiState, Route, get};
+
+pub(super) fn routes() -> Vec<Route> {
+    vec![get("/api/alerts", list)]
 }
 
 #[derive(Deserialize)]
 struct ListQuery {
     status: Option<String>,
-}
-
-#[derive(Serialize)]
-struct AlertList {
-    alerts: Vec<Alert>,
 }
 
 async fn list(
@@ -41,5 +36,5 @@ async fn list(
     if let Some(wanted) = wanted {
         alerts.retain(|a| a.status == wanted);
     }
-    Ok(Json(AlertList { alerts }))
+    Ok(Json(AlertList { alerts: alerts.into_iter().map(Alert::from).collect() }))
 }

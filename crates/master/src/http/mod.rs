@@ -1,16 +1,23 @@
-//! The master's HTTP API (axum): health, telemetry and workers.
+//! The master's HTTP API (axum): health, telemetry, workers, tasks, alerts, metrics and the
+//! OpenAPI document. Handlers answer with `cloudai_api`'s types, which the document is built from.
 
 mod alerts;
 mod error;
 mod tasks;
 mod telemetry;
+#[cfg(test)]
+mod tests;
 mod workers;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::handler::Handler;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{self, MethodRouter};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
@@ -34,25 +41,64 @@ pub struct ApiState {
     pub alerts: crate::alerting::AlertService,
 }
 
+/// One served route. The method is written once, by the helper that mounts the handler
+/// ([`get`], [`post`], [`delete`]), so the list the router is built from is what it serves.
+struct Route {
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the test comparing routes with the document"))]
+    method: &'static str,
+    path: &'static str,
+    handler: MethodRouter<ApiState>,
+}
+
+fn get<H: Handler<T, ApiState>, T: 'static>(path: &'static str, handler: H) -> Route {
+    Route { method: "GET", path, handler: routing::get(handler) }
+}
+
+fn post<H: Handler<T, ApiState>, T: 'static>(path: &'static str, handler: H) -> Route {
+    Route { method: "POST", path, handler: routing::post(handler) }
+}
+
+fn delete<H: Handler<T, ApiState>, T: 'static>(path: &'static str, handler: H) -> Route {
+    Route { method: "DELETE", path, handler: routing::delete(handler) }
+}
+
+/// Every route the router serves.
+fn routes() -> Vec<Route> {
+    let mut routes = telemetry::routes();
+    routes.extend(workers::routes());
+    routes.extend(tasks::routes());
+    routes.extend(alerts::routes());
+    routes.push(get("/metrics", metrics));
+    routes.push(get("/openapi.json", openapi_json));
+    routes
+}
+
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .merge(telemetry::routes())
-        .merge(tasks::routes())
-        .route("/metrics", axum::routing::get(metrics))
-        .merge(workers::routes())
-        .merge(alerts::routes())
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+    // Routes sharing a path (`GET` and `POST /api/tasks`) merge into one method router.
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, route| router.route(route.path, route.handler))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+}
+
+/// `GET /openapi.json`: the document of this API, built once from `cloudai_api`'s types.
+async fn openapi_json() -> Response {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let text = DOCUMENT.get_or_init(|| {
+        // The document is plain data (strings, maps, numbers): serialising it cannot fail.
+        serde_json::to_string(&cloudai_api::openapi()).unwrap_or_default()
+    });
+    ([(header::CONTENT_TYPE, "application/json")], text.as_str()).into_response()
 }
 
 /// Prometheus scrape: a snapshot of the cluster, encoded off the async threads.
 async fn metrics(
     axum::extract::State(state): axum::extract::State<ApiState>,
     headers: axum::http::HeaderMap,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
+) -> Result<Response, ApiError> {
     let task_states = state.tasks.count_by_status().await?;
     let counts = state.tasks.counts().await?;
     let (metrics, telemetry, alerts) = (state.metrics.clone(), state.telemetry.clone(), state.alerts.clone());
@@ -68,16 +114,15 @@ async fn metrics(
         crate::metrics::render(&metrics, snapshot)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}")))?;
-    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    .map_err(|e| ApiError::internal(format!("metrics: {e}")))?
+    .map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if accept.contains("application/openmetrics-text") {
         let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-        return Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response());
+        return Ok(([(header::CONTENT_TYPE, content_type)], text).into_response());
     }
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
-    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], crate::metrics::to_classic_text(&text))
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, content_type)], crate::metrics::to_classic_text(&text)).into_response())
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests.

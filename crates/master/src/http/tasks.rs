@@ -2,39 +2,43 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use cloudai_domain::{Task, TaskId, TaskSpec, TaskStatus};
+use cloudai_api::{ErrorCode, LogChunk, Task, TaskEvent, TaskLogs, TaskSummary};
+use cloudai_domain::{TaskId, TaskSpec, TaskStatus};
 use cloudai_store::{LogQuery, LogStream, StoredChunk, TaskFilter};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Route, delete, get, post};
 use crate::tasks::TaskError;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/tasks", get(list).post(submit))
-        .route("/api/tasks/summary", get(summary))
-        .route("/api/tasks/{id}", get(one).delete(cancel))
-        .route("/api/tasks/{id}/events", get(events))
-        .route("/api/tasks/{id}/logs", get(logs))
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        get("/api/tasks", list),
+        post("/api/tasks", submit),
+        get("/api/tasks/summary", summary),
+        get("/api/tasks/{id}", one),
+        delete("/api/tasks/{id}", cancel),
+        get("/api/tasks/{id}/events", events),
+        get("/api/tasks/{id}/logs", logs),
+    ]
 }
 
+// The status comes from the error's one `ErrorCode` (`errors.rs`); the messages are HTTP's own.
 impl From<TaskError> for ApiError {
     fn from(e: TaskError) -> Self {
+        let code = e.code();
         match e {
-            TaskError::NotFound(id) => ApiError::not_found(format!("task {id:?} not found")),
-            TaskError::Finished { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            TaskError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            TaskError::NotFound(id) => ApiError::new(code, format!("task {id:?} not found")),
+            TaskError::Finished { .. } | TaskError::ShuttingDown => ApiError::new(code, e.to_string()),
             TaskError::Store(source) => {
                 tracing::error!(error = %format!("{source:#}"), "store error");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; retry")
+                ApiError::new(code, "the store is unavailable; retry")
             }
         }
     }
@@ -48,10 +52,13 @@ async fn submit(
     State(state): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| ApiError::new(r.status(), format!("body: {}", r.body_text())))?;
+    let body = body.map_err(|r| {
+        let code = ErrorCode::from_http_status(r.status().as_u16()).unwrap_or(ErrorCode::InvalidArgument);
+        ApiError::new(code, format!("body: {}", r.body_text()))
+    })?;
     let spec = TaskSpec::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let task = state.tasks.submit(spec).await?;
-    Ok((StatusCode::CREATED, Json(task)).into_response())
+    Ok((StatusCode::CREATED, Json(Task::from(task))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -69,35 +76,35 @@ async fn list(
         Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| ApiError::bad_request(format!("status: {e}")))?),
     };
     let filter = TaskFilter { status, worker_id: None, limit: q.limit };
-    Ok(Json(state.tasks.list(&filter).await?))
+    let tasks = state.tasks.list(&filter).await?;
+    Ok(Json(tasks.into_iter().map(Task::from).collect()))
 }
 
 /// Tasks per status (all six, zeros included).
-async fn summary(
-    State(state): State<ApiState>,
-) -> Result<Json<std::collections::BTreeMap<TaskStatus, u64>>, ApiError> {
-    Ok(Json(state.tasks.count_by_status().await?))
+async fn summary(State(state): State<ApiState>) -> Result<Json<TaskSummary>, ApiError> {
+    Ok(Json(state.tasks.count_by_status().await?.into()))
 }
 
 async fn one(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Json<Task>, ApiError> {
-    Ok(Json(state.tasks.get(&task_id(&raw)?).await?))
+    Ok(Json(state.tasks.get(&task_id(&raw)?).await?.into()))
 }
 
 async fn events(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
-) -> Result<Json<Vec<cloudai_domain::TaskEvent>>, ApiError> {
+) -> Result<Json<Vec<TaskEvent>>, ApiError> {
     let id = task_id(&raw)?;
     state.tasks.get(&id).await?;
-    Ok(Json(state.tasks.events(&id).await?))
+    let events = state.tasks.events(&id).await?;
+    Ok(Json(events.into_iter().map(TaskEvent::from).collect()))
 }
 
 async fn cancel(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = task_id(&raw)?;
     match state.tasks.cancel(id).await {
-        Ok(task) if task.status == TaskStatus::Cancelled => Ok(Json(task).into_response()),
+        Ok(task) if task.status == TaskStatus::Cancelled => Ok(Json(Task::from(task)).into_response()),
         // Running: the worker stops it (SIGTERM, then SIGKILL after the grace period).
-        Ok(task) => Ok((StatusCode::ACCEPTED, Json(task)).into_response()),
+        Ok(task) => Ok((StatusCode::ACCEPTED, Json(Task::from(task))).into_response()),
         // Ended (409) or unknown (404).
         Err(e) => Err(e.into()),
     }
@@ -111,32 +118,12 @@ struct LogsQuery {
     tail: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct LogLine {
-    seq: u64,
-    stream: LogStream,
-    data: String,
-    time_ms: i64,
-}
-
-impl From<StoredChunk> for LogLine {
-    fn from(c: StoredChunk) -> Self {
-        Self {
-            seq: c.seq,
-            stream: c.stream,
-            data: String::from_utf8_lossy(&c.data).into_owned(),
-            time_ms: c.time_ms,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Logs {
-    task_id: TaskId,
-    status: TaskStatus,
-    logs: Vec<LogLine>,
-    dropped_bytes: u64,
-    next_seq: u64,
+fn chunk(c: StoredChunk) -> LogChunk {
+    let stream = match c.stream {
+        LogStream::Stdout => cloudai_api::LogStream::Stdout,
+        LogStream::Stderr => cloudai_api::LogStream::Stderr,
+    };
+    LogChunk::new(c.seq, stream, &c.data, c.time_ms)
 }
 
 /// Keeps the chunks holding the last `lines` lines (the first one cut to fit).
@@ -179,8 +166,8 @@ async fn logs(
         None => page.chunks,
     };
     if !q.follow {
-        let logs = chunks.into_iter().map(LogLine::from).collect();
-        return Ok(Json(Logs {
+        let logs = chunks.into_iter().map(chunk).collect();
+        return Ok(Json(TaskLogs {
             task_id: id,
             status: task.status,
             logs,
@@ -190,14 +177,14 @@ async fn logs(
         .into_response());
     }
     // Follow: newline-delimited JSON, one chunk per line, until the task ends.
-    let first: Vec<Bytes> = chunks.into_iter().map(|c| ndjson(LogLine::from(c))).collect();
+    let first: Vec<Bytes> = chunks.into_iter().map(|c| ndjson(chunk(c))).collect();
     let follow = Follow { state, id, after: page.next_seq, done: false };
     let stream = futures::stream::iter(first.into_iter().map(Ok::<_, std::io::Error>))
         .chain(futures::stream::unfold(follow, Follow::next).flat_map(futures::stream::iter));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }
 
-fn ndjson(line: LogLine) -> Bytes {
+fn ndjson(line: LogChunk) -> Bytes {
     let mut v = serde_json::to_vec(&line).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
@@ -233,7 +220,7 @@ impl Follow {
             };
             if !page.chunks.is_empty() {
                 self.after = page.next_seq;
-                let lines = page.chunks.into_iter().map(|c| Ok(ndjson(LogLine::from(c)))).collect();
+                let lines = page.chunks.into_iter().map(|c| Ok(ndjson(chunk(c)))).collect();
                 break Some((lines, self));
             }
             let finished = match self.state.tasks.get(&self.id).await {
@@ -246,7 +233,7 @@ impl Follow {
                 let rest =
                     self.state.tasks.read_logs(&self.id, query).await.map(|p| p.chunks).unwrap_or_default();
                 self.done = true;
-                let lines = rest.into_iter().map(|c| Ok(ndjson(LogLine::from(c)))).collect();
+                let lines = rest.into_iter().map(|c| Ok(ndjson(chunk(c)))).collect();
                 break Some((lines, self));
             }
             // Woken by new output or the task's end; the timeout covers a missed wake.

@@ -1,70 +1,44 @@
 //! `/api/workers…`: registration details plus live figures, for clients and the CLI.
 
-use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
 use std::sync::Arc;
 
-use super::telemetry::worker_id;
-use super::{ApiError, ApiState};
-use crate::telemetry::WorkerTelemetry;
-use cloudai_domain::{GpuStats, WorkerInfo};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use cloudai_api::{History, TaskUsage, WorkerDetail, WorkerMetrics, WorkerTask};
+use cloudai_domain::WorkerInfo;
 
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/workers", get(list))
-        .route("/api/workers/{worker_id}", get(one))
-        .route("/api/workers/{worker_id}/metrics", get(metrics))
-        .route("/api/workers/{worker_id}/tasks", get(tasks))
+use super::telemetry::{not_found, worker_id};
+use super::{ApiError, ApiState, Route, get};
+use crate::telemetry::WorkerTelemetry;
+
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        get("/api/workers", list),
+        get("/api/workers/{worker_id}", one),
+        get("/api/workers/{worker_id}/metrics", metrics),
+        get("/api/workers/{worker_id}/tasks", tasks),
+    ]
 }
 
-#[derive(Serialize)]
-pub struct WorkerDetail {
-    #[serde(flatten)]
-    pub info: Arc<WorkerInfo>,
-    pub is_active: bool,
-    pub telemetry: WorkerTelemetry,
+fn detail(info: &WorkerInfo, telemetry: WorkerTelemetry) -> WorkerDetail {
+    WorkerDetail::new(info.into(), telemetry.into())
 }
 
 async fn list(State(state): State<ApiState>) -> Json<Vec<WorkerDetail>> {
-    Json(
-        state
-            .telemetry
-            .list_workers()
-            .into_iter()
-            .map(|(info, telemetry)| WorkerDetail { info, is_active: telemetry.is_active, telemetry })
-            .collect(),
-    )
+    let all = state.telemetry.list_workers();
+    Json(all.into_iter().map(|(info, telemetry)| detail(&info, telemetry)).collect())
 }
 
 fn lookup(state: &ApiState, raw: &str) -> Result<(Arc<WorkerInfo>, WorkerTelemetry), ApiError> {
     let id = worker_id(raw)?;
     let info = state.telemetry.get_worker_info(&id);
     let telemetry = state.telemetry.get_worker_telemetry(&id);
-    info.zip(telemetry).ok_or_else(|| ApiError::not_found(format!("worker {raw:?} not found")))
+    info.zip(telemetry).ok_or_else(|| not_found(raw))
 }
 
 async fn one(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Json<WorkerDetail>, ApiError> {
     let (info, telemetry) = lookup(&state, &raw)?;
-    Ok(Json(WorkerDetail { info, is_active: telemetry.is_active, telemetry }))
-}
-
-#[derive(Serialize)]
-struct WorkerMetrics {
-    worker_id: String,
-    is_active: bool,
-    last_update: i64,
-    cpu_usage: f64,
-    cpu_cores: f64,
-    memory_usage: f64,
-    memory_used_mb: u64,
-    memory_total_mb: u64,
-    gpu_usage: f64,
-    gpus: Vec<GpuStats>,
-    /// Present when the request asked for a time range.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    history: Option<History>,
+    Ok(Json(detail(&info, telemetry)))
 }
 
 /// `?since=&until=&step=&fields=`: times are a duration ago (`15m`), unix seconds or
@@ -75,15 +49,6 @@ struct RangeQuery {
     until: Option<String>,
     step: Option<String>,
     fields: Option<String>,
-}
-
-#[derive(Serialize)]
-struct History {
-    since_ms: i64,
-    until_ms: i64,
-    step_ms: u64,
-    #[serde(flatten)]
-    series: cloudai_history::Series,
 }
 
 struct Range {
@@ -181,42 +146,15 @@ async fn metrics(
         let mut series = state
             .telemetry
             .history(&t.worker_id, since_ms, until_ms, step_ms)
-            .ok_or_else(|| ApiError::not_found(format!("worker {raw:?} not found")))?;
+            .ok_or_else(|| not_found(&raw))?;
         if let Some(fields) = fields {
             series.fields.retain(|field, _| fields.contains(field));
         }
-        Some(History { since_ms, until_ms, step_ms, series })
+        Some(History::new(since_ms, until_ms, step_ms, series))
     } else {
         None
     };
-    Ok(Json(WorkerMetrics {
-        worker_id: t.worker_id.to_string(),
-        is_active: t.is_active,
-        last_update: t.last_update,
-        cpu_usage: t.cpu_usage,
-        cpu_cores: info.cpu_cores,
-        memory_usage: t.memory_usage,
-        memory_used_mb: t.memory_used_mb,
-        memory_total_mb: t.memory_total_mb,
-        gpu_usage: t.gpu_usage,
-        gpus: t.gpus,
-        history,
-    }))
-}
-
-/// A task on a worker, with its live usage while it runs (container stats for docker).
-#[derive(Serialize)]
-struct WorkerTask {
-    #[serde(flatten)]
-    task: cloudai_domain::Task,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<TaskUsage>,
-}
-
-#[derive(Serialize)]
-struct TaskUsage {
-    cpu_percent: f64,
-    memory_bytes: u64,
+    Ok(Json(WorkerMetrics::new(t.into(), info.cpu_cores, history)))
 }
 
 async fn tasks(
@@ -227,7 +165,7 @@ async fn tasks(
     let telemetry = state.telemetry.get_worker_telemetry(&id);
     let tasks = state.tasks.worker_tasks(&id).await?;
     if telemetry.is_none() && tasks.is_empty() {
-        return Err(ApiError::not_found(format!("worker {raw:?} not found")));
+        return Err(not_found(&raw));
     }
     let running = telemetry.map(|t| t.running_tasks).unwrap_or_default();
     Ok(Json(
@@ -238,7 +176,7 @@ async fn tasks(
                     .iter()
                     .find(|r| r.task_id == task.task_id.as_str() && task.status.is_placed())
                     .map(|r| TaskUsage { cpu_percent: r.cpu_percent, memory_bytes: r.memory_bytes });
-                WorkerTask { task, usage }
+                WorkerTask { task: task.into(), usage }
             })
             .collect(),
     ))

@@ -1,0 +1,229 @@
+//! The OpenAPI document of the master's HTTP API, built from this crate's types alone.
+//!
+//! The handlers live in the master; the functions below only carry `#[utoipa::path]`, one
+//! per route, so the document is written once, next to the types it refers to. [`ROUTES`]
+//! lists the same routes, for a test that the router serves nothing undocumented.
+
+#![expect(dead_code, reason = "the path functions only carry their #[utoipa::path] documentation")]
+
+use utoipa::OpenApi;
+
+use crate::alerts::{Alert, AlertList, AlertStatus, Severity};
+use crate::error::ApiErrorBody;
+use crate::history::{History, Point};
+use crate::logs::{LogChunk, LogStream, TaskLogs};
+use crate::tasks::{SubmitTask, Task, TaskEvent, TaskSpec, TaskSummary};
+use crate::telemetry::{GpuStats, Health, RunningTask, WorkerSummary, WorkerTelemetry};
+use crate::workers::{GpuInfo, TaskUsage, WorkerDetail, WorkerInfo, WorkerMetrics, WorkerTask};
+
+/// Every documented route: (method, axum-style path template).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/telemetry"),
+    ("GET", "/telemetry/{worker_id}"),
+    ("GET", "/workers"),
+    ("GET", "/api/workers"),
+    ("GET", "/api/workers/{worker_id}"),
+    ("GET", "/api/workers/{worker_id}/metrics"),
+    ("GET", "/api/workers/{worker_id}/tasks"),
+    ("GET", "/api/tasks"),
+    ("POST", "/api/tasks"),
+    ("GET", "/api/tasks/summary"),
+    ("GET", "/api/tasks/{id}"),
+    ("DELETE", "/api/tasks/{id}"),
+    ("GET", "/api/tasks/{id}/events"),
+    ("GET", "/api/tasks/{id}/logs"),
+    ("GET", "/api/alerts"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+/// The document, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "CloudAI HTTP API",
+        description = "The master's HTTP API: telemetry, workers, tasks, alerts. JSON with \
+            snake_case fields; every error is `{\"error\": \"...\"}` with a 4xx or 5xx status."
+    ),
+    paths(
+        health, telemetry, worker_telemetry, workers, api_workers, worker, worker_metrics,
+        worker_tasks, list_tasks, submit_task, tasks_summary, task, cancel_task, task_events,
+        task_logs, alerts, metrics, openapi_json
+    ),
+    components(schemas(
+        ApiErrorBody, Health, WorkerTelemetry, GpuStats, RunningTask, WorkerSummary, WorkerInfo,
+        GpuInfo, WorkerDetail, WorkerMetrics, History, Point, WorkerTask, TaskUsage, SubmitTask,
+        TaskSpec, Task, TaskEvent, TaskSummary, TaskLogs, LogChunk, LogStream, AlertList, Alert,
+        AlertStatus, Severity
+    )),
+    tags(
+        (name = "telemetry", description = "The seeds' telemetry API"),
+        (name = "workers", description = "Registered workers and their figures"),
+        (name = "tasks", description = "Submit, inspect, follow and cancel tasks"),
+        (name = "alerts", description = "Alerts from the rules the master evaluates"),
+        (name = "meta", description = "Prometheus metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+#[utoipa::path(get, path = "/health", tag = "telemetry",
+    responses((status = 200, description = "The master is up", body = Health)))]
+fn health() {}
+
+#[utoipa::path(get, path = "/telemetry", tag = "telemetry",
+    responses((status = 200, description = "Worker id → telemetry", body = BTreeMap<String, WorkerTelemetry>)))]
+fn telemetry() {}
+
+#[utoipa::path(get, path = "/telemetry/{worker_id}", tag = "telemetry",
+    params(("worker_id" = String, Path, description = "Worker id")),
+    responses(
+        (status = 200, description = "The worker's latest telemetry", body = WorkerTelemetry),
+        (status = 404, description = "Unknown worker", body = ApiErrorBody),
+    ))]
+fn worker_telemetry() {}
+
+#[utoipa::path(get, path = "/workers", tag = "telemetry",
+    responses((status = 200, description = "Worker id → summary", body = BTreeMap<String, WorkerSummary>)))]
+fn workers() {}
+
+#[utoipa::path(get, path = "/api/workers", tag = "workers",
+    responses((status = 200, description = "Every registered worker", body = Vec<WorkerDetail>)))]
+fn api_workers() {}
+
+#[utoipa::path(get, path = "/api/workers/{worker_id}", tag = "workers",
+    params(("worker_id" = String, Path, description = "Worker id")),
+    responses(
+        (status = 200, description = "The worker", body = WorkerDetail),
+        (status = 404, description = "Unknown worker", body = ApiErrorBody),
+    ))]
+fn worker() {}
+
+#[utoipa::path(get, path = "/api/workers/{worker_id}/metrics", tag = "workers",
+    params(
+        ("worker_id" = String, Path, description = "Worker id"),
+        ("since" = Option<String>, Query,
+            description = "Start of the history: a duration ago (`15m`), unix seconds or RFC 3339; default 1h ago"),
+        ("until" = Option<String>, Query, description = "End of the history, same forms; default now"),
+        ("step" = Option<String>, Query,
+            description = "Aggregate per step: a duration (`1m`) or seconds; absent for the points as stored"),
+        ("fields" = Option<String>, Query,
+            description = "Comma-separated field names (`cpu_usage,gpu0_utilization`); default every field"),
+    ),
+    responses(
+        (status = 200, description = "Current figures; `history` when any query parameter is given",
+            body = WorkerMetrics),
+        (status = 400, description = "Bad time, step or field (named in the message)", body = ApiErrorBody),
+        (status = 404, description = "Unknown worker", body = ApiErrorBody),
+    ))]
+fn worker_metrics() {}
+
+#[utoipa::path(get, path = "/api/workers/{worker_id}/tasks", tag = "workers",
+    params(("worker_id" = String, Path, description = "Worker id")),
+    responses(
+        (status = 200, description = "Tasks placed on the worker", body = Vec<WorkerTask>),
+        (status = 404, description = "Unknown worker without tasks", body = ApiErrorBody),
+        (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
+    ))]
+fn worker_tasks() {}
+
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks",
+    params(
+        ("status" = Option<crate::schema::TaskStatusSchema>, Query, description = "Only tasks in this state"),
+        ("limit" = Option<usize>, Query, description = "Only the newest N (still oldest first)"),
+    ),
+    responses(
+        (status = 200, description = "Tasks, oldest first", body = Vec<Task>),
+        (status = 400, description = "Unknown status", body = ApiErrorBody),
+        (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
+    ))]
+fn list_tasks() {}
+
+#[utoipa::path(post, path = "/api/tasks", tag = "tasks",
+    request_body(content = SubmitTask, description = "The task to run (at most 1 MiB)"),
+    responses(
+        (status = 201, description = "Accepted and durable", body = Task),
+        (status = 400, description = "Bad field (named in the message)", body = ApiErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ApiErrorBody),
+        (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
+    ))]
+fn submit_task() {}
+
+#[utoipa::path(get, path = "/api/tasks/summary", tag = "tasks",
+    responses(
+        (status = 200, description = "Tasks per status", body = TaskSummary),
+        (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
+    ))]
+fn tasks_summary() {}
+
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 404, description = "Unknown task", body = ApiErrorBody),
+    ))]
+fn task() {}
+
+#[utoipa::path(delete, path = "/api/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "Cancelled (it was pending)", body = Task),
+        (status = 202, description = "Being stopped (SIGTERM, then SIGKILL after the grace period)", body = Task),
+        (status = 404, description = "Unknown task", body = ApiErrorBody),
+        (status = 409, description = "The task has already ended", body = ApiErrorBody),
+    ))]
+fn cancel_task() {}
+
+#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "Every state transition, oldest first", body = Vec<TaskEvent>),
+        (status = 404, description = "Unknown task", body = ApiErrorBody),
+    ))]
+fn task_events() {}
+
+#[utoipa::path(get, path = "/api/tasks/{id}/logs", tag = "tasks",
+    params(
+        ("id" = String, Path, description = "Task id"),
+        ("tail" = Option<usize>, Query, description = "Only the last N lines (N ≥ 1)"),
+        ("follow" = Option<bool>, Query,
+            description = "Stream NDJSON, one `LogChunk` per line, until the task ends"),
+    ),
+    responses(
+        (status = 200, description = "The output so far, or (follow) a stream of chunks", content(
+            (TaskLogs = "application/json"),
+            (LogChunk = "application/x-ndjson"),
+        )),
+        (status = 400, description = "Bad tail", body = ApiErrorBody),
+        (status = 404, description = "Unknown task", body = ApiErrorBody),
+    ))]
+fn task_logs() {}
+
+#[utoipa::path(get, path = "/api/alerts", tag = "alerts",
+    params(("status" = Option<AlertStatus>, Query, description = "Only firing or only resolved alerts")),
+    responses(
+        (status = 200, description = "Firing alerts, then those resolved recently; newest first in each",
+            body = AlertList),
+        (status = 400, description = "Unknown status", body = ApiErrorBody),
+    ))]
+fn alerts() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses(
+        (status = 200, description = "Prometheus text exposition; OpenMetrics when the Accept header asks for it",
+            content(
+                (String = "text/plain; version=0.0.4; charset=utf-8"),
+                (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            )),
+        (status = 500, description = "Encoding the metrics failed", body = ApiErrorBody),
+        (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
+    ))]
+fn metrics() {}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)))]
+fn openapi_json() {}

@@ -1,0 +1,49 @@
+//! OpenAPI schemas for the domain types the DTOs reuse as they are (`TaskStatus`, `Driver`,
+//! ids). The orphan rule keeps `ToSchema` off the domain's own types, so fields point here
+//! with `#[schema(value_type = ...)]`; a test checks these lists match the domain's.
+
+use utoipa::ToSchema;
+
+/// Where a task is. `completed`, `failed` and `cancelled` are final.
+#[derive(ToSchema)]
+#[schema(as = TaskStatus)]
+#[allow(dead_code, reason = "documentation only: the API uses cloudai_domain::TaskStatus")]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TaskStatusSchema {
+    Pending,
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// How a task runs on a worker.
+#[derive(ToSchema)]
+#[schema(as = Driver)]
+#[allow(dead_code, reason = "documentation only: the API uses cloudai_domain::Driver")]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DriverSchema {
+    Docker,
+    Process,
+}
+
+#[cfg(test)]
+mod tests {
+    use cloudai_domain::{Driver, TaskStatus};
+    use utoipa::PartialSchema;
+
+    fn names(schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) -> Vec<String> {
+        let value = serde_json::to_value(schema).expect("schema json");
+        let list = value["enum"].as_array().cloned().unwrap_or_default();
+        list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn schemas_list_the_domain_values() {
+        let statuses: Vec<String> = TaskStatus::ALL.iter().map(|s| s.to_string()).collect();
+        assert_eq!(names(super::TaskStatusSchema::schema()), statuses);
+        let drivers: Vec<String> = [Driver::Docker, Driver::Process].iter().map(|d| d.to_string()).collect();
+        assert_eq!(names(super::DriverSchema::schema()), drivers);
+    }
+}

@@ -1,0 +1,240 @@
+//! `/api/tasks…`: the submission body, tasks, their events and the per-status summary.
+
+use std::collections::BTreeMap;
+
+use cloudai_domain::{Driver, TaskId, TaskStatus, WorkerId};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /api/tasks` body. Left-out fields take the server's defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"driver": "process", "command": ["sh", "-c", "echo hi"], "cpu_required": 0.5, "memory_required": 64}))]
+pub struct SubmitTask {
+    /// Required for the docker driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_image: Option<String>,
+    /// Argv (no shell); required for the process driver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// CPU cores, > 0.
+    #[schema(exclusive_minimum = 0.0)]
+    pub cpu_required: f64,
+    /// Memory, MB, > 0.
+    #[schema(minimum = 1)]
+    pub memory_required: u64,
+    /// Whole GPUs; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_required: Option<u32>,
+    /// Higher runs first; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Default `docker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schema::DriverSchema>)]
+    pub driver: Option<Driver>,
+    /// Re-runs allowed after the task's worker is lost; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+impl SubmitTask {
+    /// A task the process driver runs as `command` (argv, no shell).
+    pub fn process(command: Vec<String>, cpu_required: f64, memory_required: u64) -> Self {
+        Self::new(None, command, cpu_required, memory_required, Driver::Process)
+    }
+
+    /// A task the docker driver runs from `image` (with its default command).
+    pub fn docker(image: impl Into<String>, cpu_required: f64, memory_required: u64) -> Self {
+        Self::new(Some(image.into()), Vec::new(), cpu_required, memory_required, Driver::Docker)
+    }
+
+    fn new(image: Option<String>, command: Vec<String>, cpu: f64, memory: u64, driver: Driver) -> Self {
+        Self {
+            docker_image: image,
+            command,
+            env: BTreeMap::new(),
+            cpu_required: cpu,
+            memory_required: memory,
+            gpu_required: None,
+            priority: None,
+            driver: Some(driver),
+            max_retries: None,
+        }
+    }
+}
+
+/// The request part of a task, as validated (every default filled in).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub docker_image: Option<String>,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cpu_required: f64,
+    pub memory_required: u64,
+    pub gpu_required: u32,
+    pub priority: i32,
+    #[schema(value_type = crate::schema::DriverSchema)]
+    pub driver: Driver,
+    pub max_retries: u32,
+}
+
+impl From<cloudai_domain::TaskSpec> for TaskSpec {
+    fn from(s: cloudai_domain::TaskSpec) -> Self {
+        Self {
+            docker_image: s.docker_image,
+            command: s.command,
+            env: s.env,
+            cpu_required: s.cpu_required,
+            memory_required: s.memory_required,
+            gpu_required: s.gpu_required,
+            priority: s.priority,
+            driver: s.driver,
+            max_retries: s.max_retries,
+        }
+    }
+}
+
+/// A task: its id and status, the request, where it runs and how it ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    #[schema(value_type = String)]
+    pub task_id: TaskId,
+    #[schema(value_type = crate::schema::TaskStatusSchema)]
+    pub status: TaskStatus,
+    #[serde(flatten)]
+    pub spec: TaskSpec,
+    /// Once placed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub worker_id: Option<WorkerId>,
+    /// The GPUs the task holds on its worker (empty when none, or not placed).
+    pub gpu_indices: Vec<u32>,
+    /// Runs started so far (0 until first placed).
+    pub attempt: u32,
+    /// Why a pending task is waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub pending_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i32)]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub error: Option<String>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64)]
+    pub started_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64)]
+    pub finished_at_ms: Option<i64>,
+}
+
+impl From<cloudai_domain::Task> for Task {
+    fn from(t: cloudai_domain::Task) -> Self {
+        Self {
+            task_id: t.task_id,
+            status: t.status,
+            spec: t.spec.into(),
+            worker_id: t.worker_id,
+            gpu_indices: t.gpu_indices,
+            attempt: t.attempt,
+            pending_reason: t.pending_reason,
+            exit_code: t.exit_code,
+            error: t.error,
+            created_at_ms: t.created_at_ms,
+            updated_at_ms: t.updated_at_ms,
+            started_at_ms: t.started_at_ms,
+            finished_at_ms: t.finished_at_ms,
+        }
+    }
+}
+
+/// One recorded status change (`GET /api/tasks/{id}/events`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskEvent {
+    #[schema(value_type = String)]
+    pub task_id: TaskId,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    /// `null` for the first event (submitted).
+    #[serde(deserialize_with = "required_nullable")]
+    #[schema(value_type = Option<crate::schema::TaskStatusSchema>, required = true)]
+    pub from: Option<TaskStatus>,
+    #[schema(value_type = crate::schema::TaskStatusSchema)]
+    pub to: TaskStatus,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub worker_id: Option<WorkerId>,
+}
+
+/// An `Option` the server always sends (as `null` when empty): missing is an error.
+fn required_nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::deserialize(d)
+}
+
+impl From<cloudai_domain::TaskEvent> for TaskEvent {
+    fn from(e: cloudai_domain::TaskEvent) -> Self {
+        Self {
+            task_id: e.task_id,
+            time_ms: e.time_ms,
+            from: e.from,
+            to: e.to,
+            reason: e.reason,
+            worker_id: e.worker_id,
+        }
+    }
+}
+
+/// `GET /api/tasks/summary`: tasks per status, zeros included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskSummary {
+    pub pending: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl TaskSummary {
+    pub fn get(&self, status: TaskStatus) -> u64 {
+        match status {
+            TaskStatus::Pending => self.pending,
+            TaskStatus::Queued => self.queued,
+            TaskStatus::Running => self.running,
+            TaskStatus::Completed => self.completed,
+            TaskStatus::Failed => self.failed,
+            TaskStatus::Cancelled => self.cancelled,
+        }
+    }
+
+    fn slot(&mut self, status: TaskStatus) -> &mut u64 {
+        match status {
+            TaskStatus::Pending => &mut self.pending,
+            TaskStatus::Queued => &mut self.queued,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Completed => &mut self.completed,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Cancelled => &mut self.cancelled,
+        }
+    }
+}
+
+impl From<BTreeMap<TaskStatus, u64>> for TaskSummary {
+    fn from(counts: BTreeMap<TaskStatus, u64>) -> Self {
+        let mut summary = TaskSummary::default();
+        for (status, n) in counts {
+            *summary.slot(status) += n;
+        }
+        summary
+    }
+}
