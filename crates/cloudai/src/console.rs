@@ -61,25 +61,109 @@ pub fn wanted(no_console: bool) -> bool {
     !no_console && std::io::stdin().is_terminal()
 }
 
-/// Starts the console thread; `quit` (or end of input) cancels `shutdown`.
-pub fn spawn(console: Console, shutdown: CancellationToken) {
+/// How often an idle console looks at the shutdown token.
+const IDLE_CHECK: Duration = Duration::from_millis(100);
+
+/// The console's thread, to be joined at shutdown.
+pub struct ConsoleThread(std::thread::JoinHandle<()>);
+
+impl ConsoleThread {
+    /// Waits up to `deadline` for the console to stop; an idle console stops within
+    /// [`IDLE_CHECK`] of the shutdown, one whose line is half typed only when it ends.
+    /// `false` if it is still reading (its terminal may be left in raw mode).
+    pub async fn join(self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        while !self.0.is_finished() {
+            if tokio::time::Instant::now() >= until {
+                tracing::warn!("the console is still reading a line; not waiting for it");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.0.join().is_err() {
+            tracing::warn!("the console thread panicked");
+        }
+        true
+    }
+}
+
+/// Starts the console thread; `quit` (or end of input) cancels `shutdown`, and a shutdown
+/// from elsewhere stops it.
+pub fn spawn(console: Console, shutdown: CancellationToken) -> Option<ConsoleThread> {
     let spawned = std::thread::Builder::new().name("console".into()).spawn(move || {
         if let Err(e) = run(&console, &shutdown) {
             tracing::warn!(error = %e, "console stopped");
         }
     });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the console");
+    match spawned {
+        Ok(handle) => Some(ConsoleThread(handle)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the console");
+            None
+        }
     }
+}
+
+/// Keeps the terminal out of line mode between prompts, so a first keystroke wakes the
+/// console (in line mode nothing is readable before Enter, and the editor would get no
+/// keys to edit); the editor sets its own raw mode around each line and comes back to this.
+/// Dropping it restores the terminal as it was.
+struct KeyMode(Option<nix::sys::termios::Termios>);
+
+impl KeyMode {
+    fn enter() -> Self {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let Ok(original) = tcgetattr(&stdin) else { return Self(None) };
+        let mut keys = original.clone();
+        keys.local_flags.remove(LocalFlags::ICANON | LocalFlags::ECHO);
+        if tcsetattr(&stdin, SetArg::TCSANOW, &keys).is_err() {
+            return Self(None);
+        }
+        Self(Some(original))
+    }
+}
+
+impl Drop for KeyMode {
+    fn drop(&mut self) {
+        if let Some(original) = &self.0 {
+            let _ =
+                nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, original);
+        }
+    }
+}
+
+/// Waits until a key is typed (`true`) or `shutdown` fires (`false`), so that the editor
+/// only blocks on a read once the user is typing.
+fn wait_for_input(shutdown: &CancellationToken) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let timeout = PollTimeout::try_from(IDLE_CHECK).unwrap_or(PollTimeout::NONE);
+    while !shutdown.is_cancelled() {
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            // Readable, closed or in error: the editor's read says which.
+            Ok(_) | Err(_) => return true,
+        }
+    }
+    false
 }
 
 fn run(console: &Console, shutdown: &CancellationToken) -> rustyline::Result<()> {
     let mut editor = DefaultEditor::new()?;
+    let _keys = KeyMode::enter();
     println!("CloudAI master console. Type 'help' for commands.");
     loop {
-        if shutdown.is_cancelled() {
+        // The prompt shows before the wait, as the editor would show it.
+        print!("master> ");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        if !wait_for_input(shutdown) {
+            println!();
             return Ok(());
         }
+        // The editor clears the line and draws its own prompt.
         match editor.readline("master> ") {
             Ok(line) => {
                 let line = line.trim();

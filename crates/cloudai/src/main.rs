@@ -8,10 +8,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cloudai::cli::OutputArg;
 use cloudai::config::{ClientArgs, MasterAddrArg, MasterArgs, WorkerArgs};
+use cloudai::console::ConsoleThread;
 use cloudai_api::ApiClient;
 use cloudai_domain::Driver;
 use cloudai_worker as worker;
 use tokio_util::sync::CancellationToken;
+
+/// How long a stopping master waits for its console (an idle one stops within 100 ms).
+const CONSOLE_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// glibc's malloc was a third of the master's CPU on the heartbeat path (many small,
 /// short-lived allocations across threads); mimalloc handles that pattern far better.
@@ -129,12 +133,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
     let master = args.start_master().await?;
     let shutdown = CancellationToken::new();
-    if cloudai::console::wanted(args.no_console) {
-        let console = cloudai::console::Console::for_master(&master);
-        cloudai::console::spawn(console, shutdown.clone());
-    }
+    let console = start_console(&master, args.no_console, &shutdown);
     tokio::spawn(stop_on_signal(shutdown.clone()));
     shutdown.cancelled().await;
+    stop_console(console).await;
     master.shutdown().await;
     Ok(())
 }
@@ -148,16 +150,14 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
     let shutdown = CancellationToken::new();
     let worker_stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));
-    if cloudai::console::wanted(master_args.no_console) {
-        let console = cloudai::console::Console::for_master(&master);
-        cloudai::console::spawn(console, shutdown.clone());
-    }
+    let console = start_console(&master, master_args.no_console, &shutdown);
     tracing::info!(
         "dev cluster up: try `curl http://{}/workers`",
         cloudai::config::dialable(master.http_addr)
     );
     tokio::spawn(stop_on_signal(shutdown.clone()));
     shutdown.cancelled().await;
+    stop_console(console).await;
     worker_stop.cancel();
     match worker_task.await {
         Ok(Ok(())) => {}
@@ -166,6 +166,24 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
     }
     master.shutdown().await;
     Ok(())
+}
+
+fn start_console(
+    master: &cloudai_master::Master,
+    no_console: bool,
+    shutdown: &CancellationToken,
+) -> Option<ConsoleThread> {
+    if !cloudai::console::wanted(no_console) {
+        return None;
+    }
+    cloudai::console::spawn(cloudai::console::Console::for_master(master), shutdown.clone())
+}
+
+/// The console stops before the master, so its last command's answer is not cut off.
+async fn stop_console(console: Option<ConsoleThread>) {
+    if let Some(console) = console {
+        console.join(CONSOLE_STOP).await;
+    }
 }
 
 /// First SIGTERM/Ctrl-C: graceful shutdown. Second: exit at once.

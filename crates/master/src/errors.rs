@@ -3,13 +3,32 @@
 //! ([`ErrorCode::grpc_code`]).
 
 use cloudai_api::ErrorCode;
+use tracing::error;
 
 use crate::fleet::FleetError;
 use crate::tasks::TaskError;
 use crate::telemetry::TelemetryError;
 
-impl TaskError {
-    pub fn code(&self) -> ErrorCode {
+/// An error a caller is told about: its code, and its `Display` as the message, the same
+/// for HTTP and gRPC.
+pub(crate) trait Coded: std::fmt::Display {
+    fn code(&self) -> ErrorCode;
+
+    /// The message for the caller; failures the caller cannot act on are logged here, once.
+    fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Coded for TaskError {
+    fn message(&self) -> String {
+        if let TaskError::Store(source) = self {
+            error!(error = %format!("{source:#}"), "store error");
+        }
+        self.to_string()
+    }
+
+    fn code(&self) -> ErrorCode {
         match self {
             TaskError::NotFound(_) => ErrorCode::NotFound,
             TaskError::Finished { .. } => ErrorCode::Conflict,
@@ -18,8 +37,8 @@ impl TaskError {
     }
 }
 
-impl FleetError {
-    pub fn code(&self) -> ErrorCode {
+impl Coded for FleetError {
+    fn code(&self) -> ErrorCode {
         match self {
             FleetError::UnknownWorker(_) => ErrorCode::NotFound,
             FleetError::ShuttingDown => ErrorCode::Unavailable,
@@ -27,8 +46,8 @@ impl FleetError {
     }
 }
 
-impl TelemetryError {
-    pub fn code(&self) -> ErrorCode {
+impl Coded for TelemetryError {
+    fn code(&self) -> ErrorCode {
         match self {
             TelemetryError::UnknownWorker(_) => ErrorCode::NotFound,
             TelemetryError::ShuttingDown => ErrorCode::Unavailable,

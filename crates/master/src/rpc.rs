@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
+use crate::errors::Coded;
 use crate::fleet::{Fleet, FleetError};
 use crate::tasks::{CommandHub, TaskError, TaskService};
 use crate::telemetry::{TelemetryError, TelemetryManager};
@@ -27,53 +28,32 @@ use cloudai_proto::ACCEPTED_COMPRESSION;
 use cloudai_proto::RETRY_AFTER_MS;
 use cloudai_proto::{PROTOCOL_VERSION, version_refusal};
 
-// The code comes from each error's one `ErrorCode` (`errors.rs`); the messages are gRPC's own.
+/// Every error's code comes from its one `ErrorCode` (`errors.rs`), its message from its `Display`.
+fn status(e: &impl Coded) -> Status {
+    Status::new(e.code().grpc_code(), e.message())
+}
 
 impl From<TelemetryError> for Status {
     fn from(e: TelemetryError) -> Self {
-        let code = e.code().grpc_code();
-        match e {
-            TelemetryError::UnknownWorker(id) => {
-                Status::new(code, format!("worker {id} is not registered; register again"))
-            }
-            TelemetryError::ShuttingDown => Status::new(code, "master is shutting down"),
-            TelemetryError::RateLimited { retry_after } => {
-                let millis = retry_after.as_millis().max(1);
-                let mut status =
-                    Status::new(code, format!("heartbeat rate limit exceeded; retry after {millis} ms"));
-                if let Ok(v) = millis.to_string().parse() {
-                    status.metadata_mut().insert(RETRY_AFTER_MS, v);
-                }
-                status
-            }
+        let mut answer = status(&e);
+        if let TelemetryError::RateLimited { retry_after } = e
+            && let Ok(v) = retry_after.as_millis().max(1).to_string().parse()
+        {
+            answer.metadata_mut().insert(RETRY_AFTER_MS, v);
         }
+        answer
     }
 }
 
 impl From<FleetError> for Status {
     fn from(e: FleetError) -> Self {
-        let code = e.code().grpc_code();
-        match e {
-            FleetError::UnknownWorker(id) => {
-                Status::new(code, format!("worker {id} is not registered; register again"))
-            }
-            FleetError::ShuttingDown => Status::new(code, "master is shutting down"),
-        }
+        status(&e)
     }
 }
 
 impl From<TaskError> for Status {
     fn from(e: TaskError) -> Self {
-        let code = e.code().grpc_code();
-        match e {
-            TaskError::NotFound(id) => Status::new(code, format!("task {id} not found")),
-            TaskError::Finished { .. } => Status::new(code, e.to_string()),
-            TaskError::ShuttingDown => Status::new(code, "master is shutting down"),
-            TaskError::Store(source) => {
-                tracing::error!(error = %format!("{source:#}"), "store error");
-                Status::new(code, "the master cannot reach its store; retry")
-            }
-        }
+        status(&e)
     }
 }
 
@@ -192,7 +172,9 @@ impl MasterService for MasterRpc {
         let rx = self.commands.attach(id.clone());
         self.tasks.stream_opened(id).await;
         // End the stream on shutdown so the gRPC server's graceful stop does not wait on it.
-        let stream = ReceiverStream::new(rx).take_until(self.shutdown.clone().cancelled_owned());
+        let stream = ReceiverStream::new(rx)
+            .map(|command| Ok(pb::WorkerCommand::from(command)))
+            .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -44,7 +44,7 @@ impl FleetConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FleetError {
-    #[error("worker {0} is not registered")]
+    #[error("worker {0} is not registered; register again")]
     UnknownWorker(WorkerId),
     #[error("the master is shutting down")]
     ShuttingDown,

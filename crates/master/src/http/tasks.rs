@@ -15,6 +15,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use super::{ApiError, ApiState, Route, delete, get, post};
+use crate::errors::Coded;
 use crate::tasks::TaskError;
 
 pub(super) fn routes() -> Vec<Route> {
@@ -29,18 +30,9 @@ pub(super) fn routes() -> Vec<Route> {
     ]
 }
 
-// The status comes from the error's one `ErrorCode` (`errors.rs`); the messages are HTTP's own.
 impl From<TaskError> for ApiError {
     fn from(e: TaskError) -> Self {
-        let code = e.code();
-        match e {
-            TaskError::NotFound(id) => ApiError::new(code, format!("task {id:?} not found")),
-            TaskError::Finished { .. } | TaskError::ShuttingDown => ApiError::new(code, e.to_string()),
-            TaskError::Store(source) => {
-                tracing::error!(error = %format!("{source:#}"), "store error");
-                ApiError::new(code, "the store is unavailable; retry")
-            }
-        }
+        ApiError::new(e.code(), e.message())
     }
 }
 

@@ -286,7 +286,7 @@ impl Actor {
     fn send_start(&self, task: &Task) {
         let Some(worker) = &task.worker_id else { return };
         let command = WorkerCommand::Start(TaskLaunch::from(task));
-        if !self.commands.send(worker, command.into()) {
+        if !self.commands.send(worker, command) {
             // Sent again when the worker's command stream (re)opens.
             debug!(task_id = %task.task_id, worker_id = %worker, "worker not connected; start deferred");
         }
@@ -297,7 +297,7 @@ impl Actor {
         let Ok(id) = TaskId::parse(task_id) else { return };
         let grace = Some(self.config.cancel_grace).filter(|g| !g.is_zero());
         let command = WorkerCommand::Cancel(TaskCancel { task_id: id, grace, reason: reason.to_string() });
-        if !self.commands.send(worker, command.into()) {
+        if !self.commands.send(worker, command) {
             debug!(task_id, worker_id = %worker, "worker not connected; cancel deferred");
         }
     }

@@ -49,13 +49,14 @@ impl Default for TaskConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
-    #[error("task {0} not found")]
+    #[error("task {0:?} not found")]
     NotFound(String),
     #[error("task {task_id} is already {status}")]
     Finished { task_id: TaskId, status: cloudai_domain::TaskStatus },
-    #[error("the task service is shutting down")]
+    #[error("the master is shutting down")]
     ShuttingDown,
-    #[error("store error")]
+    /// The detail is logged, not shown: the caller can only retry.
+    #[error("the master cannot reach its store; retry")]
     Store(#[from] StoreError),
 }
 

@@ -86,11 +86,11 @@ impl Bucket {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TelemetryError {
-    #[error("worker {0} is not registered")]
+    #[error("worker {0} is not registered; register again")]
     UnknownWorker(WorkerId),
-    #[error("the telemetry manager is shutting down")]
+    #[error("the master is shutting down")]
     ShuttingDown,
-    #[error("heartbeat rate limit exceeded; retry after {} ms", retry_after.as_millis())]
+    #[error("heartbeat rate limit exceeded; retry after {} ms", retry_after.as_millis().max(1))]
     RateLimited { retry_after: Duration },
 }
 
