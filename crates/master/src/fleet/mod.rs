@@ -75,9 +75,14 @@ impl Member {
     }
 }
 
+/// Hashes worker ids on every heartbeat (here and in telemetry): foldhash is several times
+/// cheaper than SipHash on short keys and still seeded per process, so ids cannot be chosen
+/// to collide.
+pub(crate) type IdHasher = foldhash::fast::RandomState;
+
 struct Inner {
     config: FleetConfig,
-    members: RwLock<HashMap<WorkerId, Arc<Member>>>,
+    members: RwLock<HashMap<WorkerId, Arc<Member>, IdHasher>>,
     /// Workers that held tasks before a master restart and have not registered since, with
     /// the time they are lost at.
     awaited: Mutex<HashMap<WorkerId, u64>>,
@@ -156,7 +161,7 @@ impl Fleet {
         Self {
             inner: Arc::new(Inner {
                 config,
-                members: RwLock::new(HashMap::new()),
+                members: RwLock::new(HashMap::default()),
                 awaited: Mutex::new(HashMap::new()),
                 events,
                 epoch: Instant::now(),

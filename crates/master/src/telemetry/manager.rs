@@ -23,7 +23,7 @@ use tracing::Instrument;
 use cloudai_history::{History, HistoryConfig, MinuteBucket, Series};
 
 use super::model::WorkerTelemetry;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, IdHasher};
 use crate::shutdown::Stage;
 use cloudai_domain::time::unix_ms;
 use cloudai_domain::{GpuInfo, GpuStats, HeartbeatSample, RunningTask, WorkerId, WorkerInfo};
@@ -127,6 +127,8 @@ struct WorkerSlot {
     worker_id: WorkerId,
     /// The registered GPUs: heartbeats leave their uuids and models out.
     gpus: RwLock<Arc<WorkerInfo>>,
+    /// Bumped with every change of `gpus` (while holding its write lock).
+    gpus_version: AtomicU64,
     telemetry: Mutex<WorkerTelemetry>,
     tx: mpsc::Sender<Box<Queued>>,
     overflow: Mutex<Option<Box<Queued>>>,
@@ -148,8 +150,10 @@ pub const RUNNING_RECHECK: Duration = Duration::from_secs(10);
 
 impl WorkerSlot {
     fn running_changed(&self, running: &[RunningTask], now_ms: u64) -> bool {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        use std::hash::{BuildHasher, Hash, Hasher};
+        // Compared only with this worker's previous digest: a fixed seed is enough, and a
+        // collision would only delay passing a change on until the next recheck.
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
         for t in running {
             t.task_id.hash(&mut h);
             t.status.hash(&mut h);
@@ -180,7 +184,7 @@ impl WorkerSlot {
 
 struct Inner {
     config: TelemetryConfig,
-    workers: RwLock<HashMap<WorkerId, Arc<WorkerSlot>>>,
+    workers: RwLock<HashMap<WorkerId, Arc<WorkerSlot>, IdHasher>>,
     fleet: Fleet,
     callback: RwLock<Option<UpdateCallback>>,
     epoch: Instant,
@@ -249,7 +253,7 @@ impl TelemetryManager {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                workers: RwLock::new(HashMap::new()),
+                workers: RwLock::new(HashMap::default()),
                 fleet,
                 callback: RwLock::new(None),
                 epoch: Instant::now(),
@@ -324,13 +328,16 @@ impl TelemetryManager {
         let worker_id = info.worker_id.clone();
         let mut workers = inner.workers.write();
         if let Some(slot) = workers.get(&worker_id) {
-            *slot.gpus.write() = info;
+            let mut gpus = slot.gpus.write();
+            *gpus = info;
+            slot.gpus_version.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         let (tx, rx) = mpsc::channel(inner.config.channel_capacity);
         let slot = Arc::new(WorkerSlot {
             worker_id: worker_id.clone(),
             gpus: RwLock::new(info),
+            gpus_version: AtomicU64::new(0),
             telemetry: Mutex::new(WorkerTelemetry::empty(worker_id.clone())),
             tx,
             overflow: Mutex::new(None),
@@ -481,33 +488,52 @@ impl TelemetryManager {
     }
 }
 
+/// What a worker's task remembers between heartbeats.
+#[derive(Default)]
+struct Applied {
+    /// Sequence number of the latest applied heartbeat.
+    seq: Option<u64>,
+    /// The registration version every GPU name in the current figures was copied from;
+    /// `None` when some came with the heartbeat itself (or none was applied yet).
+    names_from: Option<u64>,
+}
+
 async fn worker_loop(inner: Arc<Inner>, slot: Arc<WorkerSlot>, mut rx: mpsc::Receiver<Box<Queued>>) {
-    let mut last_applied: Option<u64> = None;
+    let mut applied = Applied::default();
+    // Made once, not per heartbeat: each new one registers and unregisters a waiter (a lock).
+    let mut cancelled = std::pin::pin!(slot.cancel.cancelled());
+    let mut woken = std::pin::pin!(slot.wake.notified());
     loop {
-        tokio::select! {
+        let rearm = tokio::select! {
             biased;
-            _ = slot.cancel.cancelled() => break,
+            _ = &mut cancelled => break,
             msg = rx.recv() => match msg {
-                Some(q) => apply(&inner, &slot, &mut last_applied, *q),
+                Some(q) => {
+                    apply(&inner, &slot, &mut applied, *q);
+                    false
+                }
                 None => break,
             },
-            _ = slot.wake.notified() => {}
+            _ = &mut woken => true,
+        };
+        if rearm {
+            woken.set(slot.wake.notified());
         }
         let overflow = slot.overflow.lock().take();
         if let Some(q) = overflow {
-            apply(&inner, &slot, &mut last_applied, *q);
+            apply(&inner, &slot, &mut applied, *q);
         }
     }
 }
 
-fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Queued) {
-    if last_applied.is_some_and(|last| q.seq < last) {
+fn apply(inner: &Inner, slot: &WorkerSlot, applied: &mut Applied, q: Queued) {
+    if applied.seq.is_some_and(|last| q.seq < last) {
         // Older than what is already applied (it sat in the channel behind the overflow).
         slot.dropped.fetch_add(1, Ordering::Relaxed);
         inner.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    *last_applied = Some(q.seq);
+    applied.seq = Some(q.seq);
     let Queued { received_at_ms, sample, .. } = q;
     let closed = slot.history.lock().append(&history_sample(received_at_ms, &sample));
     if closed.is_some() {
@@ -516,7 +542,11 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Qu
     let mut gpus = sample.gpus;
     {
         let mut t = slot.telemetry.lock();
-        name_gpus(&mut gpus, &mut t.gpus, &slot.gpus.read().gpus);
+        let registered = slot.gpus.read();
+        let version = slot.gpus_version.load(Ordering::Relaxed);
+        let reuse = applied.names_from == Some(version);
+        applied.names_from = name_gpus(&mut gpus, &mut t.gpus, &registered.gpus, reuse).then_some(version);
+        drop(registered);
         t.cpu_usage = sample.cpu_usage;
         t.memory_usage = sample.memory_usage;
         t.gpu_usage = sample.gpu_usage;
@@ -533,22 +563,29 @@ fn apply(inner: &Inner, slot: &WorkerSlot, last_applied: &mut Option<u64>, q: Qu
     }
 }
 
-/// Heartbeats leave GPU uuids and models out: they come from the registration, moved from the
-/// previous figures when those already hold them (no copy in the steady state).
-fn name_gpus(gpus: &mut [GpuStats], previous: &mut [GpuStats], registered: &[GpuInfo]) {
-    for g in gpus.iter_mut().filter(|g| g.uuid.is_empty() && g.model.is_empty()) {
-        let Some(registered) = registered.iter().find(|i| i.index == g.index) else { continue };
-        match previous.iter_mut().find(|p| p.index == g.index) {
-            Some(p) if p.uuid == registered.uuid && p.model == registered.model => {
-                g.uuid = std::mem::take(&mut p.uuid);
-                g.model = std::mem::take(&mut p.model);
-            }
-            _ => {
-                g.uuid.clone_from(&registered.uuid);
-                g.model.clone_from(&registered.model);
-            }
+/// Heartbeats leave GPU uuids and models out: they come from the registration. With `reuse`
+/// (every name in `previous` was copied from this same registration) they are moved from the
+/// previous figures, neither compared nor copied: the steady state reads no name at all, and
+/// those live in memory the heartbeat would otherwise touch only for this. Returns whether
+/// every name now in `gpus` came from the registration.
+fn name_gpus(gpus: &mut [GpuStats], previous: &mut [GpuStats], registered: &[GpuInfo], reuse: bool) -> bool {
+    let mut all_registered = true;
+    for g in gpus.iter_mut() {
+        if !(g.uuid.is_empty() && g.model.is_empty()) {
+            all_registered = false;
+            continue;
         }
+        let kept = if reuse { previous.iter_mut().find(|p| p.index == g.index) } else { None };
+        if let Some(p) = kept.filter(|p| !(p.uuid.is_empty() && p.model.is_empty())) {
+            g.uuid = std::mem::take(&mut p.uuid);
+            g.model = std::mem::take(&mut p.model);
+            continue;
+        }
+        let Some(registered) = registered.iter().find(|i| i.index == g.index) else { continue };
+        g.uuid.clone_from(&registered.uuid);
+        g.model.clone_from(&registered.model);
     }
+    all_registered
 }
 
 fn history_sample(at_ms: i64, s: &HeartbeatSample) -> cloudai_history::Sample {
@@ -581,5 +618,108 @@ async fn minute_closer(inner: Arc<Inner>) {
             _ = inner.cancel.cancelled() => break,
             _ = tick.tick() => close_silent_minutes(&inner),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventBus;
+    use crate::fleet::FleetConfig;
+    use crate::shutdown::Shutdown;
+
+    fn info(uuid: &str, model: &str) -> Arc<WorkerInfo> {
+        Arc::new(WorkerInfo {
+            worker_id: WorkerId::parse("w1").expect("id"),
+            hostname: "w1".into(),
+            cpu_cores: 8.0,
+            memory_mb: 1024,
+            gpus: vec![GpuInfo { index: 0, uuid: uuid.into(), model: model.into(), memory_total_mb: 80 }],
+            labels: Default::default(),
+            version: "test".into(),
+            drivers: Vec::new(),
+            registered_at: 0,
+        })
+    }
+
+    fn heartbeat(cpu: f64, names: Option<(&str, &str)>) -> HeartbeatSample {
+        let (uuid, model) = names.unwrap_or_default();
+        HeartbeatSample {
+            worker_id: WorkerId::parse("w1").expect("id"),
+            timestamp_ms: 0,
+            cpu_usage: cpu,
+            memory_usage: 0.0,
+            gpu_usage: 0.0,
+            memory_used_mb: 0,
+            memory_total_mb: 0,
+            gpus: vec![GpuStats {
+                index: 0,
+                uuid: uuid.into(),
+                model: model.into(),
+                utilization_percent: cpu,
+                memory_used_mb: 1,
+                memory_total_mb: 80,
+                temperature_c: None,
+                power_watts: None,
+                energy_mj: None,
+                sm_clock_mhz: None,
+                mem_clock_mhz: None,
+                xid_errors: None,
+            }],
+            running_tasks: Vec::new(),
+        }
+    }
+
+    /// Sends a heartbeat and waits until it is applied; returns the GPU's (uuid, model).
+    async fn names_after(
+        telemetry: &TelemetryManager,
+        cpu: f64,
+        names: Option<(&str, &str)>,
+    ) -> (String, String) {
+        let id = WorkerId::parse("w1").expect("id");
+        telemetry.process_heartbeat(heartbeat(cpu, names), false).expect("accepted");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let t = telemetry.get_worker_telemetry(&id).expect("registered");
+            if t.cpu_usage == cpu {
+                return (t.gpus[0].uuid.clone(), t.gpus[0].model.clone());
+            }
+            assert!(Instant::now() < deadline, "heartbeat with cpu {cpu} never applied");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn gpu_names_follow_the_registration_and_the_heartbeat() {
+        let mut shutdown = Shutdown::new();
+        let stage = shutdown.stage("telemetry");
+        let fleet_config = FleetConfig {
+            inactivity_timeout: Duration::from_secs(30),
+            loss_grace: Duration::from_secs(30),
+            restart_grace: Duration::from_secs(30),
+        };
+        let fleet = Fleet::new(fleet_config, EventBus::default());
+        let (minutes, _rx) = mpsc::channel(16);
+        let config = TelemetryConfig { rate_limit: None, ..TelemetryConfig::default() };
+        let telemetry = TelemetryManager::new(config, fleet.clone(), minutes, &stage).expect("manager");
+        let named = |u: &str, m: &str| (u.to_string(), m.to_string());
+        let register = |info: Arc<WorkerInfo>| {
+            telemetry.attach(Arc::clone(&info)).expect("slot");
+            fleet.register(info, Vec::new()).expect("registered");
+        };
+        register(info("GPU-a", "A100"));
+        assert_eq!(names_after(&telemetry, 1.0, None).await, named("GPU-a", "A100"));
+        // The steady state moves the names along.
+        assert_eq!(names_after(&telemetry, 2.0, None).await, named("GPU-a", "A100"));
+        assert_eq!(names_after(&telemetry, 3.0, None).await, named("GPU-a", "A100"));
+        // A new registration's names win from the next heartbeat on.
+        register(info("GPU-b", "H100"));
+        assert_eq!(names_after(&telemetry, 4.0, None).await, named("GPU-b", "H100"));
+        assert_eq!(names_after(&telemetry, 5.0, None).await, named("GPU-b", "H100"));
+        // Names a heartbeat carries are shown as sent, and not kept past it.
+        assert_eq!(names_after(&telemetry, 6.0, Some(("GPU-x", "X"))).await, named("GPU-x", "X"));
+        assert_eq!(names_after(&telemetry, 7.0, None).await, named("GPU-b", "H100"));
+        assert_eq!(names_after(&telemetry, 8.0, None).await, named("GPU-b", "H100"));
+        shutdown.run(Duration::from_secs(5), |_, _| async {}).await;
     }
 }
