@@ -87,11 +87,22 @@ impl ConsoleThread {
     }
 }
 
-/// Starts the console thread; `quit` (or end of input) cancels `shutdown`, and a shutdown
-/// from elsewhere stops it.
+/// Starts the console thread; `quit`, end of input or Ctrl-C cancels `shutdown`, and a
+/// shutdown from elsewhere stops it.
+///
+/// Call before the master listens for signals: the editor takes SIGINT over for its life
+/// (and gives it back when dropped), and a handler installed after it chains to it, so an
+/// outside SIGINT still reaches the master.
 pub fn spawn(console: Console, shutdown: CancellationToken) -> Option<ConsoleThread> {
+    let editor = match DefaultEditor::new() {
+        Ok(editor) => editor,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the console");
+            return None;
+        }
+    };
     let spawned = std::thread::Builder::new().name("console".into()).spawn(move || {
-        if let Err(e) = run(&console, &shutdown) {
+        if let Err(e) = run(editor, &console, &shutdown) {
             tracing::warn!(error = %e, "console stopped");
         }
     });
@@ -107,7 +118,9 @@ pub fn spawn(console: Console, shutdown: CancellationToken) -> Option<ConsoleThr
 /// Keeps the terminal out of line mode between prompts, so a first keystroke wakes the
 /// console (in line mode nothing is readable before Enter, and the editor would get no
 /// keys to edit); the editor sets its own raw mode around each line and comes back to this.
-/// Dropping it restores the terminal as it was.
+/// Ctrl-C is a key here too (not the terminal's SIGINT, which the editor would swallow
+/// outside a line): it wakes the console, whose editor reads it. Dropping it restores the
+/// terminal as it was.
 struct KeyMode(Option<nix::sys::termios::Termios>);
 
 impl KeyMode {
@@ -116,7 +129,7 @@ impl KeyMode {
         let stdin = std::io::stdin();
         let Ok(original) = tcgetattr(&stdin) else { return Self(None) };
         let mut keys = original.clone();
-        keys.local_flags.remove(LocalFlags::ICANON | LocalFlags::ECHO);
+        keys.local_flags.remove(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ISIG);
         if tcsetattr(&stdin, SetArg::TCSANOW, &keys).is_err() {
             return Self(None);
         }
@@ -151,8 +164,7 @@ fn wait_for_input(shutdown: &CancellationToken) -> bool {
     false
 }
 
-fn run(console: &Console, shutdown: &CancellationToken) -> rustyline::Result<()> {
-    let mut editor = DefaultEditor::new()?;
+fn run(mut editor: DefaultEditor, console: &Console, shutdown: &CancellationToken) -> rustyline::Result<()> {
     let _keys = KeyMode::enter();
     println!("CloudAI master console. Type 'help' for commands.");
     loop {
@@ -179,7 +191,15 @@ fn run(console: &Console, shutdown: &CancellationToken) -> rustyline::Result<()>
                     }
                 }
             }
-            Err(ReadlineError::Interrupted) => continue,
+            // Ctrl-C stops the master as SIGINT does: gracefully, a second time at once.
+            Err(ReadlineError::Interrupted) => {
+                if shutdown.is_cancelled() {
+                    eprintln!("second Ctrl-C: exiting now");
+                    std::process::exit(130);
+                }
+                tracing::info!("Ctrl-C: shutting down (again to exit at once)");
+                shutdown.cancel();
+            }
             Err(ReadlineError::Eof) => {
                 shutdown.cancel();
                 return Ok(());

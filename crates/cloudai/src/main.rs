@@ -122,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let data_dir = std::path::PathBuf::from("cloudai-data/worker");
             let config = worker.worker_config(master_addr.master_addr, &[Driver::Docker], data_dir);
             let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            stop_on_signal(shutdown.clone());
             worker::run(config, shutdown).await.context("worker failed")
         }
         Command::Dev { master, worker } => run_dev(master, worker).await,
@@ -134,7 +134,7 @@ async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
     let master = args.start_master().await?;
     let shutdown = CancellationToken::new();
     let console = start_console(&master, args.no_console, &shutdown);
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    stop_on_signal(shutdown.clone());
     shutdown.cancelled().await;
     stop_console(console).await;
     master.shutdown().await;
@@ -151,11 +151,11 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
     let worker_stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));
     let console = start_console(&master, master_args.no_console, &shutdown);
+    stop_on_signal(shutdown.clone());
     tracing::info!(
         "dev cluster up: try `curl http://{}/workers`",
         cloudai::config::dialable(master.http_addr)
     );
-    tokio::spawn(stop_on_signal(shutdown.clone()));
     shutdown.cancelled().await;
     stop_console(console).await;
     worker_stop.cancel();
@@ -186,27 +186,34 @@ async fn stop_console(console: Option<ConsoleThread>) {
     }
 }
 
-/// First SIGTERM/Ctrl-C: graceful shutdown. Second: exit at once.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    wait_for_signal().await;
-    tracing::info!("signal received, shutting down (again to exit at once)");
-    shutdown.cancel();
-    wait_for_signal().await;
-    eprintln!("second signal: exiting now");
-    std::process::exit(130);
-}
-
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+/// Listens for SIGINT and SIGTERM from now on (not from the first poll). Call after starting
+/// the console (see `console::spawn`). First: graceful shutdown; second: exit at once.
+fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind| {
+        signal(kind).map_err(|e| tracing::warn!(error = %e, "cannot listen for {kind:?}")).ok()
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let (mut interrupt, mut terminate) = (listen(SignalKind::interrupt()), listen(SignalKind::terminate()));
+    tokio::spawn(async move {
+        let mut next = async || {
+            let either = async |s: &mut Option<tokio::signal::unix::Signal>| match s {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            };
+            tokio::select! {
+                _ = either(&mut interrupt) => {}
+                _ = either(&mut terminate) => {}
+            }
+        };
+        loop {
+            next().await;
+            // Also a second stop when the first came from the console.
+            if shutdown.is_cancelled() {
+                eprintln!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            tracing::info!("signal received, shutting down (again to exit at once)");
+            shutdown.cancel();
+        }
+    });
 }
