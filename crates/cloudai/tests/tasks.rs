@@ -291,3 +291,54 @@ async fn bad_bodies_get_400_naming_the_field() {
     assert_eq!(status, 404);
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_task_sees_only_its_documented_environment() {
+    let (master, worker, api) = cluster(2.0, None).await;
+    // The worker runs inside cargo's test process: its environment is full of CARGO_* and more.
+    assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO")), "the worker's own environment is not empty");
+    let body = json!({
+        "driver": "process",
+        "command": ["env"],
+        "env": {"MY_SETTING": "on", "PATH": "/opt/tool/bin:/usr/bin:/bin"},
+        "cpu_required": 0.1,
+        "memory_required": 16,
+    });
+    let task = submit(&api, body).await;
+    let id = task["task_id"].as_str().expect("id");
+    wait_status(&api, id, "completed").await;
+    let out = task_output(&api, id).await;
+    let mut names: Vec<&str> = out.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["CLOUDAI_TASK_ID", "CUDA_VISIBLE_DEVICES", "HOME", "LANG", "MY_SETTING", "PATH"],
+        "{out}"
+    );
+    assert!(out.contains("PATH=/opt/tool/bin:/usr/bin:/bin\n"), "the task's env wins: {out}");
+    assert!(out.contains(&format!("CLOUDAI_TASK_ID={id}\n")), "{out}");
+    worker.stop().await;
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_process_task_shows_its_cpu_and_memory() {
+    let (master, worker, api) = cluster(2.0, None).await;
+    let task = submit(&api, shell_task("while :; do :; done")).await;
+    let id = task["task_id"].as_str().expect("id").to_string();
+    wait_status(&api, &id, "running").await;
+    // One core busy: near 100 % (the machine is shared, so more than half of it).
+    let usage = wait_until(DEADLINE, "the task's CPU measured near 100 %", || async {
+        let (_, tasks) = get_json(&format!("{api}/api/workers/w1/tasks")).await;
+        let usage = tasks.as_array()?.iter().find(|t| t["task_id"] == id.as_str())?["usage"].clone();
+        (usage["cpu_percent"].as_f64()? > 50.0).then_some(usage)
+    })
+    .await;
+    assert!(usage["cpu_percent"].as_f64() < Some(150.0), "one shell loop is at most one core: {usage}");
+    assert!(usage["memory_bytes"].as_u64() > Some(100_000), "the shell's resident memory: {usage}");
+    let resp = http_client().delete(format!("{api}/api/tasks/{id}")).send().await.expect("cancel");
+    assert_eq!(resp.status().as_u16(), 202, "a running task's cancel is accepted");
+    wait_status(&api, &id, "cancelled").await;
+    worker.stop().await;
+    master.shutdown().await;
+}

@@ -2,11 +2,16 @@
 //!
 //! The group is the unit of control: stop and kill signal the whole group, and
 //! when the main process exits the rest of the group is killed too, so nothing
-//! a task started outlives it (and its output pipes close).
+//! a task started outlives it (and its output pipes close). It is also the unit of
+//! measure: a task's CPU and memory are its group's, sampled from `/proc`.
+//!
+//! A task starts with a clean environment, not the worker's: its own `env`, on top of a
+//! minimal `PATH`, `HOME` and `LANG`, plus `CLOUDAI_TASK_ID` and `CUDA_VISIBLE_DEVICES`.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nix::errno::Errno;
@@ -15,9 +20,10 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use parking_lot::Mutex;
 use tracing::debug;
 
-use super::{Driver, DriverError, Execution, ExitStatus, Launch, OutputChunk, TaskControl};
+use super::{Driver, DriverError, Execution, ExitStatus, Launch, OutputChunk, TaskControl, Usage};
 use cloudai_domain::LogStream;
 use cloudai_domain::time::unix_ms;
 
@@ -25,6 +31,12 @@ use cloudai_domain::time::unix_ms;
 const READ_BYTES: usize = 32 * 1024;
 /// Chunks waiting for the runtime; the runtime drains them quickly, so this only smooths bursts.
 const OUTPUT_CHANNEL: usize = 64;
+/// How often a running task's CPU and memory are measured (heartbeats come every 5 s).
+const USAGE_SAMPLE: Duration = Duration::from_secs(1);
+
+/// A task's environment before its own `env`: enough to find programs and write files.
+const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const BASE_LANG: &str = "C.UTF-8";
 
 /// The `process` driver: `command` as argv (no shell), stdin null.
 #[derive(Clone, Debug, Default)]
@@ -41,8 +53,14 @@ impl Driver for ProcessDriver {
     async fn start(&self, launch: &Launch) -> Result<Execution, DriverError> {
         let (program, args) = launch.command.split_first().ok_or(DriverError::EmptyCommand)?;
         let mut command = Command::new(program);
+        // The worker's own variables (its credentials, its paths) are not the task's.
+        let home = std::env::var_os("HOME").unwrap_or_else(|| launch.workdir.clone().into_os_string());
         command
             .args(args)
+            .env_clear()
+            .env("PATH", BASE_PATH)
+            .env("HOME", home)
+            .env("LANG", BASE_LANG)
             .envs(&launch.env)
             .env("CUDA_VISIBLE_DEVICES", launch.cuda_visible_devices())
             .env("CLOUDAI_TASK_ID", launch.task_id.as_str())
@@ -69,10 +87,12 @@ impl Driver for ProcessDriver {
             tokio::spawn(pump(stderr, LogStream::Stderr, tx));
         }
         debug!(task_id = %launch.task_id, pgid = pgid.as_raw(), "process started");
+        let control = Arc::new(GroupControl { pgid, usage: Mutex::new(None) });
+        tokio::spawn(sample_usage(Arc::downgrade(&control)));
         Ok(Execution {
             output,
             exit: Box::pin(wait(child, pgid)),
-            control: Arc::new(GroupControl { pgid }),
+            control,
             handle: pgid.as_raw().to_string(),
         })
     }
@@ -113,6 +133,8 @@ impl Drop for GroupGuard {
 
 struct GroupControl {
     pgid: Pid,
+    /// The latest sample; `None` until the first one.
+    usage: Mutex<Option<Usage>>,
 }
 
 #[async_trait]
@@ -124,6 +146,76 @@ impl TaskControl for GroupControl {
     async fn kill(&self) -> Result<(), DriverError> {
         signal_group(self.pgid, Signal::SIGKILL)
     }
+
+    fn usage(&self) -> Option<Usage> {
+        *self.usage.lock()
+    }
+}
+
+/// Measures the group until the task ends (its control is dropped): CPU as the share of one
+/// core over the last interval (200 = two cores), memory as resident bytes.
+async fn sample_usage(control: Weak<GroupControl>) {
+    let clock_ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
+    let page_bytes = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096);
+    let mut last: Option<(u64, Instant)> = None;
+    loop {
+        let Some(control) = control.upgrade() else { return };
+        let pgid = control.pgid;
+        let now = Instant::now();
+        let group = tokio::task::spawn_blocking(move || group_usage(pgid)).await.unwrap_or_default();
+        let cpu_percent = match last {
+            Some((ticks, at)) if group.ticks >= ticks => {
+                let seconds = now.duration_since(at).as_secs_f64().max(1e-3);
+                (group.ticks - ticks) as f64 / clock_ticks.max(1) as f64 / seconds * 100.0
+            }
+            _ => 0.0,
+        };
+        last = Some((group.ticks, now));
+        let memory_bytes = group.resident_pages.saturating_mul(u64::try_from(page_bytes).unwrap_or(4096));
+        *control.usage.lock() = Some(Usage { cpu_percent, memory_bytes });
+        drop(control);
+        tokio::time::sleep(USAGE_SAMPLE).await;
+    }
+}
+
+/// CPU time and resident memory of every process in a group, summed.
+#[derive(Debug, Default, PartialEq)]
+struct GroupUsage {
+    /// User plus system time, in clock ticks.
+    ticks: u64,
+    resident_pages: u64,
+}
+
+/// Sums `/proc/<pid>/stat` over the group's processes (processes come and go meanwhile:
+/// one that is gone is skipped).
+fn group_usage(pgid: Pid) -> GroupUsage {
+    let mut total = GroupUsage::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return total };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        if let Some((group, ticks, pages)) = parse_stat(&stat)
+            && group == pgid.as_raw()
+        {
+            total.ticks += ticks;
+            total.resident_pages += pages;
+        }
+    }
+    total
+}
+
+/// (process group, utime + stime, rss pages) from a `/proc/<pid>/stat` line. The command
+/// name (field 2) may hold spaces and parentheses: fields are counted after its last `)`.
+fn parse_stat(stat: &str) -> Option<(i32, u64, u64)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // After the name: state(3) ppid(4) pgrp(5) ... utime(14) stime(15) ... rss(24).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).copied();
+    let group = field(5)?.parse().ok()?;
+    let ticks = field(14)?.parse::<u64>().ok()? + field(15)?.parse::<u64>().ok()?;
+    let pages = field(24)?.parse::<i64>().ok()?.max(0) as u64;
+    Some((group, ticks, pages))
 }
 
 /// Signals every process of the group; a group that is already gone is fine.
@@ -159,5 +251,25 @@ fn plain_io_error(e: std::io::Error) -> std::io::Error {
     match e.raw_os_error() {
         Some(code) => std::io::Error::new(e.kind(), Errno::from_raw(code).desc()),
         None => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_name() {
+        let stat = "4242 (my (odd) prog) R 1 4240 4240 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 \
+                    12345 10000000 321 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+        assert_eq!(parse_stat(stat), Some((4240, 300, 321)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn the_own_group_is_measured() {
+        let me = nix::unistd::getpgrp();
+        let usage = group_usage(me);
+        assert!(usage.resident_pages > 0, "{usage:?}");
     }
 }
