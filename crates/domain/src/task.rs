@@ -1,5 +1,6 @@
-//! Tasks: what users submit ([`TaskSpec`]), where a task is ([`TaskStatus`]), and the
-//! one place where status changes are decided ([`Task::transition`]).
+//! Tasks: what users submit ([`TaskSpec`]), where a task is ([`TaskState`] with its data,
+//! named by [`TaskStatus`]), and the one place where it changes ([`Task::place`] and
+//! [`Task::transition`]). [`TaskRecord`] is the flat form the API and the store use.
 
 use std::collections::BTreeMap;
 use std::fmt;
