@@ -139,6 +139,8 @@ pub struct Task {
 
 impl From<cloudai_domain::Task> for Task {
     fn from(t: cloudai_domain::Task) -> Self {
+        // The flat record has the fields this answer shows.
+        let t = cloudai_domain::TaskRecord::from(t);
         Self {
             task_id: t.task_id,
             status: t.status,

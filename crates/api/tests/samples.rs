@@ -160,7 +160,7 @@ fn domain_task(status_after: &[TaskStatus]) -> cloudai_domain::Task {
 fn tasks_as_the_domain_serialises_them() {
     use TaskStatus::*;
     let mut pending = domain_task(&[]);
-    pending.pending_reason = Some("no worker has room".into());
+    pending.set_pending_reason("no worker has room".into());
     for task in [pending, domain_task(&[Queued, Running]), domain_task(&[Queued, Running, Failed])] {
         let json = serde_json::to_string(&task).expect("domain json");
         let dto: Task = round_trips(&json);

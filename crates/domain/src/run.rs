@@ -38,7 +38,7 @@ impl From<&Task> for TaskLaunch {
             env: task.spec.env.clone(),
             cpu_required: task.spec.cpu_required,
             memory_required_mb: task.spec.memory_required,
-            gpu_indices: task.gpu_indices.clone(),
+            gpu_indices: task.gpu_indices().to_vec(),
         }
     }
 }

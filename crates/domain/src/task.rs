@@ -1,5 +1,6 @@
-//! Tasks: what users submit ([`TaskSpec`]), where a task is ([`TaskStatus`]), and the
-//! one place where status changes are decided ([`Task::transition`]).
+//! Tasks: what users submit ([`TaskSpec`]), where a task is ([`TaskState`] with its data,
+//! named by [`TaskStatus`]), and the one place where it changes ([`Task::place`] and
+//! [`Task::transition`]). [`TaskRecord`] is the flat form the API and the store use.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -307,9 +308,103 @@ pub struct TaskEvent {
     pub worker_id: Option<WorkerId>,
 }
 
-/// A task as the API shows it and the store keeps it.
+/// Where a placed task runs: its worker and the GPUs it holds there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub worker_id: WorkerId,
+    pub gpu_indices: Vec<u32>,
+}
+
+/// The last run of an ended task: where it was placed and, if it got that far, when it
+/// started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastRun {
+    pub placement: Placement,
+    pub started_at_ms: Option<i64>,
+}
+
+/// Where a task is, with what that state has: a placed task always has a worker, a running
+/// one a start time, an ended one a finish time, and a failed or cancelled one an error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskState {
+    /// Waiting for room; `reason` says why (filled in for reads, not stored).
+    Pending {
+        reason: Option<String>,
+    },
+    /// Placed: the worker has been told to start it.
+    Queued {
+        placement: Placement,
+    },
+    Running {
+        placement: Placement,
+        started_at_ms: i64,
+    },
+    /// Only a task that was placed can complete.
+    Completed {
+        run: LastRun,
+        finished_at_ms: i64,
+        exit_code: Option<i32>,
+        error: Option<String>,
+    },
+    /// `run` is `None` when it failed before being placed.
+    Failed {
+        run: Option<LastRun>,
+        finished_at_ms: i64,
+        exit_code: Option<i32>,
+        error: String,
+    },
+    Cancelled {
+        run: Option<LastRun>,
+        finished_at_ms: i64,
+        exit_code: Option<i32>,
+        error: String,
+    },
+}
+
+impl TaskState {
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            TaskState::Pending { .. } => TaskStatus::Pending,
+            TaskState::Queued { .. } => TaskStatus::Queued,
+            TaskState::Running { .. } => TaskStatus::Running,
+            TaskState::Completed { .. } => TaskStatus::Completed,
+            TaskState::Failed { .. } => TaskStatus::Failed,
+            TaskState::Cancelled { .. } => TaskStatus::Cancelled,
+        }
+    }
+
+    /// Where the task is placed now, or last was if it has ended.
+    pub fn placement(&self) -> Option<&Placement> {
+        match self {
+            TaskState::Pending { .. } => None,
+            TaskState::Queued { placement } | TaskState::Running { placement, .. } => Some(placement),
+            TaskState::Completed { run, .. } => Some(&run.placement),
+            TaskState::Failed { run, .. } | TaskState::Cancelled { run, .. } => {
+                run.as_ref().map(|r| &r.placement)
+            }
+        }
+    }
+}
+
+/// A task as the API shows it and the store keeps it. Its state changes only through
+/// [`Task::place`] and [`Task::transition`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "TaskRecord", try_from = "TaskRecord")]
 pub struct Task {
+    pub task_id: TaskId,
+    pub spec: TaskSpec,
+    /// Runs started so far (0 until first placed).
+    pub attempt: u32,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    state: TaskState,
+}
+
+/// A task as flat fields: its JSON shape and the store's columns. Any combination can be
+/// written here; [`Task::try_from`] decides what a bad one means.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
     pub task_id: TaskId,
     pub status: TaskStatus,
     #[serde(flatten)]
@@ -318,22 +413,135 @@ pub struct Task {
     pub worker_id: Option<WorkerId>,
     #[serde(default)]
     pub gpu_indices: Vec<u32>,
-    /// Runs started so far (0 until first placed).
     pub attempt: u32,
-    /// Why a pending task is waiting (no room, no fitting worker, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Unix milliseconds.
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
+}
+
+/// A record no task state can be made of.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task {task_id}: {message}")]
+pub struct RecordError {
+    pub task_id: TaskId,
+    pub message: String,
+}
+
+impl From<Task> for TaskRecord {
+    fn from(t: Task) -> Self {
+        let mut r = TaskRecord {
+            status: t.status(),
+            worker_id: None,
+            gpu_indices: Vec::new(),
+            pending_reason: None,
+            exit_code: None,
+            error: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+            task_id: t.task_id,
+            spec: t.spec,
+            attempt: t.attempt,
+            created_at_ms: t.created_at_ms,
+            updated_at_ms: t.updated_at_ms,
+        };
+        let mut placed = |p: Placement| {
+            r.worker_id = Some(p.worker_id);
+            r.gpu_indices = p.gpu_indices;
+        };
+        let (run, finished_at_ms, exit_code, error) = match t.state {
+            TaskState::Pending { reason } => {
+                r.pending_reason = reason;
+                return r;
+            }
+            TaskState::Queued { placement } => {
+                placed(placement);
+                return r;
+            }
+            TaskState::Running { placement, started_at_ms } => {
+                placed(placement);
+                r.started_at_ms = Some(started_at_ms);
+                return r;
+            }
+            TaskState::Completed { run, finished_at_ms, exit_code, error } => {
+                (Some(run), finished_at_ms, exit_code, error)
+            }
+            TaskState::Failed { run, finished_at_ms, exit_code, error }
+            | TaskState::Cancelled { run, finished_at_ms, exit_code, error } => {
+                (run, finished_at_ms, exit_code, Some(error))
+            }
+        };
+        if let Some(run) = run {
+            placed(run.placement);
+            r.started_at_ms = run.started_at_ms;
+        }
+        r.finished_at_ms = Some(finished_at_ms);
+        r.exit_code = exit_code;
+        r.error = error;
+        r
+    }
+}
+
+impl TryFrom<TaskRecord> for Task {
+    type Error = RecordError;
+
+    /// The edge where loose fields become a state. Fields the state has no use for are
+    /// dropped; a missing one is filled from what the record says where that is safe, so
+    /// an unfinished task is never lost (a placed one without a worker goes back to pending).
+    fn try_from(r: TaskRecord) -> Result<Self, RecordError> {
+        let placement = r.worker_id.map(|worker_id| Placement { worker_id, gpu_indices: r.gpu_indices });
+        let run = placement.map(|placement| LastRun { placement, started_at_ms: r.started_at_ms });
+        // Older or damaged rows: the last change of an ended task is when it ended.
+        let finished_at_ms = r.finished_at_ms.unwrap_or(r.updated_at_ms);
+        let status = r.status;
+        let lost =
+            || TaskState::Pending { reason: Some(format!("{status} without a worker: placement lost")) };
+        let state = match status {
+            TaskStatus::Pending => TaskState::Pending { reason: r.pending_reason },
+            TaskStatus::Queued => run.map_or_else(lost, |run| TaskState::Queued { placement: run.placement }),
+            TaskStatus::Running => run.map_or_else(lost, |run| TaskState::Running {
+                placement: run.placement,
+                started_at_ms: run.started_at_ms.unwrap_or(r.updated_at_ms),
+            }),
+            TaskStatus::Completed => {
+                let Some(run) = run else {
+                    return Err(RecordError {
+                        task_id: r.task_id,
+                        message: "completed without a worker".into(),
+                    });
+                };
+                TaskState::Completed { run, finished_at_ms, exit_code: r.exit_code, error: r.error }
+            }
+            TaskStatus::Failed => TaskState::Failed {
+                run,
+                finished_at_ms,
+                exit_code: r.exit_code,
+                error: r.error.unwrap_or_else(|| "failed".into()),
+            },
+            TaskStatus::Cancelled => TaskState::Cancelled {
+                run,
+                finished_at_ms,
+                exit_code: r.exit_code,
+                error: r.error.unwrap_or_else(|| "cancelled".into()),
+            },
+        };
+        Ok(Task {
+            task_id: r.task_id,
+            spec: r.spec,
+            attempt: r.attempt,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            state,
+        })
+    }
 }
 
 /// What happened, as reported with a transition.
@@ -348,19 +556,86 @@ impl Task {
     pub fn new(task_id: TaskId, spec: TaskSpec, now_ms: i64) -> Self {
         Self {
             task_id,
-            status: TaskStatus::Pending,
             spec,
-            worker_id: None,
-            gpu_indices: Vec::new(),
             attempt: 0,
-            pending_reason: None,
-            exit_code: None,
-            error: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
-            started_at_ms: None,
-            finished_at_ms: None,
+            state: TaskState::Pending { reason: None },
         }
+    }
+
+    pub fn state(&self) -> &TaskState {
+        &self.state
+    }
+
+    pub fn status(&self) -> TaskStatus {
+        self.state.status()
+    }
+
+    /// The worker it is placed on, or last ran on if it has ended.
+    pub fn worker_id(&self) -> Option<&WorkerId> {
+        self.state.placement().map(|p| &p.worker_id)
+    }
+
+    /// The GPUs it holds (or held) on that worker.
+    pub fn gpu_indices(&self) -> &[u32] {
+        self.state.placement().map_or(&[], |p| &p.gpu_indices)
+    }
+
+    pub fn pending_reason(&self) -> Option<&str> {
+        match &self.state {
+            TaskState::Pending { reason } => reason.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Says why a pending task waits; a task in any other state has no such reason.
+    pub fn set_pending_reason(&mut self, why: String) {
+        if let TaskState::Pending { reason } = &mut self.state {
+            *reason = Some(why);
+        }
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match &self.state {
+            TaskState::Completed { exit_code, .. }
+            | TaskState::Failed { exit_code, .. }
+            | TaskState::Cancelled { exit_code, .. } => *exit_code,
+            _ => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match &self.state {
+            TaskState::Completed { error, .. } => error.as_deref(),
+            TaskState::Failed { error, .. } | TaskState::Cancelled { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    pub fn started_at_ms(&self) -> Option<i64> {
+        match &self.state {
+            TaskState::Running { started_at_ms, .. } => Some(*started_at_ms),
+            TaskState::Completed { run, .. } => run.started_at_ms,
+            TaskState::Failed { run, .. } | TaskState::Cancelled { run, .. } => {
+                run.as_ref().and_then(|r| r.started_at_ms)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn finished_at_ms(&self) -> Option<i64> {
+        match &self.state {
+            TaskState::Completed { finished_at_ms, .. }
+            | TaskState::Failed { finished_at_ms, .. }
+            | TaskState::Cancelled { finished_at_ms, .. } => Some(*finished_at_ms),
+            _ => None,
+        }
+    }
+
+    /// The flat record (JSON shape, store columns).
+    pub fn to_record(&self) -> TaskRecord {
+        self.clone().into()
     }
 
     /// The task's first event.
@@ -375,23 +650,26 @@ impl Task {
         }
     }
 
-    /// Places a pending task on a worker (→ `queued`).
+    /// Places a pending task on a worker (→ `queued`): the only way into `queued`, as only
+    /// a placement says where.
     pub fn place(
         &mut self,
         worker_id: WorkerId,
         gpu_indices: Vec<u32>,
         now_ms: i64,
     ) -> Result<TaskEvent, TransitionError> {
-        let event = self.transition(TaskStatus::Queued, "placed on worker", Outcome::default(), now_ms)?;
+        let from = self.status();
+        if from != TaskStatus::Pending {
+            return Err(TransitionError { task_id: self.task_id.clone(), from, to: TaskStatus::Queued });
+        }
         self.attempt += 1;
-        self.worker_id = Some(worker_id.clone());
-        self.gpu_indices = gpu_indices;
-        self.pending_reason = None;
-        Ok(TaskEvent { worker_id: Some(worker_id), ..event })
+        let next = TaskState::Queued { placement: Placement { worker_id, gpu_indices } };
+        Ok(self.enter(next, "placed on worker", now_ms))
     }
 
-    /// The one place where status changes: checks the move, updates the record, and
-    /// returns the event to record.
+    /// The one place where status changes (besides [`Task::place`]): checks the move,
+    /// builds the next state from the current one, and returns the event to record.
+    /// Moves to `queued` go through `place`.
     pub fn transition(
         &mut self,
         to: TaskStatus,
@@ -399,37 +677,70 @@ impl Task {
         outcome: Outcome,
         now_ms: i64,
     ) -> Result<TaskEvent, TransitionError> {
-        let from = self.status;
-        if !from.can_become(to) {
-            return Err(TransitionError { task_id: self.task_id.clone(), from, to });
+        match self.next_state(to, reason, outcome, now_ms) {
+            Some(next) => Ok(self.enter(next, reason, now_ms)),
+            None => Err(TransitionError { task_id: self.task_id.clone(), from: self.status(), to }),
         }
-        self.status = to;
-        self.updated_at_ms = now_ms;
-        match to {
-            TaskStatus::Running => self.started_at_ms = Some(now_ms),
+    }
+
+    /// The state after moving to `to`, if that move is legal ([`TaskStatus::can_become`]).
+    fn next_state(&self, to: TaskStatus, reason: &str, outcome: Outcome, now_ms: i64) -> Option<TaskState> {
+        let run = match &self.state {
+            TaskState::Pending { .. } => None,
+            TaskState::Queued { placement } => {
+                Some(LastRun { placement: placement.clone(), started_at_ms: None })
+            }
+            TaskState::Running { placement, started_at_ms } => {
+                Some(LastRun { placement: placement.clone(), started_at_ms: Some(*started_at_ms) })
+            }
+            // Final: nothing follows.
+            TaskState::Completed { .. } | TaskState::Failed { .. } | TaskState::Cancelled { .. } => {
+                return None;
+            }
+        };
+        let Outcome { exit_code, error } = outcome;
+        let finished_at_ms = now_ms;
+        Some(match to {
+            TaskStatus::Queued => return None,
+            TaskStatus::Running => match &self.state {
+                TaskState::Queued { placement } => {
+                    TaskState::Running { placement: placement.clone(), started_at_ms: now_ms }
+                }
+                _ => return None,
+            },
+            // Back in the queue (only from a placement, which is now void).
             TaskStatus::Pending => {
-                // Back in the queue: the placement is void.
-                self.worker_id = None;
-                self.gpu_indices.clear();
-                self.started_at_ms = None;
+                run?;
+                TaskState::Pending { reason: None }
             }
-            s if s.is_final() => {
-                self.finished_at_ms = Some(now_ms);
-                self.exit_code = outcome.exit_code;
-                self.error =
-                    outcome.error.or_else(|| (to != TaskStatus::Completed).then(|| reason.to_string()));
-                self.pending_reason = None;
-            }
-            _ => {}
-        }
-        Ok(TaskEvent {
+            TaskStatus::Completed => TaskState::Completed { run: run?, finished_at_ms, exit_code, error },
+            TaskStatus::Failed => TaskState::Failed {
+                run,
+                finished_at_ms,
+                exit_code,
+                error: error.unwrap_or_else(|| reason.to_string()),
+            },
+            TaskStatus::Cancelled => TaskState::Cancelled {
+                run,
+                finished_at_ms,
+                exit_code,
+                error: error.unwrap_or_else(|| reason.to_string()),
+            },
+        })
+    }
+
+    fn enter(&mut self, next: TaskState, reason: &str, now_ms: i64) -> TaskEvent {
+        let from = self.status();
+        self.state = next;
+        self.updated_at_ms = now_ms;
+        TaskEvent {
             task_id: self.task_id.clone(),
             time_ms: now_ms,
             from: Some(from),
-            to,
+            to: self.status(),
             reason: reason.to_string(),
-            worker_id: self.worker_id.clone(),
-        })
+            worker_id: self.worker_id().cloned(),
+        }
     }
 }
 
@@ -479,14 +790,256 @@ mod tests {
         assert_eq!(t.attempt, 1);
         t.transition(TaskStatus::Running, "started", Outcome::default(), 3).expect("queued → running");
         t.transition(TaskStatus::Pending, "worker lost", Outcome::default(), 4).expect("running → pending");
-        assert_eq!(t.worker_id, None);
+        assert_eq!(t.worker_id(), None);
         t.place(w, vec![], 5).expect("placed again");
         assert_eq!(t.attempt, 2);
         let done = Outcome { exit_code: Some(3), error: None };
         t.transition(TaskStatus::Failed, "exited with code 3", done, 6).expect("→ failed");
-        assert_eq!(t.exit_code, Some(3));
-        assert_eq!(t.error.as_deref(), Some("exited with code 3"));
+        assert_eq!(t.exit_code(), Some(3));
+        assert_eq!(t.error(), Some("exited with code 3"));
         let err = t.transition(TaskStatus::Running, "late", Outcome::default(), 7).expect_err("final");
         assert_eq!(err.from, TaskStatus::Failed);
+    }
+
+    fn worker() -> WorkerId {
+        WorkerId::parse("w1").expect("id")
+    }
+
+    fn process_task() -> Task {
+        let s = spec(r#"{"driver":"process","command":["true"],"cpu_required":1,"memory_required":1}"#)
+            .expect("valid");
+        Task::new(TaskId::parse("t1").expect("id"), s, 1)
+    }
+
+    /// A task moved through `path` (`Queued` means placed on w1 with GPU 2), one ms apart.
+    fn moved(path: &[TaskStatus], outcome: Outcome) -> Task {
+        let mut t = process_task();
+        for (i, &to) in path.iter().enumerate() {
+            let at = 2 + i as i64;
+            match to {
+                TaskStatus::Queued => t.place(worker(), vec![2], at).map(|_| ()),
+                _ => t.transition(to, "why", outcome.clone(), at).map(|_| ()),
+            }
+            .expect("legal move");
+        }
+        t
+    }
+
+    fn placed() -> Placement {
+        Placement { worker_id: worker(), gpu_indices: vec![2] }
+    }
+
+    #[test]
+    fn every_legal_move_yields_its_state_data() {
+        use TaskStatus::*;
+        let none = Outcome::default();
+        let code = Outcome { exit_code: Some(0), error: None };
+        let failed = Outcome { exit_code: Some(3), error: Some("boom".into()) };
+        let cases: Vec<(Vec<TaskStatus>, Outcome, TaskState)> = vec![
+            (vec![Queued], none.clone(), TaskState::Queued { placement: placed() }),
+            (
+                vec![Queued, Running],
+                none.clone(),
+                TaskState::Running { placement: placed(), started_at_ms: 3 },
+            ),
+            (vec![Queued, Pending], none.clone(), TaskState::Pending { reason: None }),
+            (vec![Queued, Running, Pending], none.clone(), TaskState::Pending { reason: None }),
+            (
+                vec![Queued, Completed],
+                code.clone(),
+                TaskState::Completed {
+                    run: LastRun { placement: placed(), started_at_ms: None },
+                    finished_at_ms: 3,
+                    exit_code: Some(0),
+                    error: None,
+                },
+            ),
+            (
+                vec![Queued, Running, Completed],
+                code,
+                TaskState::Completed {
+                    run: LastRun { placement: placed(), started_at_ms: Some(3) },
+                    finished_at_ms: 4,
+                    exit_code: Some(0),
+                    error: None,
+                },
+            ),
+            (
+                vec![Queued, Running, Failed],
+                failed.clone(),
+                TaskState::Failed {
+                    run: Some(LastRun { placement: placed(), started_at_ms: Some(3) }),
+                    finished_at_ms: 4,
+                    exit_code: Some(3),
+                    error: "boom".into(),
+                },
+            ),
+            // Without an error of its own, a failure's error is its reason.
+            (
+                vec![Failed],
+                none.clone(),
+                TaskState::Failed { run: None, finished_at_ms: 2, exit_code: None, error: "why".into() },
+            ),
+            (
+                vec![Cancelled],
+                none.clone(),
+                TaskState::Cancelled { run: None, finished_at_ms: 2, exit_code: None, error: "why".into() },
+            ),
+            (
+                vec![Queued, Running, Cancelled],
+                failed,
+                TaskState::Cancelled {
+                    run: Some(LastRun { placement: placed(), started_at_ms: Some(3) }),
+                    finished_at_ms: 4,
+                    exit_code: Some(3),
+                    error: "boom".into(),
+                },
+            ),
+            (
+                vec![Queued, Cancelled],
+                none,
+                TaskState::Cancelled {
+                    run: Some(LastRun { placement: placed(), started_at_ms: None }),
+                    finished_at_ms: 3,
+                    exit_code: None,
+                    error: "why".into(),
+                },
+            ),
+        ];
+        for (path, outcome, want) in cases {
+            let t = moved(&path, outcome);
+            assert_eq!(t.state(), &want, "after {path:?}");
+            assert_eq!(t.updated_at_ms, 1 + path.len() as i64, "after {path:?}");
+        }
+        let retried = moved(&[Queued, Pending, Queued], Outcome::default());
+        assert_eq!(retried.attempt, 2);
+    }
+
+    #[test]
+    fn events_name_the_worker_while_placed_and_after() {
+        let mut t = process_task();
+        assert_eq!(t.place(worker(), vec![], 2).expect("placed").worker_id, Some(worker()));
+        let ended = t.transition(TaskStatus::Completed, "exited with code 0", Outcome::default(), 3);
+        assert_eq!(ended.expect("completed").worker_id, Some(worker()));
+        let mut t = moved(&[TaskStatus::Queued], Outcome::default());
+        let back = t.transition(TaskStatus::Pending, "worker lost", Outcome::default(), 3).expect("back");
+        assert_eq!(
+            (back.from, back.to, back.worker_id),
+            (Some(TaskStatus::Queued), TaskStatus::Pending, None)
+        );
+    }
+
+    #[test]
+    fn moves_agree_with_can_become() {
+        use TaskStatus::*;
+        // A task in each state, reached by legal moves.
+        let reach: [(TaskStatus, &[TaskStatus]); 6] = [
+            (Pending, &[]),
+            (Queued, &[Queued]),
+            (Running, &[Queued, Running]),
+            (Completed, &[Queued, Completed]),
+            (Failed, &[Failed]),
+            (Cancelled, &[Cancelled]),
+        ];
+        for (from, path) in reach {
+            for to in TaskStatus::ALL {
+                let mut t = moved(path, Outcome::default());
+                let before = t.clone();
+                let result = if to == Queued {
+                    t.place(worker(), vec![], 100).map(|_| ())
+                } else {
+                    t.transition(to, "why", Outcome::default(), 100).map(|_| ())
+                };
+                assert_eq!(result.is_ok(), from.can_become(to), "{from} → {to}");
+                match result {
+                    Ok(()) => assert_eq!(t.status(), to),
+                    Err(e) => {
+                        assert_eq!((e.from, e.to), (from, to));
+                        assert_eq!(t, before, "a refused move changes nothing");
+                    }
+                }
+            }
+        }
+        // Only a placement queues a task.
+        let mut t = process_task();
+        assert!(t.transition(Queued, "no worker", Outcome::default(), 2).is_err());
+    }
+
+    #[test]
+    fn pending_reason_is_only_for_pending_tasks() {
+        let mut t = process_task();
+        t.set_pending_reason("no worker has room".into());
+        assert_eq!(t.pending_reason(), Some("no worker has room"));
+        t.place(worker(), vec![], 2).expect("placed");
+        assert_eq!(t.pending_reason(), None);
+        t.set_pending_reason("late".into());
+        assert_eq!(t.pending_reason(), None);
+    }
+
+    #[test]
+    fn json_is_the_flat_shape() {
+        let queued = moved(&[TaskStatus::Queued], Outcome::default());
+        let want = r#"{"task_id":"t1","status":"queued","command":["true"],"env":{},"cpu_required":1.0,"memory_required":1,"gpu_required":0,"priority":0,"driver":"process","max_retries":1,"worker_id":"w1","gpu_indices":[2],"attempt":1,"created_at_ms":1,"updated_at_ms":2}"#;
+        assert_eq!(serde_json::to_string(&queued).expect("json"), want);
+        assert_eq!(serde_json::from_str::<Task>(want).expect("parses"), queued);
+
+        let outcome = Outcome { exit_code: Some(3), error: None };
+        let failed = moved(&[TaskStatus::Queued, TaskStatus::Running, TaskStatus::Failed], outcome);
+        let want = r#"{"task_id":"t1","status":"failed","command":["true"],"env":{},"cpu_required":1.0,"memory_required":1,"gpu_required":0,"priority":0,"driver":"process","max_retries":1,"worker_id":"w1","gpu_indices":[2],"attempt":1,"exit_code":3,"error":"why","created_at_ms":1,"updated_at_ms":4,"started_at_ms":3,"finished_at_ms":4}"#;
+        assert_eq!(serde_json::to_string(&failed).expect("json"), want);
+        assert_eq!(serde_json::from_str::<Task>(want).expect("parses"), failed);
+
+        let mut pending = process_task();
+        pending.set_pending_reason("no room".into());
+        let json = serde_json::to_string(&pending).expect("json");
+        assert!(
+            json.contains(r#""status":"pending""#)
+                && json.contains(r#""gpu_indices":[],"attempt":0,"pending_reason":"no room""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Task>(&json).expect("parses"), pending);
+    }
+
+    #[test]
+    fn a_placed_record_without_a_worker_goes_back_to_pending() {
+        for status in [TaskStatus::Queued, TaskStatus::Running] {
+            let mut record =
+                moved(&[TaskStatus::Queued, TaskStatus::Running], Outcome::default()).to_record();
+            record.status = status;
+            record.worker_id = None;
+            let t = Task::try_from(record.clone()).expect("kept, not an error");
+            assert_eq!(t.status(), TaskStatus::Pending);
+            assert_eq!(
+                t.pending_reason(),
+                Some(format!("{status} without a worker: placement lost").as_str())
+            );
+            assert_eq!(
+                (t.task_id.as_str(), t.attempt, &t.spec),
+                ("t1", 1, &record.spec),
+                "nothing else is lost"
+            );
+            assert_eq!((t.worker_id(), t.gpu_indices(), t.started_at_ms()), (None, &[][..], None));
+            // JSON takes the same road.
+            let json = serde_json::to_string(&record).expect("json");
+            assert_eq!(serde_json::from_str::<Task>(&json).expect("parses"), t);
+        }
+    }
+
+    #[test]
+    fn records_fill_what_a_state_needs_and_drop_what_it_has_no_use_for() {
+        let base = moved(&[TaskStatus::Queued, TaskStatus::Running], Outcome::default()).to_record();
+        let running = TaskRecord { started_at_ms: None, ..base.clone() };
+        assert_eq!(Task::try_from(running).expect("running").started_at_ms(), Some(base.updated_at_ms));
+        let failed = TaskRecord { status: TaskStatus::Failed, ..base.clone() };
+        let failed = Task::try_from(failed).expect("failed");
+        assert_eq!((failed.error(), failed.finished_at_ms()), (Some("failed"), Some(base.updated_at_ms)));
+        let pending = TaskRecord { status: TaskStatus::Pending, exit_code: Some(1), ..base.clone() };
+        let pending = Task::try_from(pending).expect("pending");
+        assert_eq!((pending.worker_id(), pending.exit_code(), pending.started_at_ms()), (None, None, None));
+        let completed = TaskRecord { status: TaskStatus::Completed, worker_id: None, ..base };
+        assert_eq!(
+            Task::try_from(completed).expect_err("never placed").message,
+            "completed without a worker"
+        );
     }
 }

@@ -132,7 +132,7 @@ async fn restart_keeps_tasks_and_events() {
                 events.push(e);
                 store.update_task(&t, events.last().expect("event")).await.expect("update");
             }
-            if !t.status.is_final() {
+            if !t.status().is_final() {
                 expected_unfinished.push(t.clone());
             }
             expected_events.insert(t.task_id.clone(), events);
@@ -263,6 +263,31 @@ async fn corrupt_row_is_reported_with_its_table_and_id() {
     );
     raw.execute("UPDATE tasks SET spec = '{}', status = 'sleeping'", []).expect("damage");
     assert!(matches!(store.count_by_status().await, Err(StoreError::Corrupt { .. })));
+}
+
+#[tokio::test]
+async fn a_placed_row_without_a_worker_reads_as_pending_and_a_workerless_completion_as_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let mut t = task(1);
+    store.insert_task(&t, &t.created_event()).await.expect("insert");
+    let placed = t.place(wid("w1"), vec![0], 2).expect("place");
+    store.update_task(&t, &placed).await.expect("update");
+    let raw = rusqlite::Connection::open(store.path()).expect("raw open");
+    raw.execute("UPDATE tasks SET worker_id = NULL WHERE task_id = ?1", [t.task_id.as_str()])
+        .expect("damage");
+    let read = store.get_task(&t.task_id).await.expect("still readable").expect("not lost");
+    assert_eq!(read.status(), TaskStatus::Pending);
+    assert_eq!(read.pending_reason(), Some("queued without a worker: placement lost"));
+    assert_eq!((read.attempt, &read.spec), (t.attempt, &t.spec));
+
+    raw.execute("UPDATE tasks SET status = 'completed' WHERE task_id = ?1", [t.task_id.as_str()])
+        .expect("damage");
+    let err = store.get_task(&t.task_id).await.expect_err("corrupt");
+    assert!(
+        matches!(err, StoreError::Corrupt { table: "tasks", ref id, ref reason } if id == t.task_id.as_str() && reason.contains("completed without a worker")),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -94,7 +94,7 @@ async fn events(
 async fn cancel(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = task_id(&raw)?;
     match state.tasks.cancel(id).await {
-        Ok(task) if task.status == TaskStatus::Cancelled => Ok(Json(Task::from(task)).into_response()),
+        Ok(task) if task.status() == TaskStatus::Cancelled => Ok(Json(Task::from(task)).into_response()),
         // Running: the worker stops it (SIGTERM, then SIGKILL after the grace period).
         Ok(task) => Ok((StatusCode::ACCEPTED, Json(Task::from(task))).into_response()),
         // Ended (409) or unknown (404).
@@ -161,7 +161,7 @@ async fn logs(
         let logs = chunks.into_iter().map(chunk).collect();
         return Ok(Json(TaskLogs {
             task_id: id,
-            status: task.status,
+            status: task.status(),
             logs,
             dropped_bytes: page.dropped_bytes,
             next_seq: page.next_seq,
@@ -216,7 +216,7 @@ impl Follow {
                 break Some((lines, self));
             }
             let finished = match self.state.tasks.get(&self.id).await {
-                Ok(t) => t.status.is_final(),
+                Ok(t) => t.status().is_final(),
                 Err(_) => true,
             };
             if finished {

@@ -174,7 +174,7 @@ async fn tasks(
             .map(|task| {
                 let usage = running
                     .iter()
-                    .find(|r| r.task_id == task.task_id.as_str() && task.status.is_placed())
+                    .find(|r| r.task_id == task.task_id.as_str() && task.status().is_placed())
                     .map(|r| TaskUsage { cpu_percent: r.cpu_percent, memory_bytes: r.memory_bytes });
                 WorkerTask { task: task.into(), usage }
             })

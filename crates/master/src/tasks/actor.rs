@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use cloudai_domain::{
-    Outcome, RunStatus, Task, TaskCancel, TaskId, TaskLaunch, TaskReport, TaskStatus, TaskUpdate,
+    Outcome, RunStatus, Task, TaskCancel, TaskId, TaskLaunch, TaskReport, TaskState, TaskStatus, TaskUpdate,
     WorkerCommand, WorkerId,
 };
 use cloudai_scheduler::{PendingTask, Scheduler, WorkerResources};
@@ -89,18 +89,17 @@ impl Actor {
         let count = unfinished.len();
         let mut workers = HashSet::new();
         for task in unfinished {
-            match (task.status, task.worker_id.clone()) {
-                (TaskStatus::Queued | TaskStatus::Running, Some(worker)) => {
-                    workers.insert(worker);
+            // A row placed without a worker was made pending when it was read.
+            match task.state() {
+                TaskState::Queued { placement } | TaskState::Running { placement, .. } => {
+                    workers.insert(placement.worker_id.clone());
                     self.insert(task, true);
                 }
-                _ => {
-                    let mut task = task;
-                    if task.status != TaskStatus::Pending {
-                        // Placed without a worker: cannot happen, but never lose the task.
-                        task.status = TaskStatus::Pending;
-                    }
-                    self.enqueue(task);
+                TaskState::Pending { .. } => self.enqueue(task),
+                // The store hands over unfinished tasks only; an ended one has nothing to resume.
+                TaskState::Completed { .. } | TaskState::Failed { .. } | TaskState::Cancelled { .. } => {
+                    let status = task.status();
+                    warn!(task_id = %task.task_id, %status, "ended task among unfinished ones; ignored");
                 }
             }
         }
@@ -190,7 +189,7 @@ impl Actor {
             Request::Counts(reply) => {
                 let mut counts = TaskCounts { totals: self.scheduler.totals(), ..TaskCounts::default() };
                 for a in self.tasks.values() {
-                    match a.task.status {
+                    match a.task.status() {
                         TaskStatus::Pending => counts.pending += 1,
                         TaskStatus::Queued => counts.queued += 1,
                         TaskStatus::Running => counts.running += 1,
@@ -209,7 +208,7 @@ impl Actor {
         event: cloudai_domain::TaskEvent,
         done: Option<oneshot::Sender<()>>,
     ) {
-        self.live.changed(task, event.from.unwrap_or(task.status));
+        self.live.changed(task, event.from.unwrap_or(task.status()));
         let op = PersistOp { task: task.clone(), event, done };
         if self.persist.send(op).await.is_err() {
             warn!(task_id = %task.task_id, "persistence stopped; transition not recorded");
@@ -284,7 +283,7 @@ impl Actor {
     }
 
     fn send_start(&self, task: &Task) {
-        let Some(worker) = &task.worker_id else { return };
+        let Some(worker) = task.worker_id() else { return };
         let command = WorkerCommand::Start(TaskLaunch::from(task));
         if !self.commands.send(worker, command) {
             // Sent again when the worker's command stream (re)opens.
@@ -305,12 +304,12 @@ impl Actor {
     /// Re-sends start commands the worker has not acknowledged, and cancels.
     fn dispatch_unconfirmed(&self, worker: &WorkerId) {
         for a in self.tasks.values() {
-            if a.task.worker_id.as_ref() != Some(worker) {
+            if a.task.worker_id() != Some(worker) {
                 continue;
             }
             if a.cancel_requested {
                 self.send_cancel(worker, a.task.task_id.as_str(), "cancelled by user");
-            } else if !a.confirmed && a.task.status == TaskStatus::Queued {
+            } else if !a.confirmed && a.task.status() == TaskStatus::Queued {
                 self.send_start(&a.task);
             }
         }
@@ -320,7 +319,7 @@ impl Actor {
         let Some(active) = self.tasks.get_mut(&task_id) else {
             return Err(TaskError::NotFound(task_id.to_string()));
         };
-        match active.task.status {
+        match active.task.status() {
             TaskStatus::Pending => {
                 let cancelled =
                     self.transition(&task_id, TaskStatus::Cancelled, "cancelled by user", Outcome::default());
@@ -335,7 +334,7 @@ impl Actor {
             _ => {
                 active.cancel_requested = true;
                 let task = active.task.clone();
-                if let Some(worker) = &task.worker_id {
+                if let Some(worker) = task.worker_id() {
                     self.send_cancel(worker, task.task_id.as_str(), "cancelled by user");
                 }
                 Ok(task)
@@ -347,8 +346,8 @@ impl Actor {
         let stale = ReportOutcome { keep_running: false, persisted: None };
         let task_id = report.task_id;
         let Some(active) = self.tasks.get_mut(&task_id) else { return stale };
-        let ours = active.task.worker_id.as_ref() == Some(&report.worker_id)
-            && active.task.attempt == report.attempt;
+        let ours =
+            active.task.worker_id() == Some(&report.worker_id) && active.task.attempt == report.attempt;
         if !ours {
             debug!(task_id = %task_id, worker_id = %report.worker_id, "report from a stale copy");
             return stale;
@@ -364,10 +363,10 @@ impl Actor {
                 let event = cloudai_domain::TaskEvent {
                     task_id: task.task_id.clone(),
                     time_ms: unix_ms(),
-                    from: Some(task.status),
-                    to: task.status,
+                    from: Some(task.status()),
+                    to: task.status(),
                     reason: message.chars().take(1024).collect(),
-                    worker_id: task.worker_id.clone(),
+                    worker_id: task.worker_id().cloned(),
                 };
                 self.persist(&task, event, None).await;
                 return ReportOutcome { keep_running: true, persisted: None };
@@ -376,7 +375,7 @@ impl Actor {
         let ended = match status {
             RunStatus::Queued => None,
             RunStatus::Running => {
-                if active.task.status == TaskStatus::Queued {
+                if active.task.status() == TaskStatus::Queued {
                     self.transition(&task_id, TaskStatus::Running, "started", outcome).await;
                 }
                 None
@@ -424,9 +423,7 @@ impl Actor {
             return;
         }
         // Tasks restored after a restart get their reservations back.
-        for a in
-            self.tasks.values_mut().filter(|a| a.unreserved && a.task.worker_id.as_ref() == Some(&worker))
-        {
+        for a in self.tasks.values_mut().filter(|a| a.unreserved && a.task.worker_id() == Some(&worker)) {
             a.unreserved = false;
             let t = &a.task;
             if let Err(e) = self.scheduler.reserve(
@@ -434,7 +431,7 @@ impl Actor {
                 t.task_id.clone(),
                 t.spec.cpu_required,
                 t.spec.memory_required,
-                &t.gpu_indices,
+                t.gpu_indices(),
             ) {
                 warn!(task_id = %t.task_id, error = %e, "cannot restore reservation");
             }
@@ -444,7 +441,7 @@ impl Actor {
         let missing: Vec<TaskId> = self
             .tasks
             .values()
-            .filter(|a| a.task.worker_id.as_ref() == Some(&worker) && a.task.status.is_placed())
+            .filter(|a| a.task.worker_id() == Some(&worker) && a.task.status().is_placed())
             .filter(|a| a.confirmed && !reported.contains(a.task.task_id.as_str()))
             .map(|a| a.task.task_id.clone())
             .collect();
@@ -463,7 +460,7 @@ impl Actor {
             let wanted = TaskId::parse(task_id)
                 .ok()
                 .and_then(|id| self.tasks.get(&id))
-                .is_some_and(|a| a.task.worker_id.as_ref() == Some(worker));
+                .is_some_and(|a| a.task.worker_id() == Some(worker));
             if !wanted {
                 let key = (worker.clone(), task_id.clone());
                 let now = Instant::now();
@@ -542,7 +539,7 @@ impl Actor {
         let ids: Vec<TaskId> = self
             .tasks
             .values()
-            .filter(|a| a.task.worker_id.as_ref() == Some(worker) && a.task.status.is_placed())
+            .filter(|a| a.task.worker_id() == Some(worker) && a.task.status().is_placed())
             .map(|a| a.task.task_id.clone())
             .collect();
         for id in ids {
@@ -553,7 +550,7 @@ impl Actor {
     /// A placed task whose worker is gone: retry while attempts remain.
     async fn lose_task(&mut self, task_id: &TaskId, reason: &str) {
         let Some(a) = self.tasks.get(task_id) else { return };
-        if !a.task.status.is_placed() {
+        if !a.task.status().is_placed() {
             return;
         }
         let (cancel, attempt, max) = (a.cancel_requested, a.task.attempt, a.task.spec.max_retries);

@@ -40,9 +40,9 @@ impl LiveTasks {
     pub fn persisted(&self, task: &Task) {
         let mut tasks = self.tasks.write();
         let Some(entry) = tasks.get_mut(&task.task_id) else { return };
-        entry.stored = task.status;
+        entry.stored = task.status();
         // Its final state is in the store: nothing newer can come.
-        if task.status.is_final() && entry.task.status == task.status {
+        if task.status().is_final() && entry.task.status() == task.status() {
             tasks.remove(&task.task_id);
         }
     }
@@ -61,8 +61,8 @@ impl LiveTasks {
         let tasks = self.tasks.read();
         let mut out: Vec<Task> = stored.into_iter().filter(|t| !tasks.contains_key(&t.task_id)).collect();
         let matches = |t: &Task| {
-            filter.status.is_none_or(|s| t.status == s)
-                && filter.worker_id.as_ref().is_none_or(|w| t.worker_id.as_ref() == Some(w))
+            filter.status.is_none_or(|s| t.status() == s)
+                && filter.worker_id.as_ref().is_none_or(|w| t.worker_id() == Some(w))
         };
         out.extend(tasks.values().map(|e| &e.task).filter(|t| matches(t)).cloned());
         drop(tasks);
@@ -80,7 +80,7 @@ impl LiveTasks {
             if let Some(n) = counts.get_mut(&entry.stored) {
                 *n = n.saturating_sub(1);
             }
-            *counts.entry(entry.task.status).or_default() += 1;
+            *counts.entry(entry.task.status()).or_default() += 1;
         }
         counts
     }
@@ -108,7 +108,7 @@ mod tests {
         live.changed(&b, TaskStatus::Pending);
         let filter = TaskFilter::default();
         let listed: Vec<TaskStatus> =
-            live.overlay(stored.clone(), &filter).iter().map(|t| t.status).collect();
+            live.overlay(stored.clone(), &filter).iter().map(|t| t.status()).collect();
         assert_eq!(listed, [TaskStatus::Pending, TaskStatus::Cancelled]);
         let pending = TaskFilter { status: Some(TaskStatus::Pending), ..TaskFilter::default() };
         assert_eq!(live.overlay(stored.clone(), &pending).len(), 1, "the stale pending row is not listed");

@@ -163,7 +163,7 @@ impl TaskService {
             // Not in flight: ended, or unknown.
             Err(TaskError::NotFound(_)) => {
                 let task = self.get(&task_id).await?;
-                Err(TaskError::Finished { task_id, status: task.status })
+                Err(TaskError::Finished { task_id, status: task.status() })
             }
             answer => answer,
         }
@@ -194,7 +194,7 @@ impl TaskService {
     async fn with_reasons(&self, mut tasks: Vec<Task>) -> Result<Vec<Task>, TaskError> {
         let pending: Vec<TaskId> = tasks
             .iter()
-            .filter(|t| t.status == cloudai_domain::TaskStatus::Pending)
+            .filter(|t| t.status() == cloudai_domain::TaskStatus::Pending)
             .map(|t| t.task_id.clone())
             .collect();
         if pending.is_empty() {
@@ -203,7 +203,7 @@ impl TaskService {
         let mut reasons = self.ask(|reply| Request::PendingReasons(pending, reply)).await?;
         for t in &mut tasks {
             if let Some(r) = reasons.remove(&t.task_id) {
-                t.pending_reason = Some(r);
+                t.set_pending_reason(r);
             }
         }
         Ok(tasks)

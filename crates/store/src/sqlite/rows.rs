@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cloudai_domain::{Task, TaskEvent, TaskId, TaskSpec, TaskStatus, WorkerId};
+use cloudai_domain::{Task, TaskEvent, TaskId, TaskRecord, TaskSpec, TaskStatus, WorkerId};
 use rusqlite::Row;
 use rusqlite::types::{FromSql, ToSql};
 
@@ -53,21 +53,22 @@ impl TaskRow {
 
     pub fn encode(task: &Task) -> Result<Self, StoreError> {
         let encode = |what| move |source| StoreError::Encode { what, source };
+        let t = task.to_record();
         Ok(Self {
-            task_id: task.task_id.clone(),
-            status: task.status.as_str(),
-            worker_id: task.worker_id.as_ref().map(|w| w.as_str().to_string()),
-            priority: i64::from(task.spec.priority),
-            spec: serde_json::to_string(&task.spec).map_err(encode("task spec"))?,
-            gpu_indices: serde_json::to_string(&task.gpu_indices).map_err(encode("gpu indices"))?,
-            attempt: i64::from(task.attempt),
-            pending_reason: task.pending_reason.clone(),
-            exit_code: task.exit_code.map(i64::from),
-            error: task.error.clone(),
-            created_at_ms: task.created_at_ms,
-            updated_at_ms: task.updated_at_ms,
-            started_at_ms: task.started_at_ms,
-            finished_at_ms: task.finished_at_ms,
+            status: t.status.as_str(),
+            worker_id: t.worker_id.map(|w| w.as_str().to_string()),
+            priority: i64::from(t.spec.priority),
+            spec: serde_json::to_string(&t.spec).map_err(encode("task spec"))?,
+            gpu_indices: serde_json::to_string(&t.gpu_indices).map_err(encode("gpu indices"))?,
+            attempt: i64::from(t.attempt),
+            pending_reason: t.pending_reason,
+            exit_code: t.exit_code.map(i64::from),
+            error: t.error,
+            created_at_ms: t.created_at_ms,
+            updated_at_ms: t.updated_at_ms,
+            started_at_ms: t.started_at_ms,
+            finished_at_ms: t.finished_at_ms,
+            task_id: t.task_id,
         })
     }
 }
@@ -156,7 +157,8 @@ pub(crate) fn decode_task(row: &Row<'_>) -> Result<Task, StoreError> {
     let gpu_indices: Vec<u32> =
         serde_json::from_str(&gpus).map_err(|e| StoreError::corrupt(T, id, format!("gpu_indices: {e}")))?;
     let exit_code: Option<i64> = col(row, 7, T, id)?;
-    Ok(Task {
+    // The columns as they are; the domain decides what a bad combination of them means.
+    let record = TaskRecord {
         status: status(&col::<String>(row, 1, T, id)?, T, id)?,
         worker_id: worker_id(col(row, 2, T, id)?, T, id)?,
         spec,
@@ -170,7 +172,8 @@ pub(crate) fn decode_task(row: &Row<'_>) -> Result<Task, StoreError> {
         started_at_ms: col(row, 11, T, id)?,
         finished_at_ms: col(row, 12, T, id)?,
         task_id,
-    })
+    };
+    Task::try_from(record).map_err(|e| StoreError::corrupt(T, id, e.message))
 }
 
 pub(crate) const EVENT_COLUMNS: &str = "seq, time_ms, from_status, to_status, reason, worker_id";
