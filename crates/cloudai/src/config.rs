@@ -219,6 +219,11 @@ pub struct MasterArgs {
     /// Never start the interactive console, even on a terminal.
     #[arg(long)]
     pub no_console: bool,
+
+    /// Accept an existing but empty database file (it is refused otherwise: it most likely
+    /// lost its tasks) and start with an empty store.
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// A history span: whole minutes from 1 minute to 30 days.
@@ -356,6 +361,7 @@ impl MasterArgs {
                 .database_url
                 .clone()
                 .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cloudai.db").display())),
+            init_store: self.init,
         }
     }
 

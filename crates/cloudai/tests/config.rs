@@ -101,3 +101,32 @@ async fn sigterm_shuts_the_master_down_in_order_and_exits_0() {
     assert!(order.windows(2).all(|w| w[0] < w[1]), "shutdown order HTTP → telemetry → gRPC:\n{out}");
     worker.kill();
 }
+
+#[tokio::test]
+async fn a_second_master_on_the_same_data_folder_refuses_naming_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().display().to_string();
+    let loopback = ["--no-console", "--http-port", "127.0.0.1:0", "--grpc-port", "127.0.0.1:0"];
+    let first = Proc::spawn(&[&["dev"][..], &loopback].concat(), &[("CLOUDAI_DATA_DIR", &data)], None);
+    first.wait_for_line("HTTP API listening on").await;
+    let (code, out) =
+        run_to_exit(&[&["dev"][..], &loopback].concat(), &[("CLOUDAI_DATA_DIR", &data)], None).await;
+    assert_ne!(code, Some(0), "{out}");
+    let pid = first.child.id();
+    assert!(out.contains("in use by another cloudai master") && out.contains(&format!("pid {pid}")), "{out}");
+    drop(first);
+}
+
+#[tokio::test]
+async fn a_truncated_database_is_refused_until_init() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().display().to_string();
+    std::fs::write(dir.path().join("cloudai.db"), b"").expect("an empty database file");
+    let args = ["master", "--no-console", "--http-port", "127.0.0.1:0", "--grpc-port", "127.0.0.1:0"];
+    let (code, out) = run_to_exit(&args, &[("CLOUDAI_DATA_DIR", &data)], None).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("exists but is empty") && out.contains("--init"), "{out}");
+
+    let master = Proc::spawn(&[&args[..], &["--init"]].concat(), &[("CLOUDAI_DATA_DIR", &data)], None);
+    master.wait_for_line("HTTP API listening on").await;
+}

@@ -296,7 +296,10 @@ async fn bad_bodies_get_400_naming_the_field() {
 async fn a_process_task_sees_only_its_documented_environment() {
     let (master, worker, api) = cluster(2.0, None).await;
     // The worker runs inside cargo's test process: its environment is full of CARGO_* and more.
-    assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO")), "the worker's own environment is not empty");
+    assert!(
+        std::env::vars().any(|(k, _)| k.starts_with("CARGO")),
+        "the worker's own environment is not empty"
+    );
     let body = json!({
         "driver": "process",
         "command": ["env"],

@@ -28,6 +28,8 @@ pub struct MasterConfig {
     pub alerts: AlertConfig,
     /// `sqlite://PATH` (the embedded store).
     pub database_url: String,
+    /// Start on an existing but empty database file (`--init`) instead of refusing it.
+    pub init_store: bool,
 }
 
 impl MasterConfig {
@@ -38,6 +40,7 @@ impl MasterConfig {
             tasks: TaskConfig::default(),
             alerts: AlertConfig::default(),
             database_url: format!("sqlite://{}", data_dir.join("cloudai.db").display()),
+            init_store: false,
         }
     }
 }
@@ -95,7 +98,8 @@ impl Master {
         let http_addr = http.local_addr()?;
         let grpc_addr = grpc.local_addr()?;
         let url = config.database_url.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open_url(&url, StoreConfig::default()))
+        let store_config = StoreConfig { init: config.init_store, ..StoreConfig::default() };
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open_url(&url, store_config))
             .await
             .map_err(std::io::Error::other)?
             .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;

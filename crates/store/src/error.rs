@@ -38,6 +38,14 @@ pub enum StoreError {
     AlreadyExists(TaskId),
     #[error("the store is closed")]
     Closed,
+    /// Another process has the database open: two masters on one data folder would run
+    /// tasks twice.
+    #[error("{} is in use by another cloudai master{}; stop it or use another data folder", path.display(), holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked { path: PathBuf, holder: Option<u32> },
+    /// The database file exists but holds nothing: it was truncated or replaced, and
+    /// starting on it would silently forget every task.
+    #[error("{} exists but is empty (no schema, no tasks): it may have been truncated; restore it, or start with --init to begin with an empty store", path.display())]
+    Empty { path: PathBuf },
 }
 
 impl StoreError {

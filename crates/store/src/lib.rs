@@ -38,6 +38,9 @@ pub struct StoreConfig {
     pub read_connections: usize,
     /// How long to wait for a lock held by another process (e.g. a `sqlite3` shell).
     pub busy_timeout: Duration,
+    /// Accept an existing but empty database file (`--init`); otherwise it is refused, since
+    /// it most likely lost its data. A missing file is always created.
+    pub init: bool,
 }
 
 impl Default for StoreConfig {
@@ -48,6 +51,7 @@ impl Default for StoreConfig {
             write_queue: 4096,
             read_connections: 2,
             busy_timeout: Duration::from_secs(5),
+            init: false,
         }
     }
 }

@@ -140,6 +140,7 @@ async fn restart_keeps_tasks_and_events() {
         // Neither closed nor dropped: no flush or checkpoint runs, as when the master is
         // killed. Acknowledged writes must already be in the WAL.
         std::mem::forget(store);
+        forget_lock(dir.path());
     }
     let store = open(dir.path());
     assert_eq!(store.unfinished_tasks().await.expect("unfinished"), expected_unfinished);
@@ -450,6 +451,7 @@ async fn telemetry_minutes_survive_a_restart_and_are_pruned_by_age() {
         // The same minute again (a re-sent bucket) replaces the first copy.
         store.append_telemetry_minutes(vec![minute("w1", 120_000, b"B")]).await.expect("replace");
         std::mem::forget(store);
+        forget_lock(dir.path());
     }
     let store = open(dir.path());
     let w1 = store.telemetry_minutes(&wid("w1"), 0).await.expect("read");
@@ -463,4 +465,55 @@ async fn telemetry_minutes_survive_a_restart_and_are_pruned_by_age() {
         vec![minute("w1", 120_000, b"B")]
     );
     assert!(store.telemetry_minutes(&wid("w2"), 0).await.expect("read").is_empty());
+}
+
+#[tokio::test]
+async fn one_open_store_per_database_and_the_second_names_the_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = open(dir.path());
+    let path = first.path().to_path_buf();
+    let err = SqliteStore::open(&path, StoreConfig::default()).err().expect("a second open is refused");
+    let message = err.to_string();
+    assert!(
+        matches!(err, StoreError::Locked { holder: Some(pid), .. } if pid == std::process::id()),
+        "{message}"
+    );
+    assert!(message.contains("in use by another cloudai master") && message.contains("pid"), "{message}");
+    // Closing lets the next one in (a restart).
+    first.close().await;
+    let again = SqliteStore::open(&path, StoreConfig::default()).expect("reopened after close");
+    drop(again);
+    SqliteStore::open(&path, StoreConfig::default()).expect("reopened after drop");
+}
+
+#[tokio::test]
+async fn an_empty_database_file_is_refused_unless_init() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = {
+        let store = open(dir.path());
+        let t = task(1);
+        store.insert_task(&t, &t.created_event()).await.expect("insert");
+        store.close().await;
+        store.path().to_path_buf()
+    };
+    // Truncated (a bad copy, a full disk during a restore): every task would silently be gone.
+    std::fs::write(&path, b"").expect("truncate");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let err = SqliteStore::open(&path, StoreConfig::default()).err().expect("refused");
+    assert!(matches!(err, StoreError::Empty { .. }), "{err}");
+    assert!(err.to_string().contains("--init"), "says how to go on: {err}");
+    let store =
+        SqliteStore::open(&path, StoreConfig { init: true, ..StoreConfig::default() }).expect("--init");
+    assert!(store.unfinished_tasks().await.expect("read").is_empty());
+    store.close().await;
+    // Once initialised it is a store like any other.
+    SqliteStore::open(&path, StoreConfig::default()).expect("opens without --init now");
+}
+
+/// What a killed master leaves: its lock ends with its process. Here the process lives on
+/// (the store was leaked), so its lock file goes instead; the next open locks a new one.
+fn forget_lock(dir: &std::path::Path) {
+    std::fs::remove_file(dir.join("data/cloudai.db.lock")).expect("remove the leaked store's lock");
 }

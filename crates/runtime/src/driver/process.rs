@@ -17,10 +17,10 @@ use async_trait::async_trait;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-use parking_lot::Mutex;
 use tracing::debug;
 
 use super::{Driver, DriverError, Execution, ExitStatus, Launch, OutputChunk, TaskControl, Usage};

@@ -31,6 +31,57 @@ pub struct SqliteStore {
     readers: Arc<ReadPool>,
     closed: Arc<AtomicBool>,
     path: PathBuf,
+    /// Held while the store is open: one master per database.
+    lock: Mutex<Option<DataLock>>,
+}
+
+/// An exclusive lock on `<database>.lock`, which holds the owner's pid for the next one to name.
+struct DataLock {
+    /// The lock lives as long as the open file.
+    _file: std::fs::File,
+}
+
+impl DataLock {
+    fn take(db: &Path) -> Result<Self, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let mut name = db.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let io = |source| StoreError::Io { path: path.clone(), source };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let holder = file.read_to_string(&mut pid).ok().and_then(|_| pid.trim().parse().ok());
+                return Err(StoreError::Locked { path: db.to_path_buf(), holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).and_then(|()| file.rewind()).map_err(io)?;
+        write!(file, "{}", std::process::id()).and_then(|()| file.flush()).map_err(io)?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// A file that exists but is empty, or holds no schema at all, lost its data (a new file is
+/// created by `open`, not found empty).
+fn refuse_empty(path: &Path, config: &StoreConfig) -> Result<(), StoreError> {
+    if config.init {
+        return Ok(());
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 => Err(StoreError::Empty { path: path.to_path_buf() }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io { path: path.to_path_buf(), source }),
+    }
 }
 
 /// Parses a `DATABASE_URL` of the SQLite form: `sqlite:///abs/path.db`, `sqlite://rel/path.db`
@@ -108,6 +159,8 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .map_err(|source| StoreError::Io { path: parent.to_path_buf(), source })?;
         }
+        let lock = DataLock::take(path)?;
+        refuse_empty(path, &config)?;
         let mut conn = open_connection(path, true, config.busy_timeout)?;
         migrations::migrate(&mut conn)?;
         let conns = (0..config.read_connections.max(1))
@@ -129,6 +182,7 @@ impl SqliteStore {
             readers: Arc::new(ReadPool { conns, next: AtomicUsize::new(0) }),
             closed: Arc::new(AtomicBool::new(false)),
             path: path.to_path_buf(),
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -287,6 +341,8 @@ impl Store for SqliteStore {
                 _ => tracing::error!("store writer thread panicked"),
             }
         }
+        // Only now may another master open it.
+        drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner).take());
         tracing::info!(path = %self.path.display(), "store closed");
     }
 }
