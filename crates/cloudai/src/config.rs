@@ -220,6 +220,15 @@ pub struct MasterArgs {
     #[arg(long)]
     pub no_console: bool,
 
+    /// How soon a connection must send a whole request head after it opens or after its
+    /// last answer (idle keep-alive included) before it is closed.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", value_name = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// HTTP connections served at once; past it, new ones get 503.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", value_name = "HTTP_MAX_CONNECTIONS", default_value = "512", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub http_max_connections: u32,
+
     /// Accept an existing but empty database file (it is refused otherwise: it most likely
     /// lost its tasks) and start with an empty store.
     #[arg(long)]
@@ -362,6 +371,10 @@ impl MasterArgs {
                 .clone()
                 .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cloudai.db").display())),
             init_store: self.init,
+            http: cloudai_master::HttpLimits {
+                header_timeout: self.http_header_timeout,
+                max_connections: self.http_max_connections as usize,
+            },
         }
     }
 

@@ -18,6 +18,7 @@ mod shutdown;
 pub mod tasks;
 pub mod telemetry;
 
+pub use http::HttpLimits;
 pub use master::{Master, MasterConfig, MasterError, history_config};
 pub use shutdown::StageReport;
 

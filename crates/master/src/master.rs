@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use crate::alerting::{AlertConfig, AlertService};
 use crate::events::EventBus;
 use crate::fleet::{Fleet, FleetConfig};
-use crate::http::{self, ApiState};
+use crate::http::{self, ApiState, HttpLimits};
 use crate::rpc::{self, MasterRpc};
 use crate::shutdown::{Shutdown, StageReport};
 use crate::tasks::{CommandHub, TaskConfig, TaskParts, TaskService};
@@ -30,6 +30,7 @@ pub struct MasterConfig {
     pub database_url: String,
     /// Start on an existing but empty database file (`--init`) instead of refusing it.
     pub init_store: bool,
+    pub http: HttpLimits,
 }
 
 impl MasterConfig {
@@ -41,6 +42,7 @@ impl MasterConfig {
             alerts: AlertConfig::default(),
             database_url: format!("sqlite://{}", data_dir.join("cloudai.db").display()),
             init_store: false,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -178,7 +180,7 @@ impl Master {
             metrics: metrics.clone(),
             alerts: alerts.clone(),
         };
-        http_stage.spawn(server("http server", http::serve(http, state, http_stage.token())));
+        http_stage.spawn(server("http server", http::serve(http, state, config.http, http_stage.token())));
         info!("HTTP API listening on {http_addr}");
         info!(master_id, inactivity_timeout = ?config.telemetry.inactivity_timeout, "master started");
 

@@ -125,11 +125,89 @@ async fn metrics(
     Ok(([(header::CONTENT_TYPE, content_type)], crate::metrics::to_classic_text(&text)).into_response())
 }
 
-/// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests.
+/// Connection limits of the HTTP server, so idle or slow clients cannot hold the master's
+/// descriptors.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HttpLimits {
+    /// A connection must send a whole request head this soon after it opens or after its
+    /// previous answer (idle keep-alive included), or it is closed.
+    pub header_timeout: Duration,
+    /// Connections served at once; past it, a new one is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { header_timeout: Duration::from_secs(10), max_connections: 512 }
+    }
+}
+
+/// How long a refused connection is given to take its 503.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+
+/// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests
+/// (idle connections close at once). HTTP/1.1 only: there is no protocol sniffing phase for
+/// a silent client to sit in.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let app = router(state);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, or a connection reset before it was accepted: go on.
+                tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = std::sync::Arc::clone(&permits).try_acquire_owned() else {
+            connections.spawn(refuse(stream, limits.max_connections));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Answers a connection over the limit with a 503 (the API's JSON error) and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body =
+        serde_json::json!({ "error": format!("too many connections (limit {limit}); retry") }).to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REFUSAL_WRITE, stream.write_all(answer.as_bytes())).await;
 }
