@@ -47,6 +47,9 @@ async fn burst_larger_than_the_channel_coalesces_and_keeps_the_latest() {
         .register_worker(pb::RegisterWorkerRequest {
             worker_id: "bursty".into(),
             protocol_version: cloudai_proto::PROTOCOL_VERSION,
+            cpu_cores: 4.0,
+            memory_mb: 4096,
+            drivers: vec![pb::Driver::Process.into()],
             ..Default::default()
         })
         .await

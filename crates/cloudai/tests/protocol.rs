@@ -1,6 +1,6 @@
 //! Workers and masters of different protocol versions refuse each other, each naming both
 //! versions, instead of half-working or retrying forever; and a message that leaves an enum
-//! unspecified is refused naming the field.
+//! unspecified is refused naming the field; so is a registration or heartbeat past the limits.
 
 mod common;
 
@@ -197,4 +197,60 @@ async fn a_worker_accepted_by_an_older_master_leaves_naming_both_versions() {
     let message = err.to_string();
     assert!(message.contains("protocol 2") && message.contains("protocol 1"), "{message}");
     assert_eq!((registrations, unregistrations), (1, 1), "it leaves the master that let it in");
+}
+
+#[tokio::test]
+async fn registrations_past_the_limits_or_never_schedulable_are_refused_naming_why() {
+    let master = start_master(master_config(Duration::from_secs(30))).await;
+    let mut client = connect(master.grpc_addr).await;
+    let base = || registration("w-limits", PROTOCOL_VERSION);
+    let gpu =
+        |i: u32| pb::GpuInfo { index: i, uuid: format!("GPU-{i}"), model: "sim".into(), memory_total_mb: 80 };
+    let cases: Vec<(pb::RegisterWorkerRequest, &str)> = vec![
+        (pb::RegisterWorkerRequest { cpu_cores: 1e10, ..base() }, "cpu_cores"),
+        (pb::RegisterWorkerRequest { cpu_cores: 0.0, ..base() }, "cpu_cores"),
+        (pb::RegisterWorkerRequest { memory_mb: 0, ..base() }, "memory_mb"),
+        (pb::RegisterWorkerRequest { drivers: vec![], ..base() }, "drivers"),
+        (pb::RegisterWorkerRequest { gpus: (0..100_000).map(gpu).collect(), ..base() }, "gpus"),
+        (
+            pb::RegisterWorkerRequest {
+                labels: (0..65).map(|i| (format!("k{i}"), "v".into())).collect(),
+                ..base()
+            },
+            "labels",
+        ),
+        (pb::RegisterWorkerRequest { hostname: "h".repeat(10_000), ..base() }, "hostname"),
+    ];
+    for (request, field) in cases {
+        let err = client.register_worker(request).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {}", err.message());
+        assert!(err.message().starts_with(field), "the message names {field}: {}", err.message());
+    }
+    let (status, workers) = get_json(&format!("http://{}/workers", master.http_addr)).await;
+    assert_eq!(
+        (status, workers.as_object().map(|w| w.len())),
+        (200, Some(0)),
+        "nothing registered: {workers}"
+    );
+
+    client.register_worker(base()).await.expect("a sane registration is accepted");
+    let too_many = pb::Heartbeat {
+        worker_id: "w-limits".into(),
+        running_tasks: (0..2000)
+            .map(|i| pb::RunningTask {
+                task_id: format!("t{i}"),
+                status: pb::TaskStatus::Running.into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let err = client.send_heartbeat(too_many).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("running_tasks") && err.message().contains("limit of 1024"),
+        "{}",
+        err.message()
+    );
+    master.shutdown().await;
 }

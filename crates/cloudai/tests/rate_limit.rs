@@ -15,6 +15,9 @@ async fn registered(addr: std::net::SocketAddr, id: &str) -> Client {
     let req = pb::RegisterWorkerRequest {
         worker_id: id.into(),
         protocol_version: cloudai_proto::PROTOCOL_VERSION,
+        cpu_cores: 4.0,
+        memory_mb: 4096,
+        drivers: vec![pb::Driver::Process.into()],
         ..Default::default()
     };
     client.register_worker(req).await.expect("register");

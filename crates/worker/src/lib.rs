@@ -64,6 +64,8 @@ pub enum WorkerError {
     ProtocolMismatch { worker: u32, master: u32 },
     #[error("the worker's collector task failed")]
     Collector(#[source] tokio::task::JoinError),
+    #[error("no driver can run here (configured: {configured}); a worker without one could run no task")]
+    NoDriver { configured: String },
 }
 
 /// The host name as a worker id, or `worker` if it is unusable.
@@ -121,6 +123,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
                 }
             }
         }
+    }
+    if drivers.is_empty() {
+        let configured = config.drivers.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(WorkerError::NoDriver { configured });
     }
     let runtime_stop = CancellationToken::new();
     let send_compression = SendCompression::default();

@@ -8,7 +8,7 @@ mod worker;
 
 use cloudai_domain::IdError;
 
-pub use worker::worker_info;
+pub use worker::{limits, worker_info};
 
 /// A message from the network that breaks the protocol: which field, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +25,11 @@ impl WireError {
 
     fn id(field: &'static str, e: IdError) -> Self {
         Self::new(field, e.to_string())
+    }
+
+    /// A repeated field or string longer than its limit.
+    fn too_many(field: &'static str, count: usize, limit: usize, what: &str) -> Self {
+        Self::new(field, format!("{count} {what}, more than the limit of {limit}"))
     }
 
     /// An enum field left at its UNSPECIFIED value, or holding one this side does not know.

@@ -7,6 +7,37 @@ use cloudai_domain::{
 use super::WireError;
 use crate::v1 as pb;
 
+/// What one registration or heartbeat may carry, so one message cannot take the master's
+/// memory (a real host has at most a few dozen GPUs and tasks in the hundreds).
+pub mod limits {
+    pub const MAX_GPUS: usize = 64;
+    pub const MAX_LABELS: usize = 64;
+    pub const MAX_DRIVERS: usize = 8;
+    pub const MAX_RUNNING_TASKS: usize = 1024;
+    /// Hostnames, versions, GPU uuids and models, label keys and values, task ids.
+    pub const MAX_STRING_BYTES: usize = 256;
+    /// Largest CPU count and memory a worker may advertise: beyond any real machine, so a
+    /// bogus figure is refused rather than registered and never scheduled.
+    pub const MAX_CPU_CORES: f64 = 4096.0;
+    pub const MAX_MEMORY_MB: u64 = 64 * 1024 * 1024;
+}
+
+use limits::*;
+
+fn count<T>(field: &'static str, items: &[T], limit: usize, what: &str) -> Result<(), WireError> {
+    if items.len() > limit {
+        return Err(WireError::too_many(field, items.len(), limit, what));
+    }
+    Ok(())
+}
+
+fn short(field: &'static str, value: &str) -> Result<(), WireError> {
+    if value.len() > MAX_STRING_BYTES {
+        return Err(WireError::too_many(field, value.len(), MAX_STRING_BYTES, "bytes"));
+    }
+    Ok(())
+}
+
 /// A percentage from the network: NaN and out-of-range values are clamped, not trusted.
 fn percent(v: f64) -> f64 {
     if v.is_finite() { v.clamp(0.0, 100.0) } else { 0.0 }
@@ -16,6 +47,12 @@ impl TryFrom<pb::Heartbeat> for HeartbeatSample {
     type Error = WireError;
 
     fn try_from(hb: pb::Heartbeat) -> Result<Self, Self::Error> {
+        count("gpus", &hb.gpus, MAX_GPUS, "GPUs")?;
+        count("running_tasks", &hb.running_tasks, MAX_RUNNING_TASKS, "running tasks")?;
+        for g in &hb.gpus {
+            short("gpus.uuid", &g.uuid)?;
+            short("gpus.model", &g.model)?;
+        }
         Ok(Self {
             worker_id: WorkerId::parse(&hb.worker_id).map_err(|e| WireError::id("worker_id", e))?,
             timestamp_ms: hb.timestamp_ms,
@@ -77,6 +114,7 @@ impl TryFrom<pb::RunningTask> for RunningTask {
 
     fn try_from(t: pb::RunningTask) -> Result<Self, Self::Error> {
         const FIELD: &str = "running_tasks.status";
+        short("running_tasks.task_id", &t.task_id)?;
         let status = match pb::TaskStatus::try_from(t.status) {
             Ok(pb::TaskStatus::Queued) => RunningStatus::Queued,
             Ok(pb::TaskStatus::Running) => RunningStatus::Running,
@@ -145,11 +183,41 @@ pub(super) fn driver(field: &'static str, raw: i32) -> Result<Driver, WireError>
 }
 
 /// Converts a registration request, validating what came from the network.
+/// A worker that could never be given a task (no CPU, no memory, no driver, or figures no
+/// machine has) is refused, naming why, rather than registered and left idle.
 pub fn worker_info(req: pb::RegisterWorkerRequest, now_secs: i64) -> Result<WorkerInfo, WireError> {
+    let worker_id = WorkerId::parse(&req.worker_id).map_err(|e| WireError::id("worker_id", e))?;
+    short("hostname", &req.hostname)?;
+    short("version", &req.version)?;
+    count("gpus", &req.gpus, MAX_GPUS, "GPUs")?;
+    count("drivers", &req.drivers, MAX_DRIVERS, "drivers")?;
+    if req.labels.len() > MAX_LABELS {
+        return Err(WireError::too_many("labels", req.labels.len(), MAX_LABELS, "labels"));
+    }
+    for (k, v) in &req.labels {
+        short("labels", k)?;
+        short("labels", v)?;
+    }
+    for g in &req.gpus {
+        short("gpus.uuid", &g.uuid)?;
+        short("gpus.model", &g.model)?;
+    }
+    if !(req.cpu_cores.is_finite() && req.cpu_cores > 0.0 && req.cpu_cores <= MAX_CPU_CORES) {
+        let problem =
+            format!("{} cores: a worker needs more than 0 and at most {MAX_CPU_CORES}", req.cpu_cores);
+        return Err(WireError::new("cpu_cores", problem));
+    }
+    if req.memory_mb == 0 || req.memory_mb > MAX_MEMORY_MB {
+        let problem = format!("{} MB: a worker needs more than 0 and at most {MAX_MEMORY_MB}", req.memory_mb);
+        return Err(WireError::new("memory_mb", problem));
+    }
+    if req.drivers.is_empty() {
+        return Err(WireError::new("drivers", "none: a worker without a driver can run no task"));
+    }
     Ok(WorkerInfo {
-        worker_id: WorkerId::parse(&req.worker_id).map_err(|e| WireError::id("worker_id", e))?,
+        worker_id,
         hostname: req.hostname,
-        cpu_cores: if req.cpu_cores.is_finite() { req.cpu_cores.max(0.0) } else { 0.0 },
+        cpu_cores: req.cpu_cores,
         memory_mb: req.memory_mb,
         gpus: req.gpus.into_iter().map(GpuInfo::from).collect(),
         labels: req.labels.into_iter().collect(),
