@@ -229,6 +229,15 @@ pub struct MasterArgs {
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", value_name = "HTTP_MAX_CONNECTIONS", default_value = "512", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub http_max_connections: u32,
 
+    /// A lost worker silent this long is forgotten: it leaves the worker lists, and its
+    /// stored history goes.
+    #[arg(long, env = "WORKER_FORGET_AFTER", value_name = "WORKER_FORGET_AFTER", default_value = "24h", value_parser = parse_duration)]
+    pub worker_forget_after: Duration,
+
+    /// Most workers registered at once; past it, new registrations get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_WORKERS", value_name = "MAX_WORKERS", default_value = "100000", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_workers: u32,
+
     /// Accept an existing but empty database file (it is refused otherwise: it most likely
     /// lost its tasks) and start with an empty store.
     #[arg(long)]
@@ -374,6 +383,10 @@ impl MasterArgs {
             http: cloudai_master::HttpLimits {
                 header_timeout: self.http_header_timeout,
                 max_connections: self.http_max_connections as usize,
+            },
+            workers: cloudai_master::WorkerLimits {
+                forget_after: self.worker_forget_after,
+                max_workers: self.max_workers as usize,
             },
         }
     }

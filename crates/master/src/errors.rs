@@ -42,6 +42,7 @@ impl Coded for FleetError {
         match self {
             FleetError::UnknownWorker(_) => ErrorCode::NotFound,
             FleetError::ShuttingDown => ErrorCode::Unavailable,
+            FleetError::Full { .. } => ErrorCode::ResourceExhausted,
         }
     }
 }

@@ -24,7 +24,8 @@ pub enum ClusterEvent {
     /// An inactive worker stayed silent past the loss grace, or did not come back after a
     /// master restart: its tasks go elsewhere.
     WorkerLost { worker_id: WorkerId },
-    /// A worker left cleanly.
+    /// A worker left cleanly, or was forgotten after being lost for `WORKER_FORGET_AFTER`:
+    /// subscribers drop what they keep about it.
     WorkerUnregistered { worker_id: WorkerId },
     /// A task reached a final state (completed, failed or cancelled); published once per task.
     TaskFinished { task_id: TaskId, status: TaskStatus },

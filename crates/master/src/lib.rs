@@ -19,7 +19,7 @@ pub mod tasks;
 pub mod telemetry;
 
 pub use http::HttpLimits;
-pub use master::{Master, MasterConfig, MasterError, history_config};
+pub use master::{Master, MasterConfig, MasterError, WorkerLimits, history_config};
 pub use shutdown::StageReport;
 
 /// Software version reported by the API.

@@ -31,6 +31,23 @@ pub struct MasterConfig {
     /// Start on an existing but empty database file (`--init`) instead of refusing it.
     pub init_store: bool,
     pub http: HttpLimits,
+    pub workers: WorkerLimits,
+}
+
+/// How many workers the master keeps, and for how long after they go silent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WorkerLimits {
+    /// A lost worker silent this long is forgotten (in memory and its stored history).
+    pub forget_after: Duration,
+    /// Most workers registered at once.
+    pub max_workers: usize,
+}
+
+impl Default for WorkerLimits {
+    fn default() -> Self {
+        let fleet = FleetConfig::default();
+        Self { forget_after: fleet.forget_after, max_workers: fleet.max_workers }
+    }
 }
 
 impl MasterConfig {
@@ -43,6 +60,7 @@ impl MasterConfig {
             database_url: format!("sqlite://{}", data_dir.join("cloudai.db").display()),
             init_store: false,
             http: HttpLimits::default(),
+            workers: WorkerLimits::default(),
         }
     }
 }
@@ -124,6 +142,8 @@ impl Master {
                 inactivity_timeout: config.telemetry.inactivity_timeout,
                 loss_grace: config.tasks.loss_grace,
                 restart_grace: config.tasks.restart_grace.max(config.tasks.loss_grace),
+                forget_after: config.workers.forget_after,
+                max_workers: config.workers.max_workers,
             },
             events.clone(),
         );

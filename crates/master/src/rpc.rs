@@ -116,9 +116,16 @@ impl MasterService for MasterRpc {
         let running = std::mem::take(&mut request.running_tasks);
         let running = running.into_iter().map(TryInto::try_into).collect::<Result<Vec<_>, _>>()?;
         let info = Arc::new(cloudai_proto::worker_info(request, unix_secs())?);
+        let worker_id = info.worker_id.clone();
         // The slot first: the fleet's announcement may reach the history restorer at once.
         self.telemetry.attach(Arc::clone(&info))?;
-        self.fleet.register(info, running)?;
+        if let Err(e) = self.fleet.register(info, running) {
+            // Not a member (e.g. the fleet is full): no slot either.
+            if !self.fleet.is_registered(&worker_id) {
+                self.telemetry.detach(&worker_id);
+            }
+            return Err(e.into());
+        }
         Ok(Response::new(pb::RegisterWorkerResponse {
             master_id: self.master_id.clone(),
             heartbeat_interval_ms: 0,

@@ -33,6 +33,22 @@ pub struct FleetConfig {
     pub loss_grace: Duration,
     /// After a master restart, how long a worker that held tasks has to register again.
     pub restart_grace: Duration,
+    /// A lost worker silent this long is forgotten, as if it had left.
+    pub forget_after: Duration,
+    /// Most workers registered at once; past it, new ones are refused.
+    pub max_workers: usize,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            inactivity_timeout: Duration::from_secs(30),
+            loss_grace: Duration::from_secs(30),
+            restart_grace: Duration::from_secs(30),
+            forget_after: Duration::from_secs(24 * 3600),
+            max_workers: 100_000,
+        }
+    }
 }
 
 impl FleetConfig {
@@ -48,6 +64,8 @@ pub enum FleetError {
     UnknownWorker(WorkerId),
     #[error("the master is shutting down")]
     ShuttingDown,
+    #[error("{limit} workers are registered, the most this master takes (MAX_WORKERS)")]
+    Full { limit: usize },
 }
 
 /// Every worker's registration and state, as of one moment.
@@ -94,6 +112,14 @@ struct Inner {
 impl Inner {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Removes a member and tells the subscribers, which drop what they keep about it.
+    fn forget(&self, worker_id: &WorkerId) -> bool {
+        let Some(member) = self.members.write().remove(worker_id) else { return false };
+        self.signal(worker_id, &member, Signal::Leave, self.now_ms());
+        self.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone() });
+        true
     }
 
     fn member(&self, worker_id: &WorkerId) -> Option<Arc<Member>> {
@@ -197,6 +223,9 @@ impl Fleet {
                     *member.info.write() = Arc::clone(&info);
                     (Arc::clone(member), false)
                 }
+                None if members.len() >= inner.config.max_workers => {
+                    return Err(FleetError::Full { limit: inner.config.max_workers });
+                }
                 None => {
                     let member = Arc::new(Member {
                         info: RwLock::new(Arc::clone(&info)),
@@ -237,12 +266,11 @@ impl Fleet {
 
     /// A worker left cleanly: it is forgotten. `false` if it was not registered.
     pub fn leave(&self, worker_id: &WorkerId) -> bool {
-        let inner = &self.inner;
-        let Some(member) = inner.members.write().remove(worker_id) else { return false };
-        inner.signal(worker_id, &member, Signal::Leave, inner.now_ms());
-        info!(worker_id = %worker_id, "worker unregistered");
-        inner.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone() });
-        true
+        let left = self.inner.forget(worker_id);
+        if left {
+            info!(worker_id = %worker_id, "worker unregistered");
+        }
+        left
     }
 
     /// After a master restart: a worker that held tasks is lost unless it registers within the
@@ -286,6 +314,7 @@ impl Fleet {
 async fn checker(inner: &Inner) {
     let timeout_ms = inner.config.inactivity_timeout.as_millis() as u64;
     let loss_grace_ms = inner.config.loss_grace.as_millis() as u64;
+    let forget_ms = inner.config.forget_after.as_millis() as u64;
     let mut tick = tokio::time::interval(inner.config.check_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -302,6 +331,13 @@ async fn checker(inner: &Inner) {
                     Signal::Silent { loss_grace_ms }
                 }
                 WorkerState::Inactive { lost_at_ms, .. } if lost_at_ms <= now => Signal::LossDue,
+                WorkerState::Lost { .. }
+                    if now.saturating_sub(member.last_seen_ms.load(Ordering::Relaxed)) >= forget_ms =>
+                {
+                    info!(worker_id = %worker_id, "worker forgotten: silent past WORKER_FORGET_AFTER");
+                    inner.forget(&worker_id);
+                    continue;
+                }
                 _ => continue,
             };
             inner.signal(&worker_id, &member, signal, now);

@@ -23,7 +23,8 @@ use tracing::Instrument;
 use cloudai_history::{History, HistoryConfig, MinuteBucket, Series};
 
 use super::model::WorkerTelemetry;
-use crate::fleet::{Fleet, IdHasher};
+use crate::events::ClusterEvent;
+use crate::fleet::{Fleet, IdHasher, Update};
 use crate::shutdown::Stage;
 use cloudai_domain::time::unix_ms;
 use cloudai_domain::{GpuInfo, GpuStats, HeartbeatSample, RunningTask, WorkerId, WorkerInfo};
@@ -271,13 +272,14 @@ impl TelemetryManager {
         })
     }
 
-    /// Starts closing silent workers' history minutes. Idempotent.
+    /// Starts closing silent workers' history minutes and following the fleet. Idempotent.
     pub fn start(&self) {
         if self.inner.started.swap(true, Ordering::SeqCst) {
             return;
         }
         let inner = Arc::clone(&self.inner);
         self.inner.tracker.spawn(minute_closer(inner));
+        self.follow_fleet();
     }
 
     /// Whether a registered worker still waits for its stored minutes (see `restore_history`).
@@ -359,6 +361,46 @@ impl TelemetryManager {
         let span = tracing::info_span!("worker", worker_id = %worker_id);
         inner.tracker.spawn(worker_loop(Arc::clone(inner), slot, rx).instrument(span));
         Ok(())
+    }
+
+    /// Drops the slot of every worker the fleet forgets (it left, or stayed lost past
+    /// `WORKER_FORGET_AFTER`), so telemetry holds no worker the fleet does not.
+    fn follow_fleet(&self) {
+        let mut updates = self.inner.fleet.subscribe("telemetry");
+        let manager = self.clone();
+        let cancel = self.inner.cancel.clone();
+        self.inner.tracker.spawn(async move {
+            loop {
+                let update = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    update = updates.recv() => update,
+                };
+                match update {
+                    Some(Update::Event(ClusterEvent::WorkerUnregistered { worker_id })) => {
+                        manager.detach(&worker_id)
+                    }
+                    Some(Update::Event(_)) => {}
+                    // A worker between its slot and its registration may be dropped here; its
+                    // next heartbeat is refused and it registers again.
+                    Some(Update::Resync(snapshot)) => {
+                        let known: std::collections::HashSet<WorkerId> =
+                            snapshot.workers.iter().map(|(info, _)| info.worker_id.clone()).collect();
+                        let gone: Vec<WorkerId> = manager
+                            .inner
+                            .workers
+                            .read()
+                            .keys()
+                            .filter(|id| !known.contains(*id))
+                            .cloned()
+                            .collect();
+                        for worker_id in gone {
+                            manager.detach(&worker_id);
+                        }
+                    }
+                    None => break,
+                }
+            }
+        });
     }
 
     /// Drops a worker that left, keeping its open minute (all there is of that minute).
@@ -693,12 +735,7 @@ mod tests {
     async fn gpu_names_follow_the_registration_and_the_heartbeat() {
         let mut shutdown = Shutdown::new();
         let stage = shutdown.stage("telemetry");
-        let fleet_config = FleetConfig {
-            inactivity_timeout: Duration::from_secs(30),
-            loss_grace: Duration::from_secs(30),
-            restart_grace: Duration::from_secs(30),
-        };
-        let fleet = Fleet::new(fleet_config, EventBus::default());
+        let fleet = Fleet::new(FleetConfig::default(), EventBus::default());
         let (minutes, _rx) = mpsc::channel(16);
         let config = TelemetryConfig { rate_limit: None, ..TelemetryConfig::default() };
         let telemetry = TelemetryManager::new(config, fleet.clone(), minutes, &stage).expect("manager");
