@@ -43,17 +43,7 @@ async fn burst_larger_than_the_channel_coalesces_and_keeps_the_latest() {
         pb::master_service_client::MasterServiceClient::connect(format!("http://{}", master.grpc_addr))
             .await
             .expect("connect");
-    client
-        .register_worker(pb::RegisterWorkerRequest {
-            worker_id: "bursty".into(),
-            protocol_version: cloudai_proto::PROTOCOL_VERSION,
-            cpu_cores: 4.0,
-            memory_mb: 4096,
-            drivers: vec![pb::Driver::Process.into()],
-            ..Default::default()
-        })
-        .await
-        .expect("register");
+    client.register_worker(registration("bursty")).await.expect("register");
 
     const BURST: u32 = 100;
     let sending = async {

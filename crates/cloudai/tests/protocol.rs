@@ -22,15 +22,8 @@ async fn connect(addr: std::net::SocketAddr) -> Client {
     Client::connect(format!("http://{addr}")).await.expect("connect")
 }
 
-fn registration(id: &str, protocol_version: u32) -> pb::RegisterWorkerRequest {
-    pb::RegisterWorkerRequest {
-        worker_id: id.into(),
-        cpu_cores: 4.0,
-        memory_mb: 4096,
-        protocol_version,
-        drivers: vec![pb::Driver::Process.into()],
-        ..Default::default()
-    }
+fn registration_at(id: &str, protocol_version: u32) -> pb::RegisterWorkerRequest {
+    pb::RegisterWorkerRequest { protocol_version, ..registration(id) }
 }
 
 #[tokio::test]
@@ -39,7 +32,7 @@ async fn a_master_refuses_a_worker_of_another_protocol_naming_both_versions() {
     let api = format!("http://{}", master.http_addr);
     let mut client = connect(master.grpc_addr).await;
 
-    let err = client.register_worker(registration("old", 1)).await.expect_err("protocol 1 is refused");
+    let err = client.register_worker(registration_at("old", 1)).await.expect_err("protocol 1 is refused");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     let expected = format!("worker speaks protocol 1, this master speaks protocol {PROTOCOL_VERSION}");
     assert!(err.message().contains(&expected), "{}", err.message());
@@ -48,7 +41,7 @@ async fn a_master_refuses_a_worker_of_another_protocol_naming_both_versions() {
     assert_eq!(status, 404, "a refused worker is not registered: {body}");
 
     // Upgraded, the same worker joins and learns the master's version.
-    let answer = client.register_worker(registration("old", PROTOCOL_VERSION)).await.expect("accepted");
+    let answer = client.register_worker(registration_at("old", PROTOCOL_VERSION)).await.expect("accepted");
     assert_eq!(answer.into_inner().protocol_version, PROTOCOL_VERSION);
     let (status, _) = get_json(&format!("{api}/api/workers/old")).await;
     assert_eq!(status, 200);
@@ -60,13 +53,13 @@ async fn unspecified_enums_are_refused_naming_the_field() {
     let master = start_master(master_config(Duration::from_secs(5))).await;
     let mut client = connect(master.grpc_addr).await;
 
-    let mut no_driver = registration("w1", PROTOCOL_VERSION);
+    let mut no_driver = registration_at("w1", PROTOCOL_VERSION);
     no_driver.drivers = vec![pb::Driver::Unspecified.into()];
     let err = client.register_worker(no_driver).await.expect_err("unspecified driver");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("drivers: "), "{}", err.message());
 
-    client.register_worker(registration("w1", PROTOCOL_VERSION)).await.expect("register");
+    client.register_worker(registration_at("w1", PROTOCOL_VERSION)).await.expect("register");
     let silent = pb::TaskStatusReport {
         worker_id: "w1".into(),
         task_id: "t1".into(),
@@ -203,7 +196,7 @@ async fn a_worker_accepted_by_an_older_master_leaves_naming_both_versions() {
 async fn registrations_past_the_limits_or_never_schedulable_are_refused_naming_why() {
     let master = start_master(master_config(Duration::from_secs(30))).await;
     let mut client = connect(master.grpc_addr).await;
-    let base = || registration("w-limits", PROTOCOL_VERSION);
+    let base = || registration_at("w-limits", PROTOCOL_VERSION);
     let gpu =
         |i: u32| pb::GpuInfo { index: i, uuid: format!("GPU-{i}"), model: "sim".into(), memory_total_mb: 80 };
     let cases: Vec<(pb::RegisterWorkerRequest, &str)> = vec![

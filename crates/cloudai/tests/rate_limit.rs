@@ -12,14 +12,7 @@ type Client = pb::master_service_client::MasterServiceClient<tonic::transport::C
 
 async fn registered(addr: std::net::SocketAddr, id: &str) -> Client {
     let mut client = Client::connect(format!("http://{addr}")).await.expect("connect");
-    let req = pb::RegisterWorkerRequest {
-        worker_id: id.into(),
-        protocol_version: cloudai_proto::PROTOCOL_VERSION,
-        cpu_cores: 4.0,
-        memory_mb: 4096,
-        drivers: vec![pb::Driver::Process.into()],
-        ..Default::default()
-    };
+    let req = registration(id);
     client.register_worker(req).await.expect("register");
     client
 }

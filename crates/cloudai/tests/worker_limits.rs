@@ -50,14 +50,7 @@ async fn registrations_past_max_workers_are_refused_until_one_leaves() {
         pb::master_service_client::MasterServiceClient::connect(format!("http://{}", master.grpc_addr))
             .await
             .expect("connect");
-    let register = |id: &str| pb::RegisterWorkerRequest {
-        worker_id: id.into(),
-        protocol_version: cloudai_proto::PROTOCOL_VERSION,
-        cpu_cores: 4.0,
-        memory_mb: 4096,
-        drivers: vec![pb::Driver::Process.into()],
-        ..Default::default()
-    };
+    let register = registration;
     client.register_worker(register("w1")).await.expect("first");
     client.register_worker(register("w2")).await.expect("second");
     let err = client.register_worker(register("w3")).await.expect_err("over the limit");

@@ -55,6 +55,20 @@ pub async fn start_master_on(config: MasterConfig, http_port: u16, grpc_port: u1
     Master::start(config, http, grpc).await.expect("master starts")
 }
 
+/// A registration of a small process worker speaking this protocol, as a raw gRPC client
+/// sends it.
+pub fn registration(id: &str) -> cloudai_proto::v1::RegisterWorkerRequest {
+    use cloudai_proto::v1 as pb;
+    pb::RegisterWorkerRequest {
+        worker_id: id.into(),
+        cpu_cores: 4.0,
+        memory_mb: 4096,
+        protocol_version: cloudai_proto::PROTOCOL_VERSION,
+        drivers: vec![pb::Driver::Process.into()],
+        ..Default::default()
+    }
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
