@@ -52,7 +52,8 @@ impl ProcessDriver {
 impl Driver for ProcessDriver {
     async fn start(&self, launch: &Launch) -> Result<Execution, DriverError> {
         let (program, args) = launch.command.split_first().ok_or(DriverError::EmptyCommand)?;
-        let mut command = Command::new(program);
+        let path = launch.env.get("PATH").map_or(BASE_PATH, String::as_str);
+        let mut command = Command::new(find_program(program, path));
         // The worker's own variables (its credentials, its paths) are not the task's.
         let home = std::env::var_os("HOME").unwrap_or_else(|| launch.workdir.clone().into_os_string());
         command
@@ -96,6 +97,24 @@ impl Driver for ProcessDriver {
             handle: pgid.as_raw().to_string(),
         })
     }
+}
+
+/// The program as a path, looked up in the task's `PATH` here: a program left to the spawn
+/// to look up in a changed `PATH` makes std fork the whole worker instead of using
+/// `posix_spawn` (measured: 4× fewer tasks per second under `cloudai dev`). Not found: the
+/// name as given, so the spawn reports it missing.
+fn find_program(program: &str, path: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return program.into();
+    }
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| program.into())
 }
 
 /// Waits for the group leader, then kills what is left of its group.
@@ -264,6 +283,18 @@ mod tests {
                     12345 10000000 321 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
         assert_eq!(parse_stat(stat), Some((4240, 300, 321)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn programs_are_found_in_the_tasks_path() {
+        let sh = find_program("sh", BASE_PATH);
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        assert_eq!(find_program("./run.sh", BASE_PATH), std::path::Path::new("./run.sh"));
+        assert_eq!(
+            find_program("no-such-program-xyz", BASE_PATH),
+            std::path::Path::new("no-such-program-xyz")
+        );
+        assert_eq!(find_program("sh", "/nowhere::/bin"), std::path::Path::new("/bin/sh"));
     }
 
     #[test]
