@@ -1,6 +1,6 @@
 //! CloudAI persistence: the [`Store`] trait (the master's source of truth for tasks, their
-//! events and logs, the workers seen, and a small key/value space) and [`SqliteStore`], the
-//! embedded implementation.
+//! events and logs, and the workers' minute history) and [`SqliteStore`], the embedded
+//! implementation.
 //!
 //! Writes go through one writer thread that group-commits whatever is queued, so many
 //! concurrent callers share one transaction; reads use their own connections and never wait
@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloudai_domain::{Driver, Task, TaskEvent, TaskId, TaskStatus, WorkerId};
-use serde::{Deserialize, Serialize};
+use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus, WorkerId};
 
 /// Task output is a domain concept: workers ship it, the store keeps it.
 pub use cloudai_domain::{LogChunk, LogStream};
@@ -98,22 +97,6 @@ pub struct LogPage {
     pub next_seq: u64,
 }
 
-/// A worker as last registered.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WorkerRecord {
-    pub worker_id: WorkerId,
-    pub hostname: String,
-    pub cpu_cores: f64,
-    pub memory_mb: u64,
-    pub gpus: u32,
-    pub drivers: Vec<Driver>,
-    pub labels: BTreeMap<String, String>,
-    pub version: String,
-    /// Unix milliseconds; kept from the first registration on upsert.
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-}
-
 /// One worker's telemetry over one closed minute, encoded by the history tier.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TelemetryMinute {
@@ -145,11 +128,6 @@ pub trait Store: Send + Sync + 'static {
     async fn append_logs(&self, chunks: Vec<LogChunk>) -> Result<(), StoreError>;
     async fn read_logs(&self, task_id: &TaskId, query: LogQuery) -> Result<LogPage, StoreError>;
 
-    /// Inserts or replaces a worker, keeping the stored `first_seen_ms`.
-    async fn upsert_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
-    /// Workers ordered by id.
-    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
-
     /// Inserts minutes, replacing any already stored for the same worker and start.
     async fn append_telemetry_minutes(&self, minutes: Vec<TelemetryMinute>) -> Result<(), StoreError>;
     /// One worker's minutes starting at or after `since_ms`, oldest first.
@@ -160,12 +138,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<TelemetryMinute>, StoreError>;
     /// Deletes minutes starting before `before_ms`.
     async fn prune_telemetry_minutes(&self, before_ms: i64) -> Result<(), StoreError>;
-
-    async fn put_kv(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
-    async fn get_kv(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    async fn delete_kv(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
-    /// All pairs of a namespace, ordered by key.
-    async fn scan_kv(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
     /// Flushes queued writes and stops accepting new ones; later calls fail with
     /// [`StoreError::Closed`]. Calling it twice is harmless.

@@ -5,10 +5,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cloudai_domain::{Driver, Outcome, TaskId, TaskStatus, WorkerId};
+use cloudai_domain::{Outcome, Task, TaskId, TaskStatus, WorkerId};
 use cloudai_store::{
-    SCHEMA_VERSION, SqliteStore, Store, StoreConfig, StoreError, TaskFilter, WorkerRecord,
-    sqlite_path_from_url,
+    SCHEMA_VERSION, SqliteStore, Store, StoreConfig, StoreError, TaskFilter, sqlite_path_from_url,
 };
 use common::{open, task};
 
@@ -208,47 +207,6 @@ async fn close_flushes_queued_writes_then_refuses() {
 }
 
 #[tokio::test]
-async fn workers_upsert_keeps_first_seen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    let mut w = WorkerRecord {
-        worker_id: wid("gpu-2"),
-        hostname: "gpu-2.lan".into(),
-        cpu_cores: 16.0,
-        memory_mb: 64_000,
-        gpus: 4,
-        drivers: vec![Driver::Docker, Driver::Process],
-        labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
-        version: "0.1.0".into(),
-        first_seen_ms: 1_000,
-        last_seen_ms: 1_000,
-    };
-    store.upsert_worker(&w).await.expect("upsert");
-    let other = WorkerRecord { worker_id: wid("cpu-1"), gpus: 0, ..w.clone() };
-    store.upsert_worker(&other).await.expect("upsert");
-    w.version = "0.2.0".into();
-    w.last_seen_ms = 5_000;
-    store.upsert_worker(&WorkerRecord { first_seen_ms: 4_000, ..w.clone() }).await.expect("upsert");
-    assert_eq!(store.list_workers().await.expect("list"), vec![other, w]);
-}
-
-#[tokio::test]
-async fn kv_put_get_scan_delete() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
-    store.put_kv("telemetry", "w2", b"two").await.expect("put");
-    store.put_kv("telemetry", "w1", b"one").await.expect("put");
-    store.put_kv("other", "w1", b"x").await.expect("put");
-    store.put_kv("telemetry", "w2", b"TWO").await.expect("overwrite");
-    assert_eq!(store.get_kv("telemetry", "w2").await.expect("get"), Some(b"TWO".to_vec()));
-    assert_eq!(store.get_kv("telemetry", "nope").await.expect("get"), None);
-    let scan = store.scan_kv("telemetry").await.expect("scan");
-    assert_eq!(scan, vec![("w1".to_string(), b"one".to_vec()), ("w2".to_string(), b"TWO".to_vec())]);
-    store.delete_kv("telemetry", "w1").await.expect("delete");
-    assert_eq!(store.scan_kv("telemetry").await.expect("scan").len(), 1);
-}
-
-#[tokio::test]
 async fn corrupt_row_is_reported_with_its_table_and_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
@@ -342,27 +300,30 @@ async fn open_url_forms() {
 async fn a_failing_write_fails_alone_in_its_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(open(dir.path()));
-    // A trigger makes one key fail inside SQLite, after the batch has begun.
+    let tasks: Vec<Task> = (0..100).map(task).collect();
+    let bad = tasks[50].task_id.clone();
+    // A trigger makes one insert fail inside SQLite, after the batch has begun.
     let raw = rusqlite::Connection::open(store.path()).expect("raw open");
-    raw.execute_batch(
-        "CREATE TRIGGER refuse_bad BEFORE INSERT ON kv WHEN NEW.key = 'bad' BEGIN SELECT RAISE(ABORT, 'boom'); END",
-    )
+    raw.execute_batch(&format!(
+        "CREATE TRIGGER refuse_bad BEFORE INSERT ON tasks WHEN NEW.task_id = '{bad}' BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    ))
     .expect("trigger");
-    let joins: Vec<_> = (0..100)
-        .map(|i| {
+    let joins: Vec<_> = tasks
+        .into_iter()
+        .map(|t| {
             let store = Arc::clone(&store);
-            let key = if i == 50 { "bad".to_string() } else { format!("k{i:03}") };
-            tokio::spawn(async move { (key.clone(), store.put_kv("ns", &key, b"v").await) })
+            tokio::spawn(async move { (t.task_id.clone(), store.insert_task(&t, &t.created_event()).await) })
         })
         .collect();
     for j in joins {
-        let (key, result) = j.await.expect("join");
-        match key.as_str() {
-            "bad" => assert!(matches!(result, Err(StoreError::Sqlite(_))), "{result:?}"),
-            _ => result.expect("good write"),
+        let (id, result) = j.await.expect("join");
+        if id == bad {
+            assert!(matches!(result, Err(StoreError::Sqlite(_))), "{result:?}");
+        } else {
+            result.expect("good write");
         }
     }
-    assert_eq!(store.scan_kv("ns").await.expect("scan").len(), 99);
+    assert_eq!(store.list_tasks(&TaskFilter::default()).await.expect("list").len(), 99);
 }
 
 #[tokio::test]
@@ -375,7 +336,8 @@ async fn a_lock_held_elsewhere_fails_the_batch_once_then_writes_resume() {
     let joins: Vec<_> = (0..20)
         .map(|i| {
             let store = Arc::clone(&store);
-            tokio::spawn(async move { store.put_kv("ns", &format!("k{i}"), b"v").await })
+            let t = task(i);
+            tokio::spawn(async move { store.insert_task(&t, &t.created_event()).await })
         })
         .collect();
     for j in joins {
@@ -383,8 +345,9 @@ async fn a_lock_held_elsewhere_fails_the_batch_once_then_writes_resume() {
         assert!(matches!(result, Err(StoreError::Transaction(_))), "{result:?}");
     }
     raw.execute_batch("ROLLBACK").expect("release");
-    store.put_kv("ns", "after", b"v").await.expect("write after the lock is released");
-    assert_eq!(store.scan_kv("ns").await.expect("scan").len(), 1);
+    let after = task(100);
+    store.insert_task(&after, &after.created_event()).await.expect("write after the lock is released");
+    assert_eq!(store.list_tasks(&TaskFilter::default()).await.expect("list").len(), 1);
 }
 
 /// Child half of `acknowledged_writes_survive_sigkill`: inserts tasks forever, printing each

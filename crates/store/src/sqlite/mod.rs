@@ -16,11 +16,10 @@ use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus, WorkerId};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use self::rows::{TaskRow, WorkerRow};
+use self::rows::TaskRow;
 use self::writer::{Msg, WriteOp, WriterConfig};
 use crate::{
-    LogChunk, LogPage, LogQuery, Store, StoreConfig, StoreError, TaskFilter, TelemetryMinute, WorkerRecord,
-    migrations,
+    LogChunk, LogPage, LogQuery, Store, StoreConfig, StoreError, TaskFilter, TelemetryMinute, migrations,
 };
 
 /// The SQLite [`Store`]. Dropping it finishes the queued writes and stops the writer thread
@@ -279,14 +278,6 @@ impl Store for SqliteStore {
         self.read(move |c| logs::read(c, &task_id, query)).await
     }
 
-    async fn upsert_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError> {
-        self.write(WriteOp::UpsertWorker(Box::new(WorkerRow::encode(worker)?))).await
-    }
-
-    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
-        self.read(|c| read::list_workers(c)).await
-    }
-
     async fn append_telemetry_minutes(&self, minutes: Vec<TelemetryMinute>) -> Result<(), StoreError> {
         if minutes.is_empty() {
             return Ok(());
@@ -305,26 +296,6 @@ impl Store for SqliteStore {
 
     async fn prune_telemetry_minutes(&self, before_ms: i64) -> Result<(), StoreError> {
         self.write(WriteOp::PruneMinutes { before_ms }).await
-    }
-
-    async fn put_kv(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let (namespace, key, value) = (namespace.to_string(), key.to_string(), value.to_vec());
-        self.write(WriteOp::PutKv { namespace, key, value }).await
-    }
-
-    async fn get_kv(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let (namespace, key) = (namespace.to_string(), key.to_string());
-        self.read(move |c| read::get_kv(c, &namespace, &key)).await
-    }
-
-    async fn delete_kv(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
-        let (namespace, key) = (namespace.to_string(), key.to_string());
-        self.write(WriteOp::DeleteKv { namespace, key }).await
-    }
-
-    async fn scan_kv(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let namespace = namespace.to_string();
-        self.read(move |c| read::scan_kv(c, &namespace)).await
     }
 
     async fn close(&self) {

@@ -3,13 +3,10 @@
 use std::collections::BTreeMap;
 
 use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus, WorkerId};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
-use super::rows::{
-    EVENT_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, col, decode_event, decode_task, decode_worker,
-    type_error_is_corrupt,
-};
-use crate::{StoreError, TaskFilter, TelemetryMinute, WorkerRecord};
+use super::rows::{EVENT_COLUMNS, TASK_COLUMNS, col, decode_event, decode_task};
+use crate::{StoreError, TaskFilter, TelemetryMinute};
 
 pub(crate) fn get_task(conn: &Connection, task_id: &TaskId) -> Result<Option<Task>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?1"))?;
@@ -85,36 +82,6 @@ pub(crate) fn count_by_status(conn: &Connection) -> Result<BTreeMap<TaskStatus, 
         *counts.entry(parsed).or_default() += u64::try_from(n).unwrap_or(0);
     }
     Ok(counts)
-}
-
-pub(crate) fn list_workers(conn: &Connection) -> Result<Vec<WorkerRecord>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {WORKER_COLUMNS} FROM workers ORDER BY worker_id"))?;
-    let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(decode_worker(row)?);
-    }
-    Ok(out)
-}
-
-pub(crate) fn get_kv(conn: &Connection, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    conn.prepare_cached("SELECT value FROM kv WHERE namespace = ?1 AND key = ?2")?
-        .query_row([namespace, key], |r| r.get(0))
-        .optional()
-        .map_err(|e| type_error_is_corrupt(e, "kv", &format!("{namespace}/{key}")))
-}
-
-pub(crate) fn scan_kv(conn: &Connection, namespace: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT key, value FROM kv WHERE namespace = ?1 ORDER BY key")?;
-    let mut rows = stmt.query([namespace])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        let key: String = col(row, 0, "kv", namespace)?;
-        let value: Vec<u8> = col(row, 1, "kv", &format!("{namespace}/{key}"))?;
-        out.push((key, value));
-    }
-    Ok(out)
 }
 
 pub(crate) fn telemetry_minutes(

@@ -1,13 +1,11 @@
 //! Encoding of domain values into rows, and checked decoding back: anything read from the
 //! file may have been damaged, so every field is validated and a bad one names its row.
 
-use std::collections::BTreeMap;
-
 use cloudai_domain::{Task, TaskEvent, TaskId, TaskRecord, TaskSpec, TaskStatus, WorkerId};
 use rusqlite::Row;
 use rusqlite::types::{FromSql, ToSql};
 
-use crate::{StoreError, WorkerRecord};
+use crate::StoreError;
 
 /// A task encoded on the caller's thread, so the single writer thread only runs SQL.
 #[derive(Debug)]
@@ -69,40 +67,6 @@ impl TaskRow {
             started_at_ms: t.started_at_ms,
             finished_at_ms: t.finished_at_ms,
             task_id: t.task_id,
-        })
-    }
-}
-
-/// A worker with its lists encoded as JSON.
-#[derive(Debug)]
-pub(crate) struct WorkerRow {
-    pub worker_id: String,
-    pub hostname: String,
-    pub cpu_cores: f64,
-    pub memory_mb: i64,
-    pub gpus: i64,
-    pub drivers: String,
-    pub labels: String,
-    pub version: String,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-}
-
-impl WorkerRow {
-    pub fn encode(w: &WorkerRecord) -> Result<Self, StoreError> {
-        let encode = |what| move |source| StoreError::Encode { what, source };
-        Ok(Self {
-            worker_id: w.worker_id.as_str().to_string(),
-            hostname: w.hostname.clone(),
-            cpu_cores: w.cpu_cores,
-            // Saturate rather than fail: no machine has 2^63 MB.
-            memory_mb: i64::try_from(w.memory_mb).unwrap_or(i64::MAX),
-            gpus: i64::from(w.gpus),
-            drivers: serde_json::to_string(&w.drivers).map_err(encode("worker drivers"))?,
-            labels: serde_json::to_string(&w.labels).map_err(encode("worker labels"))?,
-            version: w.version.clone(),
-            first_seen_ms: w.first_seen_ms,
-            last_seen_ms: w.last_seen_ms,
         })
     }
 }
@@ -190,30 +154,5 @@ pub(crate) fn decode_event(row: &Row<'_>, task_id: &TaskId) -> Result<TaskEvent,
         to: status(&col::<String>(row, 3, T, &id)?, T, &id)?,
         reason: col(row, 4, T, &id)?,
         worker_id: worker_id(col(row, 5, T, &id)?, T, &id)?,
-    })
-}
-
-pub(crate) const WORKER_COLUMNS: &str =
-    "worker_id, hostname, cpu_cores, memory_mb, gpus, drivers, labels, version, first_seen_ms, last_seen_ms";
-
-pub(crate) fn decode_worker(row: &Row<'_>) -> Result<WorkerRecord, StoreError> {
-    const T: &str = "workers";
-    let raw_id: String = col(row, 0, T, "?")?;
-    let id = raw_id.as_str();
-    let drivers: String = col(row, 5, T, id)?;
-    let labels: String = col(row, 6, T, id)?;
-    Ok(WorkerRecord {
-        worker_id: WorkerId::parse(id).map_err(|e| StoreError::corrupt(T, id, format!("worker id: {e}")))?,
-        hostname: col(row, 1, T, id)?,
-        cpu_cores: col(row, 2, T, id)?,
-        memory_mb: int(col(row, 3, T, id)?, T, id, "memory_mb")?,
-        gpus: int(col(row, 4, T, id)?, T, id, "gpus")?,
-        drivers: serde_json::from_str(&drivers)
-            .map_err(|e| StoreError::corrupt(T, id, format!("drivers: {e}")))?,
-        labels: serde_json::from_str::<BTreeMap<String, String>>(&labels)
-            .map_err(|e| StoreError::corrupt(T, id, format!("labels: {e}")))?,
-        version: col(row, 7, T, id)?,
-        first_seen_ms: col(row, 8, T, id)?,
-        last_seen_ms: col(row, 9, T, id)?,
     })
 }

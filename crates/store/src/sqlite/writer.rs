@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::logs;
-use super::rows::{TaskRow, WorkerRow};
+use super::rows::TaskRow;
 use crate::{LogChunk, StoreError, TelemetryMinute};
 
 pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -27,11 +27,8 @@ pub(crate) enum WriteOp {
     InsertTask(Box<TaskRow>, TaskEvent),
     UpdateTask(Box<TaskRow>, TaskEvent),
     AppendLogs(Vec<LogChunk>),
-    UpsertWorker(Box<WorkerRow>),
     AppendMinutes(Vec<TelemetryMinute>),
     PruneMinutes { before_ms: i64 },
-    PutKv { namespace: String, key: String, value: Vec<u8> },
-    DeleteKv { namespace: String, key: String },
 }
 
 pub(crate) enum Msg {
@@ -206,29 +203,6 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<()
             }
             Ok(())
         }
-        WriteOp::UpsertWorker(w) => {
-            tx.prepare_cached(
-                "INSERT INTO workers (worker_id, hostname, cpu_cores, memory_mb, gpus, drivers, labels, \
-                 version, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT (worker_id) DO UPDATE SET hostname = excluded.hostname, \
-                 cpu_cores = excluded.cpu_cores, memory_mb = excluded.memory_mb, gpus = excluded.gpus, \
-                 drivers = excluded.drivers, labels = excluded.labels, version = excluded.version, \
-                 last_seen_ms = excluded.last_seen_ms",
-            )?
-            .execute(params![
-                w.worker_id,
-                w.hostname,
-                w.cpu_cores,
-                w.memory_mb,
-                w.gpus,
-                w.drivers,
-                w.labels,
-                w.version,
-                w.first_seen_ms,
-                w.last_seen_ms,
-            ])?;
-            Ok(())
-        }
         WriteOp::AppendMinutes(minutes) => {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO telemetry_minutes (worker_id, start_ms, data) VALUES (?1, ?2, ?3) \
@@ -242,19 +216,6 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<()
         WriteOp::PruneMinutes { before_ms } => {
             tx.prepare_cached("DELETE FROM telemetry_minutes WHERE start_ms < ?1")?
                 .execute(params![before_ms])?;
-            Ok(())
-        }
-        WriteOp::PutKv { namespace, key, value } => {
-            tx.prepare_cached(
-                "INSERT INTO kv (namespace, key, value) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![namespace, key, value])?;
-            Ok(())
-        }
-        WriteOp::DeleteKv { namespace, key } => {
-            tx.prepare_cached("DELETE FROM kv WHERE namespace = ?1 AND key = ?2")?
-                .execute(params![namespace, key])?;
             Ok(())
         }
     }
