@@ -49,6 +49,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The disk (or filesystem) holding the database has no room: SQLite's `SQLITE_FULL`, or
+    /// `ENOSPC` from our own I/O. Nothing was written; the same write succeeds once there is room.
+    pub fn is_disk_full(&self) -> bool {
+        fn sqlite_full(e: &rusqlite::Error) -> bool {
+            e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        }
+        match self {
+            StoreError::Sqlite(e) => sqlite_full(e),
+            StoreError::Transaction(e) => sqlite_full(e),
+            StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+
     pub(crate) fn corrupt(table: &'static str, id: impl Into<String>, reason: impl ToString) -> Self {
         StoreError::Corrupt { table, id: id.into(), reason: reason.to_string() }
     }
