@@ -67,3 +67,21 @@ impl StoreError {
         StoreError::Corrupt { table, id: id.into(), reason: reason.to_string() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_sqlite_and_from_io() {
+        let full =
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        assert!(StoreError::Sqlite(full).is_disk_full());
+        let enospc = std::io::Error::from_raw_os_error(28);
+        assert!(StoreError::Io { path: "cloudai.db".into(), source: enospc }.is_disk_full());
+        let busy =
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert!(!StoreError::Transaction(Arc::new(busy)).is_disk_full());
+        assert!(!StoreError::Closed.is_disk_full());
+    }
+}
