@@ -25,6 +25,8 @@ pub enum ErrorCode {
     Timeout,
     /// Rate limited or over a quota: retry later.
     ResourceExhausted,
+    /// The master's disk is full: nothing was saved; retry once there is room.
+    InsufficientStorage,
     /// Shutting down, or a dependency (the store) is down: retry.
     Unavailable,
     /// A bug or an unexpected failure on our side.
@@ -32,7 +34,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
@@ -42,6 +44,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::Timeout,
         ErrorCode::ResourceExhausted,
+        ErrorCode::InsufficientStorage,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::ResourceExhausted => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
+            ErrorCode::InsufficientStorage => 507,
         }
     }
 
@@ -76,6 +80,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => tonic::Code::InvalidArgument,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            // gRPC's word for an exhausted resource, here the disk; clients retry it.
+            ErrorCode::InsufficientStorage => tonic::Code::ResourceExhausted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Internal => tonic::Code::Internal,
         }
@@ -114,6 +120,7 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_http_status(200), None);
         assert_eq!(ErrorCode::Conflict.grpc_code(), tonic::Code::FailedPrecondition);
+        assert_eq!(ErrorCode::InsufficientStorage.http_status(), 507);
     }
 
     #[test]

@@ -149,6 +149,7 @@ fn list_tasks() {}
         (status = 201, description = "Accepted and durable", body = Task),
         (status = 400, description = "Bad field (named in the message)", body = ApiErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ApiErrorBody),
+        (status = 507, description = "The master's disk is full: not accepted; retry once there is room", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
     ))]
 fn submit_task() {}
@@ -175,6 +176,8 @@ fn task() {}
         (status = 202, description = "Being stopped (SIGTERM, then SIGKILL after the grace period)", body = Task),
         (status = 404, description = "Unknown task", body = ApiErrorBody),
         (status = 409, description = "The task has already ended", body = ApiErrorBody),
+        (status = 503, description = "Store unavailable or shutting down: not cancelled; retry", body = ApiErrorBody),
+        (status = 507, description = "The master's disk is full: not cancelled; retry once there is room", body = ApiErrorBody),
     ))]
 fn cancel_task() {}
 

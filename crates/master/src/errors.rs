@@ -22,8 +22,13 @@ pub(crate) trait Coded: std::fmt::Display {
 
 impl Coded for TaskError {
     fn message(&self) -> String {
-        if let TaskError::Store(source) = self {
-            error!(error = %format!("{source:#}"), "store error");
+        match self {
+            TaskError::Store(source) => error!(error = %format!("{source:#}"), "store error"),
+            // Someone must free space; the caller's retry then succeeds.
+            TaskError::DiskFull(source) => {
+                error!(error = %format!("{source:#}"), "disk full: a write failed")
+            }
+            _ => {}
         }
         self.to_string()
     }
@@ -32,6 +37,7 @@ impl Coded for TaskError {
         match self {
             TaskError::NotFound(_) => ErrorCode::NotFound,
             TaskError::Finished { .. } => ErrorCode::Conflict,
+            TaskError::DiskFull(_) => ErrorCode::InsufficientStorage,
             TaskError::ShuttingDown | TaskError::Store(_) => ErrorCode::Unavailable,
         }
     }

@@ -192,8 +192,9 @@ impl MasterService for MasterRpc {
         let report = TaskReport::try_from(request.into_inner())?;
         let outcome = self.tasks.report(report).await?;
         if let Some(persisted) = outcome.persisted {
-            // Acknowledge a final status only once it is durable: the worker retries until then.
-            persisted.await.map_err(|_| Status::unavailable("master is shutting down"))?;
+            // Acknowledge a final status only once it is durable: the worker retries until then
+            // (a full disk answers RESOURCE_EXHAUSTED, which it retries too).
+            persisted.await.map_err(|_| Status::unavailable("master is shutting down"))??;
         }
         Ok(Response::new(pb::TaskStatusAck { keep_running: outcome.keep_running }))
     }

@@ -49,7 +49,39 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The disk (or filesystem) holding the database has no room: SQLite's `SQLITE_FULL`, or
+    /// `ENOSPC` from our own I/O. Nothing was written; the same write succeeds once there is room.
+    pub fn is_disk_full(&self) -> bool {
+        fn sqlite_full(e: &rusqlite::Error) -> bool {
+            e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        }
+        match self {
+            StoreError::Sqlite(e) => sqlite_full(e),
+            StoreError::Transaction(e) => sqlite_full(e),
+            StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+
     pub(crate) fn corrupt(table: &'static str, id: impl Into<String>, reason: impl ToString) -> Self {
         StoreError::Corrupt { table, id: id.into(), reason: reason.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_sqlite_and_from_io() {
+        let full =
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        assert!(StoreError::Sqlite(full).is_disk_full());
+        let enospc = std::io::Error::from_raw_os_error(28);
+        assert!(StoreError::Io { path: "cloudai.db".into(), source: enospc }.is_disk_full());
+        let busy =
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert!(!StoreError::Transaction(Arc::new(busy)).is_disk_full());
+        assert!(!StoreError::Closed.is_disk_full());
     }
 }

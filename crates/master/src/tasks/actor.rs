@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::ending::{Ending, Waiter};
 use super::live::LiveTasks;
-use super::persist::PersistOp;
+use super::persist::{PersistOp, Settled};
 use super::{CommandHub, TaskCounts};
 use super::{LogWatch, ReportOutcome, Request, TaskConfig, TaskError, TaskParts};
 use crate::events::{ClusterEvent, EventBus};
@@ -31,6 +32,10 @@ struct Active {
     /// Restored after a restart: its reservation is made when its worker registers.
     unreserved: bool,
     cancel_requested: bool,
+    /// Its place in the queue while pending, kept if a cancel cannot be written.
+    seq: u64,
+    /// A final transition is being written; the task stays as it is until then.
+    ending: Option<Ending>,
 }
 
 pub(super) struct Actor {
@@ -52,6 +57,9 @@ pub(super) struct Actor {
 
 /// How long before a stale copy that is still reported gets its stop command again.
 const STALE_RESEND: Duration = Duration::from_secs(10);
+
+/// A lost worker's task whose final state could not be written is tried again after this.
+const END_RETRY: Duration = Duration::from_secs(1);
 
 impl Actor {
     pub fn new(
@@ -93,7 +101,7 @@ impl Actor {
             match task.state() {
                 TaskState::Queued { placement } | TaskState::Running { placement, .. } => {
                     workers.insert(placement.worker_id.clone());
-                    self.insert(task, true);
+                    self.insert(task, true, 0);
                 }
                 TaskState::Pending { .. } => self.enqueue(task),
                 // The store hands over unfinished tasks only; an ended one has nothing to resume.
@@ -110,31 +118,38 @@ impl Actor {
     }
 
     /// `confirmed`: restored after a restart (reported before it), so also not yet reserved.
-    fn insert(&mut self, task: Task, confirmed: bool) {
-        let active = Active { task, confirmed, unreserved: confirmed, cancel_requested: false };
+    fn insert(&mut self, task: Task, confirmed: bool, seq: u64) {
+        let active =
+            Active { task, confirmed, unreserved: confirmed, cancel_requested: false, seq, ending: None };
         self.tasks.insert(active.task.task_id.clone(), active);
     }
 
     fn enqueue(&mut self, task: Task) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue(&task, seq);
+        self.insert(task, false, seq);
+    }
+
+    fn queue(&mut self, task: &Task, seq: u64) {
         let pending = PendingTask {
             task_id: task.task_id.clone(),
             priority: task.spec.priority,
-            seq: self.next_seq,
+            seq,
             cpu: task.spec.cpu_required,
             memory_mb: task.spec.memory_required,
             gpus: task.spec.gpu_required,
             driver: task.spec.driver,
         };
-        self.next_seq += 1;
         if let Err(e) = self.scheduler.enqueue(pending) {
             warn!(task_id = %task.task_id, error = %e, "cannot queue task");
         }
-        self.insert(task, false);
     }
 
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<Request>,
+        mut settled: mpsc::UnboundedReceiver<Settled>,
         mut events: Subscription,
         shutdown: CancellationToken,
     ) {
@@ -149,6 +164,7 @@ impl Actor {
                     Some(Update::Resync(fleet)) => self.resync(fleet).await,
                     None => break,
                 },
+                Some(s) = settled.recv() => self.settle(s).await,
                 request = rx.recv() => match request {
                     Some(r) => self.handle(r).await,
                     None => break,
@@ -169,10 +185,7 @@ impl Actor {
                 self.enqueue(task);
                 self.schedule().await;
             }
-            Request::Cancel(task_id, reply) => {
-                let result = self.cancel(task_id).await;
-                let _ = reply.send(result);
-            }
+            Request::Cancel(task_id, reply) => self.cancel(task_id, reply).await,
             Request::Report(report, reply) => {
                 let outcome = self.on_report(report).await;
                 let _ = reply.send(outcome);
@@ -202,57 +215,111 @@ impl Actor {
     }
 
     /// Records a transition (in memory now, in the store in order, soon).
-    async fn persist(
-        &mut self,
-        task: &Task,
-        event: cloudai_domain::TaskEvent,
-        done: Option<oneshot::Sender<()>>,
-    ) {
+    async fn persist(&mut self, task: &Task, event: cloudai_domain::TaskEvent) {
         self.live.changed(task, event.from.unwrap_or(task.status()));
-        let op = PersistOp { task: task.clone(), event, done };
+        let op = PersistOp { task: task.clone(), event, settle: false };
         if self.persist.send(op).await.is_err() {
             warn!(task_id = %task.task_id, "persistence stopped; transition not recorded");
         }
     }
 
-    /// Moves a task to `to`; final states leave the actor. Returns the task as it is now
-    /// and, for final states, a signal that resolves once the outcome is durable.
-    async fn transition(
+    /// Moves a task to a state that is not final (those go through [`Actor::end`]).
+    async fn transition(&mut self, task_id: &TaskId, to: TaskStatus, reason: &str, outcome: Outcome) {
+        let Some(active) = self.tasks.get_mut(task_id) else { return };
+        let event = match active.task.transition(to, reason, outcome, unix_ms()) {
+            Ok(e) => e,
+            Err(e) => {
+                debug!(error = %e, "ignored transition");
+                return;
+            }
+        };
+        let task = active.task.clone();
+        self.persist(&task, event).await;
+    }
+
+    /// Hands a final transition to the store; the task stays as it is (its reservation
+    /// too, but out of the queue) until [`Actor::settle`] hears the write committed.
+    async fn end(
         &mut self,
         task_id: &TaskId,
         to: TaskStatus,
         reason: &str,
         outcome: Outcome,
-    ) -> Option<(Task, Option<oneshot::Receiver<()>>)> {
-        let active = self.tasks.get_mut(task_id)?;
-        let event = match active.task.transition(to, reason, outcome, unix_ms()) {
+        waiter: Option<Waiter>,
+    ) {
+        let Some(active) = self.tasks.get_mut(task_id) else {
+            if let Some(w) = waiter {
+                w.ignored(task_id);
+            }
+            return;
+        };
+        let mut task = active.task.clone();
+        let event = match task.transition(to, reason, outcome, unix_ms()) {
             Ok(e) => e,
             Err(e) => {
                 debug!(error = %e, "ignored transition");
-                return None;
+                if let Some(w) = waiter {
+                    w.ignored(task_id);
+                }
+                return;
             }
         };
-        let task = active.task.clone();
-        let (done, persisted) = if to.is_final() {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        if to.is_final() {
-            self.tasks.remove(task_id);
-            self.unconfirmed.remove(task_id);
-            self.scheduler.remove_pending(task_id);
-            self.scheduler.release(task_id);
-            info!(task_id = %task_id, status = %to, reason, "task ended");
-            // Once per task: it has just left the actor, so no later transition reaches here.
-            self.events.publish(ClusterEvent::TaskFinished { task_id: task_id.clone(), status: to });
+        // Not placed while its cancel is being written.
+        self.scheduler.remove_pending(task_id);
+        active.ending = Some(Ending { task: task.clone(), waiters: waiter.into_iter().collect() });
+        let op = PersistOp { task, event, settle: true };
+        if self.persist.send(op).await.is_err() {
+            warn!(task_id = %task_id, "persistence stopped; final transition not recorded");
         }
-        self.persist(&task, event, done).await;
-        if to.is_final() {
-            self.logs.wake(task_id);
+    }
+
+    /// A final transition's write finished: apply it and answer, or leave the task as it was.
+    async fn settle(&mut self, settled: Settled) {
+        let task_id = settled.task_id;
+        let Some(active) = self.tasks.get_mut(&task_id) else { return };
+        let Some(ending) = active.ending.take() else { return };
+        match settled.result {
+            Ok(()) => {
+                let task = ending.task;
+                let to = task.status();
+                self.tasks.remove(&task_id);
+                self.unconfirmed.remove(&task_id);
+                self.scheduler.release(&task_id);
+                info!(task_id = %task_id, status = %to, "task ended");
+                // Once per task: it has just left the actor, so no later transition reaches here.
+                self.events.publish(ClusterEvent::TaskFinished { task_id: task_id.clone(), status: to });
+                self.logs.wake(&task_id);
+                for w in ending.waiters {
+                    w.ended(&task);
+                }
+                self.schedule().await;
+            }
+            Err(e) => {
+                let retry_loss = match active.task.state() {
+                    TaskState::Pending { .. } => {
+                        let (task, seq) = (active.task.clone(), active.seq);
+                        self.queue(&task, seq);
+                        false
+                    }
+                    _ => {
+                        let worker = active.task.worker_id().cloned();
+                        worker.is_some_and(|w| !self.worker_active(&w))
+                    }
+                };
+                warn!(task_id = %task_id, disk_full = e.is_disk_full(), "final transition not written; task left as it was");
+                for w in ending.waiters {
+                    w.failed(&e);
+                }
+                if retry_loss {
+                    // Its worker is gone and will not report again: decide again soon.
+                    self.unconfirmed.insert(task_id, Instant::now() + END_RETRY);
+                }
+            }
         }
-        Some((task, persisted))
+    }
+
+    fn worker_active(&self, worker: &WorkerId) -> bool {
+        self.scheduler.workers().any(|w| &w.worker_id == worker && w.active)
     }
 
     /// Places whatever fits and sends the start commands.
@@ -277,7 +344,7 @@ impl Actor {
             active.confirmed = false;
             let task = active.task.clone();
             debug!(task_id = %task.task_id, worker_id = %placement.worker_id, "task placed");
-            self.persist(&task, event, None).await;
+            self.persist(&task, event).await;
             self.send_start(&task);
         }
     }
@@ -304,7 +371,7 @@ impl Actor {
     /// Re-sends start commands the worker has not acknowledged, and cancels.
     fn dispatch_unconfirmed(&self, worker: &WorkerId) {
         for a in self.tasks.values() {
-            if a.task.worker_id() != Some(worker) {
+            if a.task.worker_id() != Some(worker) || a.ending.is_some() {
                 continue;
             }
             if a.cancel_requested {
@@ -315,21 +382,21 @@ impl Actor {
         }
     }
 
-    async fn cancel(&mut self, task_id: TaskId) -> Result<Task, TaskError> {
+    async fn cancel(&mut self, task_id: TaskId, reply: oneshot::Sender<Result<Task, TaskError>>) {
         let Some(active) = self.tasks.get_mut(&task_id) else {
-            return Err(TaskError::NotFound(task_id.to_string()));
+            let _ = reply.send(Err(TaskError::NotFound(task_id.to_string())));
+            return;
         };
+        if let Some(ending) = &mut active.ending {
+            ending.waiters.push(Waiter::Cancel(reply));
+            return;
+        }
         match active.task.status() {
             TaskStatus::Pending => {
-                let cancelled =
-                    self.transition(&task_id, TaskStatus::Cancelled, "cancelled by user", Outcome::default());
-                let Some((task, persisted)) = cancelled.await else {
-                    return Err(TaskError::NotFound(task_id.to_string()));
-                };
-                if let Some(p) = persisted {
-                    let _ = p.await; // answer once the cancel is durable
-                }
-                Ok(task)
+                // Answered once the cancel is durable.
+                let waiter = Some(Waiter::Cancel(reply));
+                self.end(&task_id, TaskStatus::Cancelled, "cancelled by user", Outcome::default(), waiter)
+                    .await;
             }
             _ => {
                 active.cancel_requested = true;
@@ -337,7 +404,7 @@ impl Actor {
                 if let Some(worker) = task.worker_id() {
                     self.send_cancel(worker, task.task_id.as_str(), "cancelled by user");
                 }
-                Ok(task)
+                let _ = reply.send(Ok(task));
             }
         }
     }
@@ -354,6 +421,16 @@ impl Actor {
         }
         active.confirmed = true;
         self.unconfirmed.remove(&task_id);
+        if let Some(ending) = &mut active.ending {
+            // Its end is being written: a re-sent final report waits for that write.
+            let mut outcome = ReportOutcome { keep_running: true, persisted: None };
+            if report.update.is_final() {
+                let (tx, rx) = oneshot::channel();
+                ending.waiters.push(Waiter::Report(tx));
+                outcome.persisted = Some(rx);
+            }
+            return outcome;
+        }
         let cancel_requested = active.cancel_requested;
         let (status, outcome) = match report.update {
             TaskUpdate::Status { status, outcome } => (status, outcome),
@@ -368,41 +445,34 @@ impl Actor {
                     reason: message.chars().take(1024).collect(),
                     worker_id: task.worker_id().cloned(),
                 };
-                self.persist(&task, event, None).await;
+                self.persist(&task, event).await;
                 return ReportOutcome { keep_running: true, persisted: None };
             }
         };
-        let ended = match status {
-            RunStatus::Queued => None,
+        let (to, reason) = match status {
+            RunStatus::Queued => return ReportOutcome { keep_running: true, persisted: None },
             RunStatus::Running => {
                 if active.task.status() == TaskStatus::Queued {
                     self.transition(&task_id, TaskStatus::Running, "started", outcome).await;
                 }
-                None
+                return ReportOutcome { keep_running: true, persisted: None };
             }
-            RunStatus::Completed => {
-                self.transition(&task_id, TaskStatus::Completed, "exited with code 0", outcome).await
-            }
-            RunStatus::Failed if cancel_requested => {
-                self.transition(&task_id, TaskStatus::Cancelled, "cancelled by user", outcome).await
-            }
+            RunStatus::Completed => (TaskStatus::Completed, "exited with code 0".to_string()),
+            RunStatus::Failed if cancel_requested => (TaskStatus::Cancelled, "cancelled by user".to_string()),
             RunStatus::Failed => {
                 let reason = match (&outcome.error, outcome.exit_code) {
                     (Some(e), _) => e.clone(),
                     (None, Some(code)) => format!("exited with code {code}"),
                     (None, None) => "failed".to_string(),
                 };
-                self.transition(&task_id, TaskStatus::Failed, &reason, outcome).await
+                (TaskStatus::Failed, reason)
             }
-            RunStatus::Cancelled => {
-                self.transition(&task_id, TaskStatus::Cancelled, "cancelled by user", outcome).await
-            }
+            RunStatus::Cancelled => (TaskStatus::Cancelled, "cancelled by user".to_string()),
         };
-        let persisted = ended.and_then(|(_, persisted)| persisted);
-        if persisted.is_some() {
-            self.schedule().await;
-        }
-        ReportOutcome { keep_running: true, persisted }
+        // Acknowledged once durable, so the worker re-sends it if the write fails.
+        let (tx, rx) = oneshot::channel();
+        self.end(&task_id, to, &reason, outcome, Some(Waiter::Report(tx))).await;
+        ReportOutcome { keep_running: true, persisted: Some(rx) }
     }
 
     fn resources(info: &WorkerInfo, active: bool) -> WorkerResources {
@@ -550,20 +620,16 @@ impl Actor {
     /// A placed task whose worker is gone: retry while attempts remain.
     async fn lose_task(&mut self, task_id: &TaskId, reason: &str) {
         let Some(a) = self.tasks.get(task_id) else { return };
-        if !a.task.status().is_placed() {
+        // An ending task's outcome is on its way to the store.
+        if !a.task.status().is_placed() || a.ending.is_some() {
             return;
         }
         let (cancel, attempt, max) = (a.cancel_requested, a.task.attempt, a.task.spec.max_retries);
-        self.scheduler.release(task_id);
         if cancel {
-            self.transition(
-                task_id,
-                TaskStatus::Cancelled,
-                "cancelled by user (worker lost)",
-                Outcome::default(),
-            )
-            .await;
+            let why = "cancelled by user (worker lost)";
+            self.end(task_id, TaskStatus::Cancelled, why, Outcome::default(), None).await;
         } else if attempt <= max {
+            self.scheduler.release(task_id);
             let why = format!("{reason}; retrying (run {} of {})", attempt + 1, max + 1);
             self.transition(task_id, TaskStatus::Pending, &why, Outcome::default()).await;
             if let Some(a) = self.tasks.remove(task_id) {
@@ -571,7 +637,7 @@ impl Actor {
             }
         } else {
             let outcome = Outcome { exit_code: None, error: Some(reason.to_string()) };
-            self.transition(task_id, TaskStatus::Failed, reason, outcome).await;
+            self.end(task_id, TaskStatus::Failed, reason, outcome, None).await;
         }
     }
 }

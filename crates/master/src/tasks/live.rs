@@ -41,8 +41,9 @@ impl LiveTasks {
         let mut tasks = self.tasks.write();
         let Some(entry) = tasks.get_mut(&task.task_id) else { return };
         entry.stored = task.status();
-        // Its final state is in the store: nothing newer can come.
-        if task.status().is_final() && entry.task.status() == task.status() {
+        // Its final state is in the store: nothing newer can come (the actor records a
+        // final state only once it is durable, so the entry may still hold the one before).
+        if task.status().is_final() {
             tasks.remove(&task.task_id);
         }
     }

@@ -4,6 +4,7 @@
 
 mod actor;
 mod commands;
+mod ending;
 mod live;
 mod persist;
 
@@ -55,14 +56,30 @@ pub enum TaskError {
     Finished { task_id: TaskId, status: cloudai_domain::TaskStatus },
     #[error("the master is shutting down")]
     ShuttingDown,
+    /// Nothing was saved, so nothing changed: the same request succeeds once there is room.
+    #[error("the master's disk is full, so the change was not saved; retry once there is room")]
+    DiskFull(#[source] Arc<StoreError>),
     /// The detail is logged, not shown: the caller can only retry.
     #[error("the master cannot reach its store; retry")]
-    Store(#[from] StoreError),
+    Store(#[source] Arc<StoreError>),
+}
+
+impl From<Arc<StoreError>> for TaskError {
+    fn from(e: Arc<StoreError>) -> Self {
+        if e.is_disk_full() { TaskError::DiskFull(e) } else { TaskError::Store(e) }
+    }
+}
+
+impl From<StoreError> for TaskError {
+    fn from(e: StoreError) -> Self {
+        Arc::new(e).into()
+    }
 }
 
 pub(crate) enum Request {
     Enqueue(Task),
     Cancel(TaskId, oneshot::Sender<Result<Task, TaskError>>),
+    /// Worker reports come with their answer channel; a final one is answered once durable.
     Report(TaskReport, oneshot::Sender<ReportOutcome>),
     Running(WorkerId, Vec<String>),
     StreamOpened(WorkerId),
@@ -73,8 +90,9 @@ pub(crate) enum Request {
 /// The actor's answer to a worker's status report.
 pub(crate) struct ReportOutcome {
     pub keep_running: bool,
-    /// Resolves when the transition is durable (final states only).
-    pub persisted: Option<oneshot::Receiver<()>>,
+    /// Resolves when the final state is durable, or with why it could not be written
+    /// (final states only): the report is acknowledged only on `Ok`.
+    pub persisted: Option<oneshot::Receiver<Result<(), TaskError>>>,
 }
 
 /// Wakes log followers when output arrives or a task ends.
@@ -134,11 +152,12 @@ impl TaskService {
         let (persist_tx, persist_rx) = mpsc::channel(REQUEST_BUFFER);
         let logs = LogWatch::default();
         let live = live::LiveTasks::default();
-        stage.spawn(persist::run(parts.store.clone(), persist_rx, live.clone()));
+        let (settled_tx, settled_rx) = mpsc::unbounded_channel();
+        stage.spawn(persist::run(parts.store.clone(), persist_rx, live.clone(), settled_tx));
         // Subscribed before the restored tasks' workers can register.
         let events = parts.fleet.subscribe("task actor");
         let actor = actor::Actor::new(config, &parts, persist_tx, live.clone(), logs.clone(), unfinished);
-        stage.spawn(actor.run(rx, events, stage.token()));
+        stage.spawn(actor.run(rx, settled_rx, events, stage.token()));
         Ok(Self { tx, store: parts.store, live, logs })
     }
 
