@@ -33,6 +33,8 @@ const READ_BYTES: usize = 32 * 1024;
 const OUTPUT_CHANNEL: usize = 64;
 /// How often a running task's CPU and memory are measured (heartbeats come every 5 s).
 const USAGE_SAMPLE: Duration = Duration::from_secs(1);
+/// Processes of one group measured at most (a fork bomb is not walked to its end).
+const MAX_GROUP_PROCESSES: usize = 4096;
 
 /// A task's environment before its own `env`: enough to find programs and write files.
 const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -172,28 +174,26 @@ impl TaskControl for GroupControl {
 }
 
 /// Measures the group until the task ends (its control is dropped): CPU as the share of one
-/// core over the last interval (200 = two cores), memory as resident bytes.
+/// core over the last interval (200 = two cores), memory as resident bytes. The first look
+/// is one interval after the start, against the start (a new group has used no CPU yet), so
+/// a short task is never measured at all.
 async fn sample_usage(control: Weak<GroupControl>) {
     let clock_ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
     let page_bytes = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096);
-    let mut last: Option<(u64, Instant)> = None;
+    let mut last = (0u64, Instant::now());
     loop {
+        tokio::time::sleep(USAGE_SAMPLE).await;
         let Some(control) = control.upgrade() else { return };
         let pgid = control.pgid;
         let now = Instant::now();
         let group = tokio::task::spawn_blocking(move || group_usage(pgid)).await.unwrap_or_default();
-        let cpu_percent = match last {
-            Some((ticks, at)) if group.ticks >= ticks => {
-                let seconds = now.duration_since(at).as_secs_f64().max(1e-3);
-                (group.ticks - ticks) as f64 / clock_ticks.max(1) as f64 / seconds * 100.0
-            }
-            _ => 0.0,
-        };
-        last = Some((group.ticks, now));
+        let (ticks, at) = last;
+        let seconds = now.duration_since(at).as_secs_f64().max(1e-3);
+        let cpu_percent =
+            group.ticks.saturating_sub(ticks) as f64 / clock_ticks.max(1) as f64 / seconds * 100.0;
+        last = (group.ticks, now);
         let memory_bytes = group.resident_pages.saturating_mul(u64::try_from(page_bytes).unwrap_or(4096));
         *control.usage.lock() = Some(Usage { cpu_percent, memory_bytes });
-        drop(control);
-        tokio::time::sleep(USAGE_SAMPLE).await;
     }
 }
 
@@ -205,20 +205,29 @@ struct GroupUsage {
     resident_pages: u64,
 }
 
-/// Sums `/proc/<pid>/stat` over the group's processes (processes come and go meanwhile:
-/// one that is gone is skipped).
+/// Sums `/proc/<pid>/stat` over the group's processes, found from its leader down through
+/// `/proc/<pid>/task/<tid>/children` (the cost is the group's size, not the machine's
+/// process count). A process that left the tree but stayed in the group is missed; one
+/// that ends meanwhile is skipped.
 fn group_usage(pgid: Pid) -> GroupUsage {
     let mut total = GroupUsage::default();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return total };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+    let mut todo = vec![pgid.as_raw()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(pid) = todo.pop() {
+        if !seen.insert(pid) || seen.len() > MAX_GROUP_PROCESSES {
+            continue;
+        }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         if let Some((group, ticks, pages)) = parse_stat(&stat)
             && group == pgid.as_raw()
         {
             total.ticks += ticks;
             total.resident_pages += pages;
+        }
+        let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for thread in threads.flatten() {
+            let Ok(children) = std::fs::read_to_string(thread.path().join("children")) else { continue };
+            todo.extend(children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
         }
     }
     total
@@ -298,9 +307,19 @@ mod tests {
     }
 
     #[test]
-    fn the_own_group_is_measured() {
-        let me = nix::unistd::getpgrp();
-        let usage = group_usage(me);
+    fn a_group_is_measured_from_its_leader_down() {
+        use std::os::unix::process::CommandExt;
+        // A shell (the group leader) and its child, in a group of their own.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
+        let pgid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        std::thread::sleep(Duration::from_millis(200));
+        let usage = group_usage(pgid);
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = child.wait();
         assert!(usage.resident_pages > 0, "{usage:?}");
     }
 }
