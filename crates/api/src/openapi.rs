@@ -149,6 +149,7 @@ fn list_tasks() {}
         (status = 201, description = "Accepted and durable", body = Task),
         (status = 400, description = "Bad field (named in the message)", body = ApiErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ApiErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ApiErrorBody),
         (status = 507, description = "The master's disk is full: not accepted; retry once there is room", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
     ))]

@@ -345,3 +345,32 @@ async fn a_spinning_process_task_shows_its_cpu_and_memory() {
     worker.stop().await;
     master.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_submission_that_is_not_declared_json_gets_415() {
+    let master = start_master(master_config(Duration::from_secs(5))).await;
+    let api = format!("http://{}", master.http_addr);
+    let body = r#"{"driver":"process","command":["true"],"cpu_required":0.1,"memory_required":1}"#;
+    // What a web page can send cross-site without asking first, and no type at all.
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let mut request = http_client().post(format!("{api}/api/tasks")).body(body);
+        if let Some(t) = content_type {
+            request = request.header("content-type", t);
+        }
+        let resp = request.send().await.expect("POST");
+        assert_eq!(resp.status().as_u16(), 415, "{content_type:?}");
+        let err: serde_json::Value = resp.json().await.expect("JSON error body");
+        assert!(err["error"].as_str().is_some_and(|e| e.contains("application/json")), "{err}");
+    }
+    let (_, tasks) = get_json(&format!("{api}/api/tasks")).await;
+    assert_eq!(tasks.as_array().map(Vec::len), Some(0), "nothing was accepted: {tasks}");
+    let resp = http_client()
+        .post(format!("{api}/api/tasks"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status().as_u16(), 201, "a charset parameter is fine");
+    master.shutdown().await;
+}

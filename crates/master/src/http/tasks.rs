@@ -40,10 +40,27 @@ fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(raw).map_err(|_| ApiError::not_found(format!("task {raw:?} not found")))
 }
 
+/// A body must say it is JSON: a web page can send a "simple" cross-site POST of
+/// `text/plain` or a form without the browser asking first, never one of `application/json`.
+fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
+    let essence = content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    if essence.as_deref() == Some("application/json") {
+        return Ok(());
+    }
+    let given = content_type.map_or_else(|| "none".to_string(), |c| format!("{c:?}"));
+    Err(ApiError::new(
+        ErrorCode::UnsupportedMediaType,
+        format!("body: Content-Type must be application/json (given: {given})"),
+    ))
+}
+
 async fn submit(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    require_json(&headers)?;
     let body = body.map_err(|r| {
         let code = ErrorCode::from_http_status(r.status().as_u16()).unwrap_or(ErrorCode::InvalidArgument);
         ApiError::new(code, format!("body: {}", r.body_text()))
