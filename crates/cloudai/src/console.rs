@@ -300,7 +300,8 @@ async fn tasks(client: &ApiClient, status: Option<&str>) -> String {
         Ok(s) => s,
         Err(e) => return e,
     };
-    client.list_tasks(status, None).await.map_or_else(failed, |list| render::tasks_table(&list))
+    let query = render::newest_tasks(status, render::NEWEST_TASKS);
+    client.list_tasks(&query).await.map_or_else(failed, render::newest_tasks_table)
 }
 
 async fn task(client: &ApiClient, raw: &str) -> String {

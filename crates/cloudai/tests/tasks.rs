@@ -40,9 +40,9 @@ async fn submitted_task_completes_with_its_logs_and_history() {
     assert_eq!(states, ["pending", "queued", "running", "completed"]);
 
     let (_, listed) = get_json(&format!("{api}/api/tasks?status=completed")).await;
-    assert!(listed.as_array().expect("list").iter().any(|t| t["task_id"] == id));
+    assert!(listed["tasks"].as_array().expect("list").iter().any(|t| t["task_id"] == id));
     let (_, on_worker) = get_json(&format!("{api}/api/workers/w1/tasks")).await;
-    assert!(on_worker.as_array().expect("list").iter().any(|t| t["task_id"] == id));
+    assert!(on_worker["tasks"].as_array().expect("list").iter().any(|t| t["task_id"] == id));
     worker.stop().await;
     master.shutdown().await;
 }
@@ -178,7 +178,7 @@ async fn gpus_are_assigned_by_index_without_overlap() {
     // Two run at once (4 GPUs / 2 each); while they do, their GPU sets are disjoint.
     let running = wait_until(DEADLINE, "two GPU tasks running", || async {
         let (_, list) = get_json(&format!("{api}/api/tasks?status=running")).await;
-        let list = list.as_array()?.clone();
+        let list = list["tasks"].as_array()?.clone();
         (list.len() == 2).then_some(list)
     })
     .await;
@@ -333,7 +333,7 @@ async fn a_spinning_process_task_shows_its_cpu_and_memory() {
     // One core busy: near 100 % (the machine is shared, so more than half of it).
     let usage = wait_until(DEADLINE, "the task's CPU measured near 100 %", || async {
         let (_, tasks) = get_json(&format!("{api}/api/workers/w1/tasks")).await;
-        let usage = tasks.as_array()?.iter().find(|t| t["task_id"] == id.as_str())?["usage"].clone();
+        let usage = tasks["tasks"].as_array()?.iter().find(|t| t["task_id"] == id.as_str())?["usage"].clone();
         (usage["cpu_percent"].as_f64()? > 50.0).then_some(usage)
     })
     .await;
@@ -363,7 +363,7 @@ async fn a_submission_that_is_not_declared_json_gets_415() {
         assert!(err["error"].as_str().is_some_and(|e| e.contains("application/json")), "{err}");
     }
     let (_, tasks) = get_json(&format!("{api}/api/tasks")).await;
-    assert_eq!(tasks.as_array().map(Vec::len), Some(0), "nothing was accepted: {tasks}");
+    assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(0), "nothing was accepted: {tasks}");
     let resp = http_client()
         .post(format!("{api}/api/tasks"))
         .header("content-type", "application/json; charset=utf-8")

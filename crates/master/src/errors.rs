@@ -36,6 +36,7 @@ impl Coded for TaskError {
     fn code(&self) -> ErrorCode {
         match self {
             TaskError::NotFound(_) => ErrorCode::NotFound,
+            TaskError::UnknownCursor(_) => ErrorCode::InvalidArgument,
             TaskError::Finished { .. } => ErrorCode::Conflict,
             TaskError::DiskFull(_) => ErrorCode::InsufficientStorage,
             TaskError::ShuttingDown | TaskError::Store(_) => ErrorCode::Unavailable,

@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use cloudai_api::{History, TaskUsage, WorkerDetail, WorkerMetrics, WorkerTask};
+use axum::response::Response;
+use cloudai_api::{History, TaskUsage, WorkerDetail, WorkerMetrics, WorkerTask, WorkerTaskList};
 use cloudai_domain::WorkerInfo;
+use cloudai_store::TaskFilter;
 
 use super::telemetry::{not_found, worker_id};
 use super::{ApiError, ApiState, Route, get};
@@ -160,24 +162,31 @@ async fn metrics(
 async fn tasks(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
-) -> Result<Json<Vec<WorkerTask>>, ApiError> {
+    Query(q): Query<super::tasks::ListQuery>,
+) -> Result<Response, ApiError> {
     let id = worker_id(&raw)?;
+    let super::tasks::PageQuery { filter, after, brief } = q.parse()?;
+    if filter.status.is_some() {
+        return Err(ApiError::bad_request("status: not a filter of a worker's tasks"));
+    }
     let telemetry = state.telemetry.get_worker_telemetry(&id);
-    let tasks = state.tasks.worker_tasks(&id).await?;
-    if telemetry.is_none() && tasks.is_empty() {
+    let filter = TaskFilter { worker_id: Some(id.clone()), ..filter };
+    let mut page = state.tasks.list(filter, after.as_ref()).await?;
+    if telemetry.is_none() && page.tasks.is_empty() && after.is_none() {
         return Err(not_found(&raw));
     }
+    super::tasks::fit_page(&mut page, brief);
     let running = telemetry.map(|t| t.running_tasks).unwrap_or_default();
-    Ok(Json(
-        tasks
-            .into_iter()
-            .map(|task| {
-                let usage = running
-                    .iter()
-                    .find(|r| r.task_id == task.task_id.as_str() && task.status().is_placed())
-                    .map(|r| TaskUsage { cpu_percent: r.cpu_percent, memory_bytes: r.memory_bytes });
-                WorkerTask { task: task.into(), usage }
-            })
-            .collect(),
-    ))
+    let tasks = page
+        .tasks
+        .into_iter()
+        .map(|task| {
+            let usage = running
+                .iter()
+                .find(|r| r.task_id == task.task_id.as_str() && task.status().is_placed())
+                .map(|r| TaskUsage { cpu_percent: r.cpu_percent, memory_bytes: r.memory_bytes });
+            WorkerTask { task: super::tasks::listed(task, brief), usage }
+        })
+        .collect();
+    super::tasks::page_json(&WorkerTaskList { tasks, next: page.next }, brief)
 }
