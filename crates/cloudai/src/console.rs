@@ -24,7 +24,7 @@ commands:
   history <worker> [range]
                     CPU, memory and GPU over the last range (default 15m)
   alerts            firing alerts, then recently resolved ones
-  tasks [status]    tasks, optionally only one status
+  tasks [status]    the newest 100 tasks, optionally only one status
   task <id>         one task in detail
   logs <id>         a task's output so far
   cancel <id>       cancel a task

@@ -156,6 +156,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<TelemetryMinute>, StoreError>;
     /// Deletes minutes starting before `before_ms`.
     async fn prune_telemetry_minutes(&self, before_ms: i64) -> Result<(), StoreError>;
+    /// Deletes every minute of a worker the master forgot.
+    async fn forget_worker_minutes(&self, worker_id: &WorkerId) -> Result<(), StoreError>;
 
     /// Flushes queued writes and stops accepting new ones; later calls fail with
     /// [`StoreError::Closed`]. Calling it twice is harmless.

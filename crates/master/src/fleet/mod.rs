@@ -114,11 +114,12 @@ impl Inner {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Removes a member and tells the subscribers, which drop what they keep about it.
-    fn forget(&self, worker_id: &WorkerId) -> bool {
+    /// Removes a member and tells the subscribers, which drop what they keep about it;
+    /// `forgotten` when it went silent rather than leaving.
+    fn forget(&self, worker_id: &WorkerId, forgotten: bool) -> bool {
         let Some(member) = self.members.write().remove(worker_id) else { return false };
         self.signal(worker_id, &member, Signal::Leave, self.now_ms());
-        self.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone() });
+        self.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone(), forgotten });
         true
     }
 
@@ -266,7 +267,7 @@ impl Fleet {
 
     /// A worker left cleanly: it is forgotten. `false` if it was not registered.
     pub fn leave(&self, worker_id: &WorkerId) -> bool {
-        let left = self.inner.forget(worker_id);
+        let left = self.inner.forget(worker_id, false);
         if left {
             info!(worker_id = %worker_id, "worker unregistered");
         }
@@ -335,7 +336,7 @@ async fn checker(inner: &Inner) {
                     if now.saturating_sub(member.last_seen_ms.load(Ordering::Relaxed)) >= forget_ms =>
                 {
                     info!(worker_id = %worker_id, "worker forgotten: silent past WORKER_FORGET_AFTER");
-                    inner.forget(&worker_id);
+                    inner.forget(&worker_id, true);
                     continue;
                 }
                 _ => continue,

@@ -376,7 +376,7 @@ impl TelemetryManager {
                     update = updates.recv() => update,
                 };
                 match update {
-                    Some(Update::Event(ClusterEvent::WorkerUnregistered { worker_id })) => {
+                    Some(Update::Event(ClusterEvent::WorkerUnregistered { worker_id, .. })) => {
                         manager.detach(&worker_id)
                     }
                     Some(Update::Event(_)) => {}
