@@ -3,6 +3,7 @@
 
 mod alerts;
 mod error;
+mod json_errors;
 mod tasks;
 mod telemetry;
 #[cfg(test)]
@@ -82,6 +83,8 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        // Outermost, so it sees the timeout's 408 too.
+        .layer(axum::middleware::map_response(json_errors::json_errors))
 }
 
 /// `GET /openapi.json`: the document of this API, built once from `cloudai_api`'s types.
