@@ -832,7 +832,8 @@ mod tests {
             let e = err(&format!(r#"{{{base},"memory_required":{memory}}}"#));
             assert!(e.starts_with("memory_required:") && e.contains("at most 67108864"), "{memory}: {e}");
         }
-        let most = spec(&format!(r#"{{{base},"memory_required":{MAX_MEMORY_MB}}}"#)).expect("the bound is in");
+        let most =
+            spec(&format!(r#"{{{base},"memory_required":{MAX_MEMORY_MB}}}"#)).expect("the bound is in");
         assert_eq!(most.memory_required, MAX_MEMORY_MB);
         let e = err(r#"{"docker_image":"x","cpu_required":4097,"memory_required":1}"#);
         assert!(e.starts_with("cpu_required:") && e.contains("at most 4096"), "{e}");

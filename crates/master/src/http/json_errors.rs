@@ -93,7 +93,8 @@ mod tests {
         headers.insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
         let m = message(StatusCode::METHOD_NOT_ALLOWED, &headers, &Method::PUT, "");
         assert_eq!(m, "method PUT is not allowed on this path; allowed: GET,HEAD");
-        let m = message(StatusCode::PAYLOAD_TOO_LARGE, &HeaderMap::new(), &Method::POST, "length limit exceeded");
+        let m =
+            message(StatusCode::PAYLOAD_TOO_LARGE, &HeaderMap::new(), &Method::POST, "length limit exceeded");
         assert_eq!(m, "body: larger than the limit of 1048576 bytes (1 MiB)");
         let m = message(
             StatusCode::BAD_REQUEST,

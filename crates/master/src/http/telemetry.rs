@@ -68,7 +68,8 @@ async fn all_telemetry(State(state): State<ApiState>) -> Json<TelemetryMap> {
 /// Parses a worker id from a path; an id that cannot exist is not found, and the message
 /// says why it cannot.
 pub(super) fn worker_id(raw: &str) -> Result<WorkerId, ApiError> {
-    WorkerId::parse(raw).map_err(|e| ApiError::not_found(format!("worker {raw:?} not found (worker_id: {e})")))
+    WorkerId::parse(raw)
+        .map_err(|e| ApiError::not_found(format!("worker {raw:?} not found (worker_id: {e})")))
 }
 
 pub(super) fn not_found(raw: &str) -> ApiError {

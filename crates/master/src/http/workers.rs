@@ -216,7 +216,10 @@ mod tests {
         assert_eq!(parse_time("since", "1970-01-01T00:00:01Z", 0).ok(), Some(1000));
         assert_eq!(parse_time("since", "1s", 5000).ok(), Some(4000));
         let e = error("until", "1e13");
-        assert!(e.contains("until: 1e13 is out of range for unix seconds") && e.contains("253402300799"), "{e}");
+        assert!(
+            e.contains("until: 1e13 is out of range for unix seconds") && e.contains("253402300799"),
+            "{e}"
+        );
         assert!(!e.contains("RFC 3339"), "{e}");
         assert!(error("since", "-1").contains("out of range"));
         let e = error("since", "1969-12-31T23:59:59Z");
