@@ -15,7 +15,7 @@ use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
-const CASES: u32 = 500;
+const CASES: u32 = 1000;
 
 /// One documented operation and the names of its query parameters.
 #[derive(Clone, Debug)]
@@ -222,6 +222,15 @@ fn request(
         (method, ids(&task_ids), ids(&worker_ids), query(op.query.clone()), content_type(), body()).prop_map(
             move |(method, tasks, workers, query, content_type, body)| {
                 let path = op.path.replace("{id}", &tasks[0]).replace("{worker_id}", &workers[0]);
+                // A body over the limit only where it is read: elsewhere the master answers
+                // before it has all of it and closes, and the client sees a reset, not an answer.
+                let reads_body = method == "POST" && path == "/api/tasks" && content_type == Some("application/json");
+                let body = body.map(|mut b| {
+                    if !reads_body {
+                        b.truncate(64 * 1024);
+                    }
+                    b
+                });
                 let target = if query.is_empty() { path } else { format!("{path}?{query}") };
                 Request { method, target, content_type, body }
             },
@@ -229,9 +238,13 @@ fn request(
     })
 }
 
-async fn check(client: &reqwest::Client, api: &str, req: &Request) -> Result<(), TestCaseError> {
+/// Answers seen, by status (0: not sent, the target is not a URL), to show what was covered.
+type Seen = std::sync::Mutex<std::collections::BTreeMap<u16, usize>>;
+
+async fn check(client: &reqwest::Client, api: &str, req: &Request, seen: &Seen) -> Result<(), TestCaseError> {
     let Ok(url) = reqwest::Url::parse(&format!("{api}{}", req.target)) else {
         // Not a URL any client would send; nothing to ask the master.
+        *seen.lock().expect("seen").entry(0).or_default() += 1;
         return Ok(());
     };
     let method =
@@ -243,8 +256,9 @@ async fn check(client: &reqwest::Client, api: &str, req: &Request) -> Result<(),
     if let Some(body) = &req.body {
         builder = builder.body(body.clone());
     }
-    let resp = builder.send().await.map_err(|e| TestCaseError::fail(format!("no answer: {e}")))?;
+    let resp = builder.send().await.map_err(|e| TestCaseError::fail(format!("no answer: {e:?}")))?;
     let status = resp.status();
+    *seen.lock().expect("seen").entry(status.as_u16()).or_default() += 1;
     let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
     let text = resp.text().await.map_err(|e| TestCaseError::fail(format!("body: {e}")))?;
     prop_assert!(status.as_u16() < 500, "a 5xx for bad input: {status} {text}");
@@ -281,7 +295,14 @@ fn every_route_answers_bad_input_with_a_json_error_and_never_a_5xx() {
         wait_status(&api, &task_id, "completed").await;
         let (status, doc) = get_json(&format!("{api}/openapi.json")).await;
         assert_eq!(status, 200);
-        (master, worker, api, http_client(), operations(&doc), task_id)
+        // A new connection per case: a case after one the master closed (an unread body)
+        // must not fail for the pooled connection.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        (master, worker, api, client, operations(&doc), task_id)
     });
     assert!(ops.len() >= 15, "every documented operation: {ops:?}");
 
@@ -289,7 +310,8 @@ fn every_route_answers_bad_input_with_a_json_error_and_never_a_5xx() {
         Config { cases: CASES, max_shrink_iters: 64, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     let strategy = request(ops, vec![task_id], vec!["w1".to_string()]);
-    let result = runner.run(&strategy, |req| runtime.block_on(check(&client, &api, &req)));
+    let seen = Seen::default();
+    let result = runner.run(&strategy, |req| runtime.block_on(check(&client, &api, &req, &seen)));
 
     runtime.block_on(async {
         worker.stop().await;
@@ -297,5 +319,12 @@ fn every_route_answers_bad_input_with_a_json_error_and_never_a_5xx() {
     });
     if let Err(e) = result {
         panic!("{e}");
+    }
+    let seen = seen.into_inner().expect("seen");
+    eprintln!("answers by status (0: not a URL, not sent): {seen:?}");
+    let sent: usize = seen.iter().filter(|(s, _)| **s != 0).map(|(_, n)| n).sum();
+    assert!(sent * 10 >= CASES as usize * 9, "most cases reach the master: {seen:?}");
+    for status in [200, 201, 400, 404, 405, 413, 415] {
+        assert!(seen.contains_key(&status), "no {status} among the answers: {seen:?}");
     }
 }
