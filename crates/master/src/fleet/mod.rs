@@ -429,3 +429,40 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, memory_mb: u64) -> Arc<WorkerInfo> {
+        Arc::new(WorkerInfo {
+            worker_id: WorkerId::parse(id).expect("id"),
+            hostname: id.into(),
+            cpu_cores: 4.0,
+            memory_mb,
+            gpus: Vec::new(),
+            labels: Default::default(),
+            version: "test".into(),
+            drivers: vec![cloudai_domain::Driver::Process],
+            registered_at: 0,
+        })
+    }
+
+    #[test]
+    fn the_largest_memory_follows_registrations_and_leaves() {
+        let fleet = Fleet::new(FleetConfig::default(), EventBus::new(16));
+        assert_eq!(fleet.largest_memory_mb(), None);
+        fleet.register(info("a", 4096), Vec::new()).expect("register");
+        fleet.register(info("b", 8192), Vec::new()).expect("register");
+        fleet.register(info("c", 8192), Vec::new()).expect("register");
+        assert_eq!(fleet.largest_memory_mb(), Some(8192));
+        fleet.leave(&WorkerId::parse("b").expect("id"));
+        assert_eq!(fleet.largest_memory_mb(), Some(8192), "c still has 8192");
+        // Registering again with less memory replaces the old figure.
+        fleet.register(info("c", 1024), Vec::new()).expect("register");
+        assert_eq!(fleet.largest_memory_mb(), Some(4096));
+        fleet.leave(&WorkerId::parse("a").expect("id"));
+        fleet.leave(&WorkerId::parse("c").expect("id"));
+        assert_eq!(fleet.largest_memory_mb(), None);
+    }
+}
