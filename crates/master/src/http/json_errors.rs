@@ -49,7 +49,7 @@ fn message(status: StatusCode, headers: &HeaderMap, method: &Method, text: &str)
             format!("method {method} is not allowed on this path; allowed: {allowed}")
         }
         StatusCode::REQUEST_TIMEOUT => format!(
-            "the request was not read and answered within {}s; send the whole body at once",
+            "request timed out: not read and answered within {}s (a body sent too slowly, or the master busy); retry",
             REQUEST_TIMEOUT.as_secs()
         ),
         StatusCode::PAYLOAD_TOO_LARGE => {
