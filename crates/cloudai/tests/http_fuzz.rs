@@ -314,6 +314,8 @@ fn every_route_answers_bad_input_with_a_json_error_and_never_a_5xx() {
     let result = runner.run(&strategy, |req| runtime.block_on(check(&client, &api, &req, &seen)));
 
     runtime.block_on(async {
+        let (status, health) = get_json(&format!("{api}/health")).await;
+        assert_eq!((status, health["status"].as_str()), (200, Some("healthy")), "the master still serves");
         worker.stop().await;
         master.shutdown().await;
     });
