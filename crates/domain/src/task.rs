@@ -175,7 +175,10 @@ impl TaskSpec {
         if !memory.is_finite() || memory <= 0.0 || memory > MAX_MEMORY_MB as f64 {
             return Err(ValidationError::new(
                 "memory_required",
-                format!("must be a number of MB greater than 0 and at most {MAX_MEMORY_MB} (64 TiB)"),
+                format!(
+                    "must be a number of MB greater than 0 and at most {MAX_MEMORY_MB} ({} TiB)",
+                    MAX_MEMORY_MB >> 20
+                ),
             ));
         }
         let memory = memory.ceil() as u64;

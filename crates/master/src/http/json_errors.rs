@@ -33,6 +33,11 @@ pub(super) async fn json_errors(method: Method, response: Response) -> Response 
     Response::from_parts(parts, Body::from(body))
 }
 
+/// The 413's message, also for handlers that read the body themselves.
+pub(super) fn too_large() -> String {
+    format!("body: larger than the limit of {MAX_BODY_BYTES} bytes ({} MiB)", MAX_BODY_BYTES >> 20)
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -52,9 +57,7 @@ fn message(status: StatusCode, headers: &HeaderMap, method: &Method, text: &str)
             "request timed out: not read and answered within {}s (a body sent too slowly, or the master busy); retry",
             REQUEST_TIMEOUT.as_secs()
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            format!("body: larger than the limit of {MAX_BODY_BYTES} bytes ({} MiB)", MAX_BODY_BYTES >> 20)
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
         _ if !text.is_empty() => bounded(rename(text)),
         _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
     }

@@ -14,7 +14,7 @@ use cloudai_store::{LogQuery, LogStream, StoredChunk, TaskFilter};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::{ApiError, ApiState, MAX_BODY_BYTES, Route, delete, get, post};
+use super::{ApiError, ApiState, Route, delete, get, post};
 use crate::errors::Coded;
 use crate::tasks::TaskError;
 
@@ -63,10 +63,9 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
     let body = body.map_err(|r| match ErrorCode::from_http_status(r.status().as_u16()) {
-        Some(ErrorCode::PayloadTooLarge) => ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("body: larger than the limit of {MAX_BODY_BYTES} bytes ({} MiB)", MAX_BODY_BYTES >> 20),
-        ),
+        Some(ErrorCode::PayloadTooLarge) => {
+            ApiError::new(ErrorCode::PayloadTooLarge, super::json_errors::too_large())
+        }
         code => ApiError::new(code.unwrap_or(ErrorCode::InvalidArgument), format!("body: {}", r.body_text())),
     })?;
     let spec = TaskSpec::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
