@@ -158,7 +158,7 @@ fn list_tasks() {}
     request_body(content = SubmitTask, description = "The task to run (at most 1 MiB)"),
     responses(
         (status = 201, description = "Accepted and durable", body = Task),
-        (status = 400, description = "Bad field (named in the message)", body = ApiErrorBody),
+        (status = 400, description = "Bad field (named in the message), a key given twice, or more memory than the largest registered worker has", body = ApiErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ApiErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ApiErrorBody),
         (status = 507, description = "The master's disk is full: not accepted; retry once there is room", body = ApiErrorBody),

@@ -38,8 +38,9 @@ impl From<TaskError> for ApiError {
     }
 }
 
+/// An id that cannot exist is not found; the message says why it cannot.
 fn task_id(raw: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(raw).map_err(|_| ApiError::not_found(format!("task {raw:?} not found")))
+    TaskId::parse(raw).map_err(|e| ApiError::not_found(format!("task {raw:?} not found (task_id: {e})")))
 }
 
 /// A body must say it is JSON: a web page can send a "simple" cross-site POST of
@@ -63,11 +64,23 @@ async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let body = body.map_err(|r| {
-        let code = ErrorCode::from_http_status(r.status().as_u16()).unwrap_or(ErrorCode::InvalidArgument);
-        ApiError::new(code, format!("body: {}", r.body_text()))
+    let body = body.map_err(|r| match ErrorCode::from_http_status(r.status().as_u16()) {
+        Some(ErrorCode::PayloadTooLarge) => {
+            ApiError::new(ErrorCode::PayloadTooLarge, super::json_errors::too_large())
+        }
+        code => ApiError::new(code.unwrap_or(ErrorCode::InvalidArgument), format!("body: {}", r.body_text())),
     })?;
     let spec = TaskSpec::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // A task bigger than every registered worker could only wait forever; with no worker
+    // yet, the absolute bound of `TaskSpec` holds (the first workers may be big).
+    if let Some(largest) = state.telemetry.largest_worker_memory_mb()
+        && spec.memory_required > largest
+    {
+        return Err(ApiError::bad_request(format!(
+            "memory_required: {} MB is more than the largest registered worker has ({largest} MB)",
+            spec.memory_required
+        )));
+    }
     let task = state.tasks.submit(spec).await?;
     Ok((StatusCode::CREATED, Json(Task::from(task))).into_response())
 }

@@ -484,6 +484,11 @@ impl TelemetryManager {
         self.inner.fleet.info(worker_id)
     }
 
+    /// The most memory any registered worker has (MB), or `None` with no worker; cheap.
+    pub fn largest_worker_memory_mb(&self) -> Option<u64> {
+        self.inner.fleet.largest_memory_mb()
+    }
+
     /// Every registered worker with its latest telemetry, sorted by id.
     pub fn list_workers(&self) -> Vec<(Arc<WorkerInfo>, WorkerTelemetry)> {
         let mut all = Vec::new();
