@@ -258,6 +258,22 @@ pub struct MasterArgs {
     #[arg(long, env = "MAX_WORKER_STRING_BYTES", value_name = "MAX_WORKER_STRING_BYTES", default_value = "256", value_parser = clap::value_parser!(u32).range(64..=65536))]
     pub max_worker_string_bytes: u32,
 
+    /// Most arguments in a task's command.
+    #[arg(long, env = "MAX_TASK_ARGS", value_name = "MAX_TASK_ARGS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_task_args: u32,
+
+    /// Most variables in a task's env.
+    #[arg(long, env = "MAX_TASK_ENV_VARS", value_name = "MAX_TASK_ENV_VARS", default_value = "512", value_parser = clap::value_parser!(u32).range(0..=65536))]
+    pub max_task_env_vars: u32,
+
+    /// Most bytes of a task's env (names and values together).
+    #[arg(long, env = "MAX_TASK_ENV_BYTES", value_name = "MAX_TASK_ENV_BYTES", default_value = "262144", value_parser = clap::value_parser!(u32).range(0..=1048576))]
+    pub max_task_env_bytes: u32,
+
+    /// Longest argument or env value of a task, in bytes.
+    #[arg(long, env = "MAX_TASK_STRING_BYTES", value_name = "MAX_TASK_STRING_BYTES", default_value = "65536", value_parser = clap::value_parser!(u32).range(1..=1048576))]
+    pub max_task_string_bytes: u32,
+
     /// Accept an existing but empty database file (it is refused otherwise: it most likely
     /// lost its tasks) and start with an empty store.
     #[arg(long)]
@@ -389,6 +405,12 @@ impl MasterArgs {
                 // Workers get at least the inactivity timeout to check in after a restart.
                 restart_grace: inactivity_timeout.max(self.task_loss_grace),
                 policy: self.placement,
+                limits: cloudai_domain::SpecLimits {
+                    command_args: self.max_task_args as usize,
+                    env_vars: self.max_task_env_vars as usize,
+                    env_bytes: self.max_task_env_bytes as usize,
+                    string_bytes: self.max_task_string_bytes as usize,
+                },
             },
             alerts: AlertConfig {
                 rules: self.alert_rules.clone().unwrap_or_else(cloudai_alerts::RuleSet::builtin),

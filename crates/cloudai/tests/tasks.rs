@@ -454,3 +454,38 @@ async fn duplicate_keys_numbers_out_of_range_and_control_characters_are_refused(
     worker.stop().await;
     master.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_submission_past_the_task_limits_is_refused_naming_the_setting() {
+    let mut config = master_config(Duration::from_secs(30));
+    config.tasks.limits = cloudai_domain::SpecLimits { env_vars: 2, ..cloudai_domain::SpecLimits::default() };
+    let master = start_master(config).await;
+    let api = format!("http://{}", master.http_addr);
+    let with_env = |env: serde_json::Value| {
+        json!({"driver": "process", "command": ["true"], "env": env, "cpu_required": 1, "memory_required": 8})
+            .to_string()
+    };
+    let (status, err) = post_raw(&api, &with_env(json!({"A": "1", "B": "2", "C": "3"}))).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.starts_with("env:") && e.contains("MAX_TASK_ENV_VARS")),
+        "{err}"
+    );
+    let big: serde_json::Map<String, serde_json::Value> =
+        (0..2).map(|i| (format!("V{i}"), json!("x".repeat(60 * 1024)))).collect();
+    let (status, _) = post_raw(&api, &with_env(big.into())).await;
+    assert_eq!(status, 201, "two big values are within the defaults");
+    master.shutdown().await;
+
+    let master = start_master(master_config(Duration::from_secs(30))).await;
+    let api = format!("http://{}", master.http_addr);
+    // Five values of 60 KiB: each within MAX_TASK_STRING_BYTES, together past MAX_TASK_ENV_BYTES.
+    let big: serde_json::Map<String, serde_json::Value> =
+        (0..5).map(|i| (format!("V{i}"), json!("x".repeat(60 * 1024)))).collect();
+    let (status, err) = post_raw(&api, &with_env(big.into())).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().is_some_and(|e| e.contains("MAX_TASK_ENV_BYTES")), "{err}");
+    let (_, tasks) = get_json(&format!("{api}/api/tasks")).await;
+    assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(0), "nothing refused is stored: {tasks}");
+    master.shutdown().await;
+}

@@ -17,7 +17,7 @@ pub use ids::{IdError, TaskId, WorkerId};
 pub use log::{LogBatch, LogChunk, LogStream};
 pub use run::{RunStatus, TaskCancel, TaskLaunch, TaskReport, TaskUpdate, WorkerCommand};
 pub use task::{
-    Driver, LastRun, Outcome, Placement, RecordError, Task, TaskEvent, TaskRecord, TaskSpec, TaskState,
-    TaskStatus, TransitionError, ValidationError,
+    Driver, LastRun, Outcome, Placement, RecordError, SpecLimits, Task, TaskEvent, TaskRecord, TaskSpec,
+    TaskState, TaskStatus, TransitionError, ValidationError,
 };
 pub use worker::{GpuInfo, GpuStats, HeartbeatSample, RunningStatus, RunningTask, WorkerInfo};

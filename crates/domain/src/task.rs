@@ -50,6 +50,29 @@ impl FromStr for Driver {
 pub const MAX_COMMAND_ARGS: usize = 1024;
 pub const MAX_ENV_VARS: usize = 512;
 pub const MAX_STRING_BYTES: usize = 64 * 1024;
+/// All of a task's variables, names and values together.
+pub const MAX_ENV_BYTES: usize = 256 * 1024;
+
+/// The master's limits on one submission (settings; `Default` is the constants above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpecLimits {
+    pub command_args: usize,
+    pub env_vars: usize,
+    pub env_bytes: usize,
+    /// One argument or one variable's value.
+    pub string_bytes: usize,
+}
+
+impl Default for SpecLimits {
+    fn default() -> Self {
+        Self {
+            command_args: MAX_COMMAND_ARGS,
+            env_vars: MAX_ENV_VARS,
+            env_bytes: MAX_ENV_BYTES,
+            string_bytes: MAX_STRING_BYTES,
+        }
+    }
+}
 pub const MAX_GPUS: u32 = 64;
 /// The most CPU cores and memory a task may ask for: what the largest worker may register
 /// (the same figures as `cloudai_proto::limits`), so a bigger task is refused, not stored.
@@ -143,6 +166,11 @@ impl TaskSpec {
     /// Parses and validates a JSON submission body. Strict: a key given twice is refused
     /// (serde_json alone keeps the last one).
     pub fn from_json(body: &[u8]) -> Result<Self, ValidationError> {
+        Self::from_json_within(body, &SpecLimits::default())
+    }
+
+    /// [`TaskSpec::from_json`] with the master's configured limits.
+    pub fn from_json_within(body: &[u8], limits: &SpecLimits) -> Result<Self, ValidationError> {
         let value = crate::json::parse_strict(body).map_err(|e| match e {
             StrictJsonError::Syntax(_) => ValidationError::new("body", e.to_string()),
             StrictJsonError::Data { path, message } => ValidationError::new(field_at(&path), message),
@@ -154,10 +182,10 @@ impl TaskSpec {
             let field = field_at(&e.path().to_string()).to_string();
             ValidationError::new(&field, e.into_inner().to_string())
         })?;
-        Self::from_raw(raw)
+        Self::from_raw(raw, limits)
     }
 
-    fn from_raw(raw: RawSpec) -> Result<Self, ValidationError> {
+    fn from_raw(raw: RawSpec, limits: &SpecLimits) -> Result<Self, ValidationError> {
         let driver = match raw.driver.as_deref() {
             None => Driver::Docker,
             Some(d) => d.parse().map_err(|e: String| ValidationError::new("driver", e))?,
@@ -211,18 +239,31 @@ impl TaskSpec {
             }
             _ => {}
         }
-        if command.len() > MAX_COMMAND_ARGS {
-            return Err(ValidationError::new("command", format!("at most {MAX_COMMAND_ARGS} arguments")));
+        if command.len() > limits.command_args {
+            let problem =
+                format!("{} arguments: at most {} (MAX_TASK_ARGS)", command.len(), limits.command_args);
+            return Err(ValidationError::new("command", problem));
         }
-        if let Some(i) = command.iter().position(|a| a.len() > MAX_STRING_BYTES || a.contains('\0')) {
-            return Err(ValidationError::new(&format!("command[{i}]"), "too long or contains a NUL byte"));
+        if let Some(i) = command.iter().position(|a| a.len() > limits.string_bytes || a.contains('\0')) {
+            let problem =
+                format!("has at most {} bytes (MAX_TASK_STRING_BYTES) and no NUL", limits.string_bytes);
+            return Err(ValidationError::new(&format!("command[{i}]"), problem));
         }
         if driver == Driver::Process && command[0].is_empty() {
             return Err(ValidationError::new("command[0]", "must name a program"));
         }
         let env = raw.env.unwrap_or_default();
-        if env.len() > MAX_ENV_VARS {
-            return Err(ValidationError::new("env", format!("at most {MAX_ENV_VARS} variables")));
+        if env.len() > limits.env_vars {
+            let problem = format!("{} variables: at most {} (MAX_TASK_ENV_VARS)", env.len(), limits.env_vars);
+            return Err(ValidationError::new("env", problem));
+        }
+        let env_bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if env_bytes > limits.env_bytes {
+            let problem = format!(
+                "{env_bytes} bytes of names and values: at most {} (MAX_TASK_ENV_BYTES)",
+                limits.env_bytes
+            );
+            return Err(ValidationError::new("env", problem));
         }
         for (k, v) in &env {
             // A name is printed in logs and error messages: no control characters in it.
@@ -237,10 +278,13 @@ impl TaskSpec {
                     format!("a variable name has no '=' or control character (found {c:?})"),
                 ));
             }
-            if v.contains('\0') || v.len() > MAX_STRING_BYTES {
+            if v.contains('\0') || v.len() > limits.string_bytes {
                 return Err(ValidationError::new(
                     &field(),
-                    format!("a value has at most {MAX_STRING_BYTES} bytes and no NUL"),
+                    format!(
+                        "a value has at most {} bytes (MAX_TASK_STRING_BYTES) and no NUL",
+                        limits.string_bytes
+                    ),
                 ));
             }
         }

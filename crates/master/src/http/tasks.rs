@@ -70,7 +70,8 @@ async fn submit(
         }
         code => ApiError::new(code.unwrap_or(ErrorCode::InvalidArgument), format!("body: {}", r.body_text())),
     })?;
-    let spec = TaskSpec::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let spec = TaskSpec::from_json_within(&body, state.tasks.spec_limits())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     // A task bigger than every registered worker could only wait forever; with no worker
     // yet, the absolute bound of `TaskSpec` holds (the first workers may be big).
     if let Some(largest) = state.telemetry.largest_worker_memory_mb()

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudai_domain::{Task, TaskId, TaskReport, TaskSpec, WorkerId};
+use cloudai_domain::{SpecLimits, Task, TaskId, TaskReport, TaskSpec, WorkerId};
 use cloudai_scheduler::Policy;
 use cloudai_store::{LogPage, LogQuery, Store, StoreError, TaskCursor, TaskFilter};
 use parking_lot::Mutex;
@@ -36,6 +36,8 @@ pub struct TaskConfig {
     /// After a master restart, time workers get to check in before their tasks are lost.
     pub restart_grace: Duration,
     pub policy: Policy,
+    /// What one submission may hold.
+    pub limits: SpecLimits,
 }
 
 impl Default for TaskConfig {
@@ -45,6 +47,7 @@ impl Default for TaskConfig {
             cancel_grace: Duration::from_secs(10),
             restart_grace: Duration::from_secs(30),
             policy: Policy::BinPack,
+            limits: SpecLimits::default(),
         }
     }
 }
@@ -142,6 +145,7 @@ pub struct TaskService {
     /// What the actor changed that the store may not have yet: read first.
     live: live::LiveTasks,
     logs: LogWatch,
+    limits: SpecLimits,
 }
 
 /// Extra rows a listing asks the store for, at most, to make up for tasks in flight.
@@ -162,15 +166,21 @@ impl TaskService {
         stage.spawn(persist::run(parts.store.clone(), persist_rx, live.clone(), settled_tx));
         // Subscribed before the restored tasks' workers can register.
         let events = parts.fleet.subscribe("task actor");
+        let limits = config.limits;
         let actor = actor::Actor::new(config, &parts, persist_tx, live.clone(), logs.clone(), unfinished);
         stage.spawn(actor.run(rx, settled_rx, events, stage.token()));
-        Ok(Self { tx, store: parts.store, live, logs })
+        Ok(Self { tx, store: parts.store, live, logs, limits })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, TaskError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| TaskError::ShuttingDown)?;
         answer.await.map_err(|_| TaskError::ShuttingDown)
+    }
+
+    /// What one submission may hold (the master's settings).
+    pub fn spec_limits(&self) -> &SpecLimits {
+        &self.limits
     }
 
     /// Accepts a task: durable when this returns, then queued for placement.
