@@ -26,6 +26,7 @@ use cloudai_domain::time::unix_secs;
 use cloudai_domain::{LogBatch, TaskReport, WorkerId};
 use cloudai_proto::ACCEPTED_COMPRESSION;
 use cloudai_proto::RETRY_AFTER_MS;
+use cloudai_proto::codec::SizeLimitStatus;
 use cloudai_proto::{PROTOCOL_VERSION, version_refusal};
 
 /// Every error's code comes from its one `ErrorCode` (`errors.rs`), its message from its `Display`.
@@ -86,12 +87,14 @@ impl MasterRpc {
         Self { fleet, telemetry, tasks, commands, metrics, master_id, shutdown }
     }
 
-    pub fn into_server(self) -> MasterServiceServer<Self> {
-        ACCEPTED_COMPRESSION
+    /// The gRPC service; a request over the size limit is answered `RESOURCE_EXHAUSTED`.
+    pub fn into_server(self) -> SizeLimitStatus<MasterServiceServer<Self>> {
+        let server = ACCEPTED_COMPRESSION
             .iter()
             .filter_map(|c| c.encoding())
             .fold(MasterServiceServer::new(self), |server, encoding| server.accept_compressed(encoding))
-            .max_decoding_message_size(cloudai_proto::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(cloudai_proto::MAX_MESSAGE_BYTES);
+        SizeLimitStatus::new(server)
     }
 }
 
