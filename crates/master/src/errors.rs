@@ -36,7 +36,8 @@ impl Coded for TaskError {
     fn code(&self) -> ErrorCode {
         match self {
             TaskError::NotFound(_) => ErrorCode::NotFound,
-            TaskError::Finished { .. } => ErrorCode::Conflict,
+            // FAILED_PRECONDITION: a worker's shipper drops such output instead of retrying.
+            TaskError::Finished { .. } | TaskError::NotShippedHere { .. } => ErrorCode::Conflict,
             TaskError::DiskFull(_) => ErrorCode::InsufficientStorage,
             TaskError::ShuttingDown | TaskError::Store(_) => ErrorCode::Unavailable,
         }

@@ -204,7 +204,7 @@ impl MasterService for MasterRpc {
 
     async fn ship_logs(&self, request: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
         let batch = LogBatch::try_from(request.into_inner())?;
-        self.tasks.append_logs(batch.chunks).await?;
+        self.tasks.append_logs(batch).await?;
         Ok(Response::new(pb::LogAck {}))
     }
 }

@@ -15,10 +15,11 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
 use tracing::warn;
 
 use crate::driver::OutputChunk;
-use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver};
+use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver_unless, output_refused};
 
 pub(crate) struct LogBuffer {
     state: Mutex<BufferState>,
@@ -126,6 +127,10 @@ fn stream_index(stream: LogStream) -> usize {
     }
 }
 
+/// Largest batch shipped, whatever the configuration: a quarter of the message limit
+/// leaves room for the encoding.
+const MAX_BATCH_BYTES: usize = cloudai_proto::MAX_MESSAGE_BYTES / 4;
+
 /// Drains one task's buffer to the master.
 pub(crate) struct Shipper {
     pub buffer: Arc<LogBuffer>,
@@ -142,7 +147,8 @@ pub(crate) struct Shipper {
 impl Shipper {
     /// Ships until the buffer is closed and empty, or `give_up` is cancelled.
     pub(crate) async fn run(self) {
-        let batch_bytes = self.batch_bytes.max(1);
+        // Well under the master's message limit, so a batch is never refused for its size.
+        let batch_bytes = self.batch_bytes.clamp(1, MAX_BATCH_BYTES);
         loop {
             let wait = async {
                 self.buffer.wait_for(|s| !s.chunks.is_empty() || s.closed, None).await;
@@ -163,8 +169,17 @@ impl Shipper {
                 chunks: chunks.into_iter().map(|c| self.log_chunk(c)).collect(),
             };
             let bytes: usize = batch.chunks.iter().map(|c| c.data.len()).sum();
-            match deliver(self.policy, &self.give_up, || self.link.ship_logs(batch.clone())).await {
+            let ship = || self.link.ship_logs(batch.clone());
+            match deliver_unless(self.policy, &self.give_up, output_refused, ship).await {
                 Ok(()) => {}
+                // The master does not take this task's output from here: nor will it take the
+                // rest, so stop shipping (the buffer stays bounded; the task is stopped as stale).
+                Err(Undelivered::Rejected(status))
+                    if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) =>
+                {
+                    warn!(code = ?status.code(), message = status.message(), bytes, "master refuses this task's output; dropping it and the rest");
+                    return;
+                }
                 Err(Undelivered::Rejected(status)) => {
                     warn!(code = ?status.code(), message = status.message(), bytes, "master rejected task output; dropping it");
                 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudai_domain::{Task, TaskId, TaskReport, TaskSpec, WorkerId};
+use cloudai_domain::{LogBatch, Task, TaskId, TaskReport, TaskSpec, WorkerId};
 use cloudai_scheduler::Policy;
 use cloudai_store::{LogPage, LogQuery, Store, StoreError, TaskFilter};
 use parking_lot::Mutex;
@@ -54,6 +54,9 @@ pub enum TaskError {
     NotFound(String),
     #[error("task {task_id} is already {status}")]
     Finished { task_id: TaskId, status: cloudai_domain::TaskStatus },
+    /// Output for a task the sending worker does not run (nor just ended).
+    #[error("task {task_id} {why}, so worker {worker_id} may not ship its output")]
+    NotShippedHere { task_id: TaskId, worker_id: WorkerId, why: String },
     #[error("the master is shutting down")]
     ShuttingDown,
     /// Nothing was saved, so nothing changed: the same request succeeds once there is room.
@@ -140,6 +143,10 @@ pub struct TaskService {
     live: live::LiveTasks,
     logs: LogWatch,
 }
+
+/// How long after a task ended its worker's output is still taken: the last batches may
+/// follow the final report, after retries over a slow or broken link.
+pub const LATE_OUTPUT: Duration = Duration::from_secs(60);
 
 /// Requests queued for the actor before submitters wait.
 const REQUEST_BUFFER: usize = 8192;
@@ -265,13 +272,56 @@ impl TaskService {
         let _ = self.tx.send(Request::StreamOpened(worker_id)).await;
     }
 
-    pub(crate) async fn append_logs(&self, chunks: Vec<cloudai_store::LogChunk>) -> Result<(), TaskError> {
-        let ids: Vec<TaskId> = chunks.iter().map(|c| c.task_id.clone()).collect();
-        self.store.append_logs(chunks).await?;
+    /// Stores a worker's batch of output if every chunk is for a task placed on that worker
+    /// (or that ended there in the last [`LATE_OUTPUT`]); otherwise stores none of it.
+    pub(crate) async fn append_logs(&self, batch: LogBatch) -> Result<(), TaskError> {
+        // A worker's shipper sends one task per batch: checked once per task, not per chunk.
+        let mut ids: Vec<&TaskId> = Vec::new();
+        for c in &batch.chunks {
+            if !ids.contains(&&c.task_id) {
+                self.check_output_source(&c.task_id, &batch.worker_id).await?;
+                ids.push(&c.task_id);
+            }
+        }
+        let ids: Vec<TaskId> = ids.into_iter().cloned().collect();
+        self.store.append_logs(batch.chunks).await?;
         for id in &ids {
             self.logs.wake(id);
         }
         Ok(())
+    }
+
+    /// Whether `worker_id` may ship output for `task_id`: the task is queued or running there,
+    /// or its last run ended there a moment ago (its final output may land after the final
+    /// report). From the actor's read model; the store only for a task not changed since
+    /// it was loaded or since its end was written.
+    async fn check_output_source(&self, task_id: &TaskId, worker_id: &WorkerId) -> Result<(), TaskError> {
+        let task = match self.live.get(task_id) {
+            Some(task) => task,
+            None => {
+                self.store.get_task(task_id).await?.ok_or_else(|| TaskError::NotFound(task_id.to_string()))?
+            }
+        };
+        let refuse = |why: String| TaskError::NotShippedHere {
+            task_id: task_id.clone(),
+            worker_id: worker_id.clone(),
+            why,
+        };
+        let status = task.status();
+        match task.worker_id() {
+            None => Err(refuse(format!("is {status} and placed on no worker"))),
+            Some(placed) if placed != worker_id => Err(refuse(format!("is {status} on worker {placed}"))),
+            Some(_) if !status.is_final() => Ok(()),
+            Some(_) => {
+                let ended_ms = unix_ms().saturating_sub(task.finished_at_ms().unwrap_or(i64::MIN));
+                let late = u64::try_from(ended_ms).map_or(true, |ms| ms > LATE_OUTPUT.as_millis() as u64);
+                if late {
+                    Err(refuse(format!("is {status} since more than {LATE_OUTPUT:?}")))
+                } else {
+                    Ok(())
+                }
+            }
+        }
     }
 
     /// Tasks placed on (or once run by) a worker.
