@@ -369,6 +369,7 @@ impl MasterArgs {
                 // Workers get at least the inactivity timeout to check in after a restart.
                 restart_grace: inactivity_timeout.max(self.task_loss_grace),
                 policy: self.placement,
+                ..TaskConfig::default()
             },
             alerts: AlertConfig {
                 rules: self.alert_rules.clone().unwrap_or_else(cloudai_alerts::RuleSet::builtin),

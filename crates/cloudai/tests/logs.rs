@@ -20,13 +20,14 @@ fn database_bytes(config: &cloudai_master::MasterConfig) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_is_taken_only_from_the_worker_running_the_task() {
-    let config = master_config(Duration::from_secs(30));
+    let mut config = master_config(Duration::from_secs(30));
+    config.tasks.late_output = Duration::from_secs(2);
     let master = start_master(config.clone()).await;
     let api = format!("http://{}", master.http_addr);
     let mut w1 = RawWorker::join(master.grpc_addr, "w1").await;
     submit(&api, shell_task("echo hello")).await;
     let (task_id, attempt) = w1.next_start().await;
-    let mut w2 = RawWorker::join(master.grpc_addr, "w2").await;
+    let w2 = RawWorker::join(master.grpc_addr, "w2").await;
     w1.report(&task_id, attempt, pb::TaskStatus::Running, None, String::new()).await.expect("running");
 
     w1.ship(&task_id, b"hello\n").await.expect("the task's own worker ships its output");
@@ -65,10 +66,21 @@ async fn output_is_taken_only_from_the_worker_running_the_task() {
 
     // Output that lands right after the final report is still the task's.
     w1.report(&task_id, attempt, pb::TaskStatus::Completed, Some(0), String::new()).await.expect("done");
-    wait_status(&api, &task_id, "completed").await;
+    let done = wait_status(&api, &task_id, "completed").await;
+    let finished_at_ms = done["finished_at_ms"].as_i64().expect("finished_at_ms");
     w1.ship(&task_id, b"last words\n").await.expect("late output of a task that just ended here");
     let err = w2.ship(&task_id, b"forged\n").await.expect_err("still not w2's task");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(task_output(&api, &task_id).await, "hello\nlast words\n");
+
+    // Not much later, though: then the task's log is closed.
+    wait_until(DEADLINE, "the late-output window to pass", || async {
+        (cloudai_domain::time::unix_ms() > finished_at_ms + 2000).then_some(())
+    })
+    .await;
+    let err = w1.ship(&task_id, b"too late\n").await.expect_err("the log is closed");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("ended (completed) more than 2s ago"), "{}", err.message());
     assert_eq!(task_output(&api, &task_id).await, "hello\nlast words\n");
     master.shutdown().await;
 }

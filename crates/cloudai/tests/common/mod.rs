@@ -331,7 +331,7 @@ impl RawWorker {
 
     /// Reports a status of the task's attempt.
     pub async fn report(
-        &mut self,
+        &self,
         task_id: &str,
         attempt: u32,
         status: cloudai_proto::v1::TaskStatus,
@@ -347,11 +347,11 @@ impl RawWorker {
             timestamp_ms: cloudai_domain::time::unix_ms(),
             update: Some(pb::task_status_report::Update::Status(change)),
         };
-        self.client.report_task_status(report).await.map(|_| ())
+        self.client.clone().report_task_status(report).await.map(|_| ())
     }
 
     /// Ships `data` as the task's stdout, in one batch.
-    pub async fn ship(&mut self, task_id: &str, data: &[u8]) -> Result<(), tonic::Status> {
+    pub async fn ship(&self, task_id: &str, data: &[u8]) -> Result<(), tonic::Status> {
         use cloudai_proto::v1 as pb;
         let chunk = pb::LogChunk {
             task_id: task_id.into(),
@@ -360,6 +360,6 @@ impl RawWorker {
             timestamp_ms: cloudai_domain::time::unix_ms(),
         };
         let batch = pb::LogBatch { worker_id: self.id.clone(), chunks: vec![chunk] };
-        self.client.ship_logs(batch).await.map(|_| ())
+        self.client.clone().ship_logs(batch).await.map(|_| ())
     }
 }

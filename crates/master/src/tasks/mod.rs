@@ -35,6 +35,9 @@ pub struct TaskConfig {
     /// After a master restart, time workers get to check in before their tasks are lost.
     pub restart_grace: Duration,
     pub policy: Policy,
+    /// How long after a task ended its worker's output is still taken: the last batches may
+    /// follow the final report, after retries over a slow or broken link.
+    pub late_output: Duration,
 }
 
 impl Default for TaskConfig {
@@ -44,6 +47,7 @@ impl Default for TaskConfig {
             cancel_grace: Duration::from_secs(10),
             restart_grace: Duration::from_secs(30),
             policy: Policy::BinPack,
+            late_output: Duration::from_secs(60),
         }
     }
 }
@@ -142,11 +146,8 @@ pub struct TaskService {
     /// What the actor changed that the store may not have yet: read first.
     live: live::LiveTasks,
     logs: LogWatch,
+    late_output: Duration,
 }
-
-/// How long after a task ended its worker's output is still taken: the last batches may
-/// follow the final report, after retries over a slow or broken link.
-pub const LATE_OUTPUT: Duration = Duration::from_secs(60);
 
 /// Requests queued for the actor before submitters wait.
 const REQUEST_BUFFER: usize = 8192;
@@ -159,13 +160,14 @@ impl TaskService {
         let (persist_tx, persist_rx) = mpsc::channel(REQUEST_BUFFER);
         let logs = LogWatch::default();
         let live = live::LiveTasks::default();
+        let late_output = config.late_output;
         let (settled_tx, settled_rx) = mpsc::unbounded_channel();
         stage.spawn(persist::run(parts.store.clone(), persist_rx, live.clone(), settled_tx));
         // Subscribed before the restored tasks' workers can register.
         let events = parts.fleet.subscribe("task actor");
         let actor = actor::Actor::new(config, &parts, persist_tx, live.clone(), logs.clone(), unfinished);
         stage.spawn(actor.run(rx, settled_rx, events, stage.token()));
-        Ok(Self { tx, store: parts.store, live, logs })
+        Ok(Self { tx, store: parts.store, live, logs, late_output })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, TaskError> {
@@ -273,17 +275,17 @@ impl TaskService {
     }
 
     /// Stores a worker's batch of output if every chunk is for a task placed on that worker
-    /// (or that ended there in the last [`LATE_OUTPUT`]); otherwise stores none of it.
+    /// (or that ended there within [`TaskConfig::late_output`]); otherwise stores none of it.
     pub(crate) async fn append_logs(&self, batch: LogBatch) -> Result<(), TaskError> {
         // A worker's shipper sends one task per batch: checked once per task, not per chunk.
-        let mut ids: Vec<&TaskId> = Vec::new();
+        let mut ids: Vec<TaskId> = Vec::new();
+        let mut seen: std::collections::HashSet<&TaskId> = std::collections::HashSet::new();
         for c in &batch.chunks {
-            if !ids.contains(&&c.task_id) {
+            if seen.insert(&c.task_id) {
                 self.check_output_source(&c.task_id, &batch.worker_id).await?;
-                ids.push(&c.task_id);
+                ids.push(c.task_id.clone());
             }
         }
-        let ids: Vec<TaskId> = ids.into_iter().cloned().collect();
         self.store.append_logs(batch.chunks).await?;
         for id in &ids {
             self.logs.wake(id);
@@ -313,10 +315,14 @@ impl TaskService {
             Some(placed) if placed != worker_id => Err(refuse(format!("is {status} on worker {placed}"))),
             Some(_) if !status.is_final() => Ok(()),
             Some(_) => {
+                // An end stamped in the future (clocks apart) counts as just now.
                 let ended_ms = unix_ms().saturating_sub(task.finished_at_ms().unwrap_or(i64::MIN));
-                let late = u64::try_from(ended_ms).map_or(true, |ms| ms > LATE_OUTPUT.as_millis() as u64);
-                if late {
-                    Err(refuse(format!("is {status} since more than {LATE_OUTPUT:?}")))
+                let late = self.late_output;
+                if ended_ms > i64::try_from(late.as_millis()).unwrap_or(i64::MAX) {
+                    Err(refuse(format!(
+                        "ended ({status}) more than {} ago",
+                        humantime::format_duration(late)
+                    )))
                 } else {
                     Ok(())
                 }
