@@ -41,14 +41,23 @@ impl LogBuffer {
         Self { state: Mutex::default(), wake: Notify::new(), limit: limit.max(1) }
     }
 
-    /// Appends output, dropping the oldest bytes past the limit.
+    /// Appends output, dropping the oldest bytes past the limit. Output of the same stream
+    /// as the last chunk joins it (up to [`MERGE_BYTES`]), so a task writing a byte at a time
+    /// does not make a chunk, and a protobuf message field, of each byte.
     pub(crate) fn push(&self, chunk: OutputChunk) {
         if chunk.data.is_empty() {
             return;
         }
         let mut state = self.state.lock();
         state.bytes += chunk.data.len();
-        state.chunks.push_back(chunk);
+        match state.chunks.back_mut() {
+            Some(last)
+                if last.stream == chunk.stream && last.data.len() + chunk.data.len() <= MERGE_BYTES =>
+            {
+                last.data.extend_from_slice(&chunk.data);
+            }
+            _ => state.chunks.push_back(chunk),
+        }
         while state.bytes > self.limit {
             let excess = state.bytes - self.limit;
             let Some(front) = state.chunks.front_mut() else { break };
@@ -101,7 +110,7 @@ impl LogBuffer {
             }
         }
         let mut taken = 0;
-        while taken < max_bytes {
+        while taken < max_bytes && batch.len() < MAX_BATCH_CHUNKS {
             let Some(front) = state.chunks.front_mut() else { break };
             let room = max_bytes - taken;
             let chunk = if front.data.len() <= room {
@@ -130,6 +139,14 @@ fn stream_index(stream: LogStream) -> usize {
 /// Largest batch shipped, whatever the configuration: a quarter of the message limit
 /// leaves room for the encoding.
 const MAX_BATCH_BYTES: usize = cloudai_proto::MAX_MESSAGE_BYTES / 4;
+
+/// Chunks of one stream pushed one after the other are merged up to this size.
+const MERGE_BYTES: usize = 64 * 1024;
+
+/// Most chunks in one batch: with [`MAX_BATCH_BYTES`] of data and ids of at most 256 bytes,
+/// a batch stays under the master's message limit even when every chunk is tiny (output
+/// alternating between stdout and stderr), so it is never refused for its size.
+const MAX_BATCH_CHUNKS: usize = 4096;
 
 /// Drains one task's buffer to the master.
 pub(crate) struct Shipper {
@@ -226,6 +243,30 @@ mod tests {
         buffer.close();
         assert_eq!(text(&buffer.take_batch(4).expect("rest")), "ij");
         assert!(buffer.take_batch(4).is_none(), "closed and empty");
+    }
+
+    #[test]
+    fn tiny_writes_make_few_chunks_and_a_batch_stays_under_the_message_limit() {
+        let buffer = LogBuffer::new(1 << 20);
+        for _ in 0..100_000 {
+            buffer.push(chunk(LogStream::Stdout, b"x"));
+        }
+        let batch = buffer.take_batch(1 << 20).expect("open buffer");
+        assert_eq!(batch.len(), 2, "100,000 one-byte writes of one stream: two merged chunks");
+        assert_eq!(text(&batch), "x".repeat(100_000));
+
+        for i in 0..100_000 {
+            let stream = if i % 2 == 0 { LogStream::Stdout } else { LogStream::Stderr };
+            buffer.push(chunk(stream, b"y"));
+        }
+        let first = buffer.take_batch(1 << 20).expect("open buffer");
+        assert_eq!(first.len(), MAX_BATCH_CHUNKS, "alternating streams: capped in chunks");
+        let mut rest = 0;
+        while let Some(batch) = buffer.take_batch(1 << 20).filter(|b| !b.is_empty()) {
+            assert!(batch.len() <= MAX_BATCH_CHUNKS);
+            rest += batch.len();
+        }
+        assert_eq!(MAX_BATCH_CHUNKS + rest, 100_000, "nothing lost, only spread over batches");
     }
 
     #[test]
