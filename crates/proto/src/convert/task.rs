@@ -98,12 +98,16 @@ fn run_status(field: &'static str, raw: i32) -> Result<RunStatus, WireError> {
 impl From<TaskReport> for pb::TaskStatusReport {
     fn from(r: TaskReport) -> Self {
         let update = match r.update {
+            // Cut on the way out too, so a driver's huge error never makes a report that the
+            // master refuses for its size (which the reporter would retry).
             TaskUpdate::Status { status, outcome } => Update::Status(pb::StatusChange {
                 status: pb::TaskStatus::from(status).into(),
                 exit_code: outcome.exit_code,
-                error: outcome.error.unwrap_or_default(),
+                error: outcome.error.map(bounded_text).unwrap_or_default(),
             }),
-            TaskUpdate::Progress(message) => Update::Progress(pb::Progress { message }),
+            TaskUpdate::Progress(message) => {
+                Update::Progress(pb::Progress { message: bounded_text(message) })
+            }
         };
         Self {
             worker_id: r.worker_id.to_string(),
@@ -302,6 +306,22 @@ mod tests {
             panic!("a progress report")
         };
         assert!(message.len() < MAX_REPORT_TEXT_BYTES + 64, "{} bytes", message.len());
+
+        // A worker cuts what it sends the same way.
+        let huge = TaskReport {
+            worker_id: WorkerId::parse("w1").expect("worker id"),
+            task_id: id("t1"),
+            attempt: 1,
+            timestamp_ms: 5,
+            update: TaskUpdate::Status {
+                status: RunStatus::Failed,
+                outcome: Outcome { exit_code: None, error: Some("z".repeat(8 << 20)) },
+            },
+        };
+        let Some(Update::Status(sent)) = pb::TaskStatusReport::from(huge).update else {
+            panic!("a status report")
+        };
+        assert!(sent.error.ends_with(&format!("… ({} bytes cut)", (8 << 20) - MAX_REPORT_TEXT_BYTES)));
     }
 
     #[test]
