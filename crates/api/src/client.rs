@@ -11,9 +11,9 @@ use crate::alerts::{AlertList, AlertStatus};
 use crate::error::{ApiErrorBody, ErrorCode};
 use crate::history::HistoryQuery;
 use crate::logs::{LogChunk, TaskLogs};
-use crate::tasks::{SubmitTask, Task, TaskEvent, TaskSummary};
+use crate::tasks::{SubmitTask, Task, TaskEvent, TaskList, TaskListQuery, TaskSummary};
 use crate::telemetry::{Health, TelemetryMap, WorkerSummaryMap, WorkerTelemetry};
-use crate::workers::{WorkerDetail, WorkerMetrics, WorkerTask};
+use crate::workers::{WorkerDetail, WorkerMetrics, WorkerTaskList};
 
 /// A request that does not follow a stream gives up after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,8 +115,13 @@ impl ApiClient {
         self.call(Method::GET, format!("/api/workers/{id}/metrics"), &query).await
     }
 
-    pub async fn worker_tasks(&self, id: &WorkerId) -> Result<Vec<WorkerTask>, ClientError> {
-        self.call(Method::GET, format!("/api/workers/{id}/tasks"), &[]).await
+    /// A page of the tasks placed on (or once run by) the worker (`status` is not a filter here).
+    pub async fn worker_tasks(
+        &self,
+        id: &WorkerId,
+        page: &TaskListQuery,
+    ) -> Result<WorkerTaskList, ClientError> {
+        self.call(Method::GET, format!("/api/workers/{id}/tasks"), &page.pairs()).await
     }
 
     // ---- tasks ----
@@ -127,20 +132,23 @@ impl ApiClient {
         self.send("POST /api/tasks".into(), request).await
     }
 
-    /// Tasks oldest first; `limit` keeps the newest N.
-    pub async fn list_tasks(
-        &self,
-        status: Option<TaskStatus>,
-        limit: Option<usize>,
-    ) -> Result<Vec<Task>, ClientError> {
-        let mut query = Vec::new();
-        if let Some(status) = status {
-            query.push(("status", status.to_string()));
+    /// One page of tasks; its `next` goes into the next query's `after`.
+    pub async fn list_tasks(&self, page: &TaskListQuery) -> Result<TaskList, ClientError> {
+        self.call(Method::GET, "/api/tasks".into(), &page.pairs()).await
+    }
+
+    /// Every task (in `status`, if given), oldest first, walking the pages.
+    pub async fn all_tasks(&self, status: Option<TaskStatus>) -> Result<Vec<Task>, ClientError> {
+        let mut query = TaskListQuery { status, limit: Some(crate::MAX_PAGE), ..TaskListQuery::default() };
+        let mut tasks = Vec::new();
+        loop {
+            let page = self.list_tasks(&query).await?;
+            tasks.extend(page.tasks);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(tasks),
+            }
         }
-        if let Some(limit) = limit {
-            query.push(("limit", limit.to_string()));
-        }
-        self.call(Method::GET, "/api/tasks".into(), &query).await
     }
 
     pub async fn tasks_summary(&self) -> Result<TaskSummary, ClientError> {

@@ -26,9 +26,11 @@ pub use error::{ApiErrorBody, ErrorCode};
 pub use history::{History, HistoryQuery, Point};
 pub use logs::{LogChunk, LogStream, TaskLogs};
 pub use openapi::{ROUTES, openapi};
-pub use tasks::{SubmitTask, Task, TaskEvent, TaskSpec, TaskSummary};
+pub use tasks::{
+    DEFAULT_PAGE, MAX_PAGE, SubmitTask, Task, TaskEvent, TaskList, TaskListQuery, TaskSpec, TaskSummary,
+};
 pub use telemetry::{
     BadRunningTask, GpuStats, Health, RunningTask, TelemetryMap, WorkerSummary, WorkerSummaryMap,
     WorkerTelemetry,
 };
-pub use workers::{GpuInfo, TaskUsage, WorkerDetail, WorkerInfo, WorkerMetrics, WorkerTask};
+pub use workers::{GpuInfo, TaskUsage, WorkerDetail, WorkerInfo, WorkerMetrics, WorkerTask, WorkerTaskList};

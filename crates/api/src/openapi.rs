@@ -12,9 +12,11 @@ use crate::alerts::{Alert, AlertList, AlertStatus, Severity};
 use crate::error::ApiErrorBody;
 use crate::history::{History, Point};
 use crate::logs::{LogChunk, LogStream, TaskLogs};
-use crate::tasks::{SubmitTask, Task, TaskEvent, TaskSpec, TaskSummary};
+use crate::tasks::{SubmitTask, Task, TaskEvent, TaskList, TaskSpec, TaskSummary};
 use crate::telemetry::{GpuStats, Health, RunningTask, WorkerSummary, WorkerTelemetry};
-use crate::workers::{GpuInfo, TaskUsage, WorkerDetail, WorkerInfo, WorkerMetrics, WorkerTask};
+use crate::workers::{
+    GpuInfo, TaskUsage, WorkerDetail, WorkerInfo, WorkerMetrics, WorkerTask, WorkerTaskList,
+};
 
 /// Every documented route: (method, axum-style path template).
 pub const ROUTES: &[(&str, &str)] = &[
@@ -57,8 +59,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ),
     components(schemas(
         ApiErrorBody, Health, WorkerTelemetry, GpuStats, RunningTask, WorkerSummary, WorkerInfo,
-        GpuInfo, WorkerDetail, WorkerMetrics, History, Point, WorkerTask, TaskUsage, SubmitTask,
-        TaskSpec, Task, TaskEvent, TaskSummary, TaskLogs, LogChunk, LogStream, AlertList, Alert,
+        GpuInfo, WorkerDetail, WorkerMetrics, History, Point, WorkerTask, WorkerTaskList, TaskUsage, SubmitTask,
+        TaskSpec, Task, TaskList, TaskEvent, TaskSummary, TaskLogs, LogChunk, LogStream, AlertList, Alert,
         AlertStatus, Severity
     )),
     tags(
@@ -123,9 +125,15 @@ fn worker() {}
 fn worker_metrics() {}
 
 #[utoipa::path(get, path = "/api/workers/{worker_id}/tasks", tag = "workers",
-    params(("worker_id" = String, Path, description = "Worker id")),
+    params(
+        ("worker_id" = String, Path, description = "Worker id"),
+        ("after" = Option<String>, Query, description = "A previous page's `next`"),
+        ("limit" = Option<usize>, Query, description = "Page size: default 100, at most 1000"),
+        ("order" = Option<String>, Query, description = "`oldest` (default) or `newest` first"),
+    ),
     responses(
-        (status = 200, description = "Tasks placed on the worker", body = Vec<WorkerTask>),
+        (status = 200, description = "A page of the tasks placed on the worker", body = WorkerTaskList),
+        (status = 400, description = "Bad limit, order or cursor", body = ApiErrorBody),
         (status = 404, description = "Unknown worker without tasks", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
     ))]
@@ -134,11 +142,14 @@ fn worker_tasks() {}
 #[utoipa::path(get, path = "/api/tasks", tag = "tasks",
     params(
         ("status" = Option<crate::schema::TaskStatusSchema>, Query, description = "Only tasks in this state"),
-        ("limit" = Option<usize>, Query, description = "Only the newest N (still oldest first)"),
+        ("after" = Option<String>, Query, description = "A previous page's `next`"),
+        ("limit" = Option<usize>, Query, description = "Page size: default 100, at most 1000 (a page also ends at about 8 MiB)"),
+        ("order" = Option<String>, Query, description = "`oldest` (default) or `newest` first"),
+        ("brief" = Option<bool>, Query, description = "Leave out `env` and `command`"),
     ),
     responses(
-        (status = 200, description = "Tasks, oldest first", body = Vec<Task>),
-        (status = 400, description = "Unknown status", body = ApiErrorBody),
+        (status = 200, description = "A page of tasks; `next` continues it", body = TaskList),
+        (status = 400, description = "Unknown status, bad limit, order or cursor", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
     ))]
 fn list_tasks() {}
@@ -147,7 +158,7 @@ fn list_tasks() {}
     request_body(content = SubmitTask, description = "The task to run (at most 1 MiB)"),
     responses(
         (status = 201, description = "Accepted and durable", body = Task),
-        (status = 400, description = "Bad field (named in the message)", body = ApiErrorBody),
+        (status = 400, description = "Bad field (named in the message), a key given twice, or more memory than the largest registered worker has", body = ApiErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ApiErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ApiErrorBody),
         (status = 507, description = "The master's disk is full: not accepted; retry once there is room", body = ApiErrorBody),

@@ -72,7 +72,11 @@ pub struct TaskSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub docker_image: Option<String>,
+    /// Left out of brief listings (`?brief=true`).
+    #[serde(default)]
     pub command: Vec<String>,
+    /// Left out of brief listings (`?brief=true`).
+    #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub cpu_required: f64,
     pub memory_required: u64,
@@ -156,6 +160,55 @@ impl From<cloudai_domain::Task> for Task {
             started_at_ms: t.started_at_ms,
             finished_at_ms: t.finished_at_ms,
         }
+    }
+}
+
+/// Page sizes of every listing (`?limit=`).
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
+
+/// `GET /api/tasks`: one page of tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+    /// Pass as `?after=` for the next page; `null` on the last one.
+    #[serde(deserialize_with = "required_nullable")]
+    #[schema(value_type = Option<String>, required = true)]
+    pub next: Option<TaskId>,
+}
+
+/// Which page of tasks to list: the query of `GET /api/tasks` (and of a worker's tasks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskListQuery {
+    pub status: Option<TaskStatus>,
+    /// A previous page's `next`.
+    pub after: Option<TaskId>,
+    pub limit: Option<usize>,
+    pub newest_first: bool,
+    /// Leave out `env` and `command`.
+    pub brief: bool,
+}
+
+impl TaskListQuery {
+    /// The query string.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(status) = self.status {
+            q.push(("status", status.to_string()));
+        }
+        if let Some(after) = &self.after {
+            q.push(("after", after.to_string()));
+        }
+        if let Some(limit) = self.limit {
+            q.push(("limit", limit.to_string()));
+        }
+        if self.newest_first {
+            q.push(("order", "newest".to_string()));
+        }
+        if self.brief {
+            q.push(("brief", "true".to_string()));
+        }
+        q
     }
 }
 

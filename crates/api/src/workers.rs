@@ -135,6 +135,15 @@ pub struct WorkerTask {
     pub usage: Option<TaskUsage>,
 }
 
+/// `GET /api/workers/{id}/tasks`: one page of a worker's tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerTaskList {
+    pub tasks: Vec<WorkerTask>,
+    /// Pass as `?after=` for the next page; `null` on the last one.
+    #[schema(value_type = Option<String>, required = true)]
+    pub next: Option<cloudai_domain::TaskId>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskUsage {
     pub cpu_percent: f64,

@@ -46,7 +46,7 @@ async fn submit(body: Bytes) -> Response {
 
 async fn list(State(seen): State<Seen>, RawQuery(q): RawQuery) -> Json<Value> {
     seen.lock().await.push(q.unwrap_or_default());
-    Json(json!([task_json("t1", "running")]))
+    Json(json!({"tasks": [task_json("t1", "running")], "next": null}))
 }
 
 async fn one(Path(id): Path<String>) -> Response {
@@ -116,10 +116,14 @@ async fn answers_parse_into_typed_values() {
     let w = WorkerId::parse("w9").expect("id");
     assert_eq!(client.worker_telemetry(&w).await.expect("telemetry").worker_id, w);
 
-    let tasks = client.list_tasks(Some(TaskStatus::Running), Some(5)).await.expect("list");
-    assert_eq!(tasks[0].status, TaskStatus::Running);
-    client.list_tasks(None, None).await.expect("list");
-    assert_eq!(*seen.lock().await, ["status=running&limit=5", ""]);
+    let page =
+        TaskListQuery { status: Some(TaskStatus::Running), limit: Some(5), ..TaskListQuery::default() };
+    let tasks = client.list_tasks(&page).await.expect("list");
+    assert_eq!((tasks.tasks[0].status, tasks.next), (TaskStatus::Running, None));
+    client.list_tasks(&TaskListQuery::default()).await.expect("list");
+    let newest = TaskListQuery { newest_first: true, brief: true, ..TaskListQuery::default() };
+    client.list_tasks(&newest).await.expect("list");
+    assert_eq!(*seen.lock().await, ["status=running&limit=5", "", "order=newest&brief=true"]);
 
     let mut body = SubmitTask::process(vec!["true".into()], 0.5, 16);
     body.priority = Some(3);

@@ -165,8 +165,17 @@ fn tasks_as_the_domain_serialises_them() {
         let json = serde_json::to_string(&task).expect("domain json");
         let dto: Task = round_trips(&json);
         assert_eq!(dto, Task::from(task.clone()), "From<domain::Task> builds the same DTO");
-        let optional =
-            ["worker_id", "pending_reason", "exit_code", "error", "started_at_ms", "finished_at_ms"];
+        // `command` and `env` are left out of brief listings.
+        let optional = [
+            "worker_id",
+            "pending_reason",
+            "exit_code",
+            "error",
+            "started_at_ms",
+            "finished_at_ms",
+            "command",
+            "env",
+        ];
         let present: Vec<&str> =
             optional.into_iter().filter(|k| json.contains(&format!("\"{k}\""))).collect();
         each_field_is_required::<Task>(&json, &present);
@@ -174,7 +183,7 @@ fn tasks_as_the_domain_serialises_them() {
     let docker = br#"{"docker_image":"python:3.9","cpu_required":2.0,"memory_required":1024}"#;
     let spec = cloudai_domain::TaskSpec::from_json(docker).expect("valid");
     let json = serde_json::to_string(&cloudai_domain::Task::new(TaskId::generate(), spec, 1)).expect("json");
-    each_field_is_required::<Task>(&json, &["docker_image"]);
+    each_field_is_required::<Task>(&json, &["docker_image", "command", "env"]);
 }
 
 #[test]

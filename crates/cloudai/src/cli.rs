@@ -31,11 +31,17 @@ pub struct OutputArg {
 pub enum TaskCommand {
     /// Submit a task; prints its id.
     Submit(SubmitArgs),
-    /// List tasks.
+    /// List the newest tasks (--all: every task, oldest first).
     Ls {
         /// Only tasks in this status (pending, queued, running, completed, failed, cancelled).
         #[arg(long)]
         status: Option<TaskStatus>,
+        /// How many of the newest to show (at most 1000).
+        #[arg(long, default_value_t = render::NEWEST_TASKS, conflicts_with = "all")]
+        limit: usize,
+        /// Every task, oldest first (fetched page by page).
+        #[arg(long)]
+        all: bool,
     },
     /// Show one task.
     Get { id: String },
@@ -137,11 +143,18 @@ pub async fn run_task(client: &ApiClient, output: Output, command: TaskCommand) 
                 Output::Table => println!("{}", task.task_id),
             }
         }
-        TaskCommand::Ls { status } => {
-            let tasks = client.list_tasks(status, None).await?;
+        TaskCommand::Ls { status, all: true, .. } => {
+            let tasks = client.all_tasks(status).await?;
             match output {
                 Output::Json => print_json(&tasks)?,
                 Output::Table => println!("{}", render::tasks_table(&tasks)),
+            }
+        }
+        TaskCommand::Ls { status, limit, all: false } => {
+            let page = client.list_tasks(&render::newest_tasks(status, limit)).await?;
+            match output {
+                Output::Json => print_json(&page.tasks)?,
+                Output::Table => println!("{}", render::newest_tasks_table(page)),
             }
         }
         TaskCommand::Get { id } => {

@@ -238,6 +238,26 @@ pub struct MasterArgs {
     #[arg(long, env = "MAX_WORKERS", value_name = "MAX_WORKERS", default_value = "100000", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_workers: u32,
 
+    /// Most GPUs one registration or heartbeat may list.
+    #[arg(long, env = "MAX_GPUS_PER_WORKER", value_name = "MAX_GPUS_PER_WORKER", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_gpus_per_worker: u32,
+
+    /// Most labels one registration may carry.
+    #[arg(long, env = "MAX_LABELS_PER_WORKER", value_name = "MAX_LABELS_PER_WORKER", default_value = "64", value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub max_labels_per_worker: u32,
+
+    /// Most drivers one registration may list.
+    #[arg(long, env = "MAX_DRIVERS_PER_WORKER", value_name = "MAX_DRIVERS_PER_WORKER", default_value = "8", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_drivers_per_worker: u32,
+
+    /// Most running tasks one registration or heartbeat may list.
+    #[arg(long, env = "MAX_RUNNING_TASKS_PER_WORKER", value_name = "MAX_RUNNING_TASKS_PER_WORKER", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_running_tasks_per_worker: u32,
+
+    /// Longest hostname, version, GPU uuid or model, label key or value, or task id a worker may send, in bytes.
+    #[arg(long, env = "MAX_WORKER_STRING_BYTES", value_name = "MAX_WORKER_STRING_BYTES", default_value = "256", value_parser = clap::value_parser!(u32).range(64..=65536))]
+    pub max_worker_string_bytes: u32,
+
     /// Accept an existing but empty database file (it is refused otherwise: it most likely
     /// lost its tasks) and start with an empty store.
     #[arg(long)]
@@ -388,6 +408,13 @@ impl MasterArgs {
             workers: cloudai_master::WorkerLimits {
                 forget_after: self.worker_forget_after,
                 max_workers: self.max_workers as usize,
+                message: cloudai_proto::limits::WireLimits {
+                    gpus: self.max_gpus_per_worker as usize,
+                    labels: self.max_labels_per_worker as usize,
+                    drivers: self.max_drivers_per_worker as usize,
+                    running_tasks: self.max_running_tasks_per_worker as usize,
+                    string_bytes: self.max_worker_string_bytes as usize,
+                },
             },
         }
     }

@@ -24,7 +24,7 @@ commands:
   history <worker> [range]
                     CPU, memory and GPU over the last range (default 15m)
   alerts            firing alerts, then recently resolved ones
-  tasks [status]    tasks, optionally only one status
+  tasks [status]    the newest 100 tasks, optionally only one status
   task <id>         one task in detail
   logs <id>         a task's output so far
   cancel <id>       cancel a task
@@ -300,7 +300,8 @@ async fn tasks(client: &ApiClient, status: Option<&str>) -> String {
         Ok(s) => s,
         Err(e) => return e,
     };
-    client.list_tasks(status, None).await.map_or_else(failed, |list| render::tasks_table(&list))
+    let query = render::newest_tasks(status, render::NEWEST_TASKS);
+    client.list_tasks(&query).await.map_or_else(failed, render::newest_tasks_table)
 }
 
 async fn task(client: &ApiClient, raw: &str) -> String {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use cloudai_api::history::Field;
-use cloudai_api::{Alert, History, Point, Task, WorkerDetail};
+use cloudai_api::{Alert, History, Point, Task, TaskList, TaskListQuery, WorkerDetail};
+use cloudai_domain::TaskStatus;
 use cloudai_domain::time::{unix_ms, unix_secs};
 use serde::Serialize;
 
@@ -73,6 +74,26 @@ pub fn tasks_table(tasks: &[Task]) -> String {
         })
         .collect();
     table(&["TASK ID", "STATUS", "PRIO", "DRIVER", "WORKER", "CREATED", "COMMAND"], rows)
+}
+
+/// How many tasks `task ls` and the console's `tasks` show: the newest.
+pub const NEWEST_TASKS: usize = 100;
+
+/// The query for the newest `limit` tasks.
+pub fn newest_tasks(status: Option<TaskStatus>, limit: usize) -> TaskListQuery {
+    TaskListQuery { status, limit: Some(limit), newest_first: true, ..TaskListQuery::default() }
+}
+
+/// The newest tasks, oldest of them first (as `tasks_table` lists), and a line saying when
+/// there are older ones.
+pub fn newest_tasks_table(page: TaskList) -> String {
+    let mut tasks = page.tasks;
+    tasks.reverse();
+    let table = tasks_table(&tasks);
+    match page.next {
+        Some(_) => format!("{table}\n(the newest {}; older tasks: `cloudai task ls --all`)", tasks.len()),
+        None => table,
+    }
 }
 
 pub fn task_detail(t: &Task) -> String {

@@ -76,7 +76,7 @@ async fn a_container_task_runs_through_the_master() {
     assert_eq!(failed["exit_code"], 4);
 
     let (_, on_worker) = get_json(&format!("{api}/api/workers/docker-worker/tasks")).await;
-    assert_eq!(on_worker.as_array().map(Vec::len), Some(2), "{on_worker}");
+    assert_eq!(on_worker["tasks"].as_array().map(Vec::len), Some(2), "{on_worker}");
     // The containers are gone once their tasks ended.
     let ps = Command::new("docker")
         .args(["ps", "-a", "--filter", "label=cloudai.worker_id=docker-worker", "-q"])

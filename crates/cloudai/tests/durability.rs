@@ -122,7 +122,7 @@ async fn a_full_disk_refuses_submit_and_cancel_and_changes_nothing() {
         "a cancel that was not written changed nothing"
     );
     let (_, tasks) = get_json(&format!("{api}/api/tasks")).await;
-    assert_eq!(tasks.as_array().map(Vec::len), Some(2), "the refused submit left no task: {tasks}");
+    assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(2), "the refused submit left no task: {tasks}");
 
     // Room again: the retried cancel works, and the other task is still queued for placement.
     disk.free();
@@ -141,7 +141,7 @@ async fn a_full_disk_refuses_submit_and_cancel_and_changes_nothing() {
     let kept_task = get_task(&api, &kept).await;
     assert_eq!((&kept_task["status"], &kept_task["attempt"]), (&Value::from("completed"), &Value::from(1)));
     let (_, tasks) = get_json(&format!("{api}/api/tasks")).await;
-    assert_eq!(tasks.as_array().map(Vec::len), Some(2), "{tasks}");
+    assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(2), "{tasks}");
     master.shutdown().await;
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cloudai_proto::limits::WireLimits;
 use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_server::{MasterService, MasterServiceServer};
 use cloudai_proto::{PROTOCOL_VERSION, PROTOCOL_VERSION_KEY};
@@ -242,6 +243,46 @@ async fn registrations_past_the_limits_or_never_schedulable_are_refused_naming_w
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
     assert!(
         err.message().contains("running_tasks") && err.message().contains("limit of 1024"),
+        "{}",
+        err.message()
+    );
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_limits_on_worker_messages_are_settings() {
+    let mut config = master_config(Duration::from_secs(30));
+    config.workers.message = WireLimits { gpus: 2, running_tasks: 3, ..WireLimits::default() };
+    let master = start_master(config).await;
+    let mut client = connect(master.grpc_addr).await;
+    let gpu =
+        |i: u32| pb::GpuInfo { index: i, uuid: format!("GPU-{i}"), model: "sim".into(), memory_total_mb: 80 };
+    let three_gpus = pb::RegisterWorkerRequest {
+        gpus: (0..3).map(gpu).collect(),
+        ..registration_at("w-set", PROTOCOL_VERSION)
+    };
+    let err = client.register_worker(three_gpus).await.expect_err("past the configured limit");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().starts_with("gpus") && err.message().contains("limit of 2"), "{}", err.message());
+    let two_gpus = pb::RegisterWorkerRequest {
+        gpus: (0..2).map(gpu).collect(),
+        ..registration_at("w-set", PROTOCOL_VERSION)
+    };
+    client.register_worker(two_gpus).await.expect("within it");
+    let running = |n: usize| pb::Heartbeat {
+        worker_id: "w-set".into(),
+        running_tasks: (0..n)
+            .map(|i| pb::RunningTask {
+                task_id: format!("t{i}"),
+                status: pb::TaskStatus::Running.into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let err = client.send_heartbeat(running(4)).await.expect_err("past the configured limit");
+    assert!(
+        err.message().contains("running_tasks") && err.message().contains("limit of 3"),
         "{}",
         err.message()
     );

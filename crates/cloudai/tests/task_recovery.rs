@@ -108,7 +108,7 @@ async fn tasks_survive_a_master_killed_with_sigkill() {
     master.wait_for_line("HTTP API listening on").await;
 
     let (_, all) = get_json(&format!("{api}/api/tasks")).await;
-    assert_eq!(all.as_array().map(Vec::len), Some(4), "every task is still there: {all}");
+    assert_eq!(all["tasks"].as_array().map(Vec::len), Some(4), "every task is still there: {all}");
     for (i, id) in ids.iter().enumerate() {
         let done = wait_status(&api, id, "completed").await;
         assert_eq!(done["attempt"], 1, "no task ran twice: {done}");

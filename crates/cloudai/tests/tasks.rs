@@ -40,9 +40,9 @@ async fn submitted_task_completes_with_its_logs_and_history() {
     assert_eq!(states, ["pending", "queued", "running", "completed"]);
 
     let (_, listed) = get_json(&format!("{api}/api/tasks?status=completed")).await;
-    assert!(listed.as_array().expect("list").iter().any(|t| t["task_id"] == id));
+    assert!(listed["tasks"].as_array().expect("list").iter().any(|t| t["task_id"] == id));
     let (_, on_worker) = get_json(&format!("{api}/api/workers/w1/tasks")).await;
-    assert!(on_worker.as_array().expect("list").iter().any(|t| t["task_id"] == id));
+    assert!(on_worker["tasks"].as_array().expect("list").iter().any(|t| t["task_id"] == id));
     worker.stop().await;
     master.shutdown().await;
 }
@@ -178,7 +178,7 @@ async fn gpus_are_assigned_by_index_without_overlap() {
     // Two run at once (4 GPUs / 2 each); while they do, their GPU sets are disjoint.
     let running = wait_until(DEADLINE, "two GPU tasks running", || async {
         let (_, list) = get_json(&format!("{api}/api/tasks?status=running")).await;
-        let list = list.as_array()?.clone();
+        let list = list["tasks"].as_array()?.clone();
         (list.len() == 2).then_some(list)
     })
     .await;
@@ -333,7 +333,7 @@ async fn a_spinning_process_task_shows_its_cpu_and_memory() {
     // One core busy: near 100 % (the machine is shared, so more than half of it).
     let usage = wait_until(DEADLINE, "the task's CPU measured near 100 %", || async {
         let (_, tasks) = get_json(&format!("{api}/api/workers/w1/tasks")).await;
-        let usage = tasks.as_array()?.iter().find(|t| t["task_id"] == id.as_str())?["usage"].clone();
+        let usage = tasks["tasks"].as_array()?.iter().find(|t| t["task_id"] == id.as_str())?["usage"].clone();
         (usage["cpu_percent"].as_f64()? > 50.0).then_some(usage)
     })
     .await;
@@ -363,7 +363,7 @@ async fn a_submission_that_is_not_declared_json_gets_415() {
         assert!(err["error"].as_str().is_some_and(|e| e.contains("application/json")), "{err}");
     }
     let (_, tasks) = get_json(&format!("{api}/api/tasks")).await;
-    assert_eq!(tasks.as_array().map(Vec::len), Some(0), "nothing was accepted: {tasks}");
+    assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(0), "nothing was accepted: {tasks}");
     let resp = http_client()
         .post(format!("{api}/api/tasks"))
         .header("content-type", "application/json; charset=utf-8")
@@ -372,5 +372,85 @@ async fn a_submission_that_is_not_declared_json_gets_415() {
         .await
         .expect("POST");
     assert_eq!(resp.status().as_u16(), 201, "a charset parameter is fine");
+    master.shutdown().await;
+}
+
+/// POSTs a JSON text as is (so it can hold what serde_json would never write).
+async fn post_raw(api: &str, body: &str) -> (u16, serde_json::Value) {
+    let resp = http_client()
+        .post(format!("{api}/api/tasks"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_numbers_out_of_range_and_control_characters_are_refused() {
+    let master = start_master(master_config(Duration::from_secs(5))).await;
+    let api = format!("http://{}", master.http_addr);
+    let task = r#""driver":"process","command":["true"],"cpu_required":0.1"#;
+
+    // With no worker yet, only the absolute bound holds: the first workers may be big.
+    let (status, early) = post_raw(&api, &format!(r#"{{{task},"memory_required":8192}}"#)).await;
+    assert_eq!(status, 201, "{early}");
+
+    let worker = InProcessWorker::start(sized_worker(master.grpc_addr, "w1", 2.0, None));
+    wait_until(DEADLINE, "worker registered", || async {
+        (get_json(&format!("{api}/api/workers/w1")).await.0 == 200).then_some(())
+    })
+    .await;
+    let refused = [
+        (
+            format!(r#"{{{task},"memory_required":1,"memory_required":2}}"#),
+            r#"body: duplicate key "memory_required""#,
+        ),
+        (format!(r#"{{{task},"memory_required":1,"env":{{"A":"1","A":"2"}}}}"#), r#"env: duplicate key "A""#),
+        (
+            format!(r#"{{{task},"memory_required":18446744073709551616}}"#),
+            "memory_required: must be a number of MB greater than 0 and at most 67108864",
+        ),
+        (
+            format!(r#"{{{task},"memory_required":1e308}}"#),
+            "memory_required: must be a number of MB greater than 0 and at most 67108864",
+        ),
+        (
+            format!(r#"{{{task},"memory_required":8192}}"#),
+            "memory_required: 8192 MB is more than the largest registered worker has (4096 MB)",
+        ),
+        (
+            r#"{"driver":"process","command":["true"],"cpu_required":5000,"memory_required":1}"#.to_string(),
+            "cpu_required: must be a number of cores greater than 0 and at most 4096",
+        ),
+        (
+            r#"{"docker_image":"python:3.9\u0000","cpu_required":1,"memory_required":1}"#.to_string(),
+            "docker_image: must be an image reference without spaces or control characters",
+        ),
+        (
+            format!(r#"{{{task},"memory_required":1,"env":{{"BAD\u001bKEY":"1"}}}}"#),
+            "a variable name has no '=' or control character",
+        ),
+    ];
+    for (body, expected) in &refused {
+        let (status, err) = post_raw(&api, body).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        let message = err["error"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{body}: expected {expected:?}, got {message:?}");
+    }
+    // Nothing refused was stored: only the early task exists, waiting for a bigger worker.
+    let (_, summary) = get_json(&format!("{api}/api/tasks/summary")).await;
+    let total: u64 = summary.as_object().expect("summary").values().filter_map(|n| n.as_u64()).sum();
+    assert_eq!((total, summary["pending"].as_u64()), (1, Some(1)), "{summary}");
+    let early = early["task_id"].as_str().expect("id");
+    let resp = http_client().delete(format!("{api}/api/tasks/{early}")).send().await.expect("DELETE");
+    assert_eq!(resp.status().as_u16(), 200);
+    // At the largest worker's size, a task is taken and runs.
+    let (status, fits) = post_raw(&api, &format!(r#"{{{task},"memory_required":4096}}"#)).await;
+    assert_eq!(status, 201, "{fits}");
+    wait_status(&api, fits["task_id"].as_str().expect("id"), "completed").await;
+    worker.stop().await;
     master.shutdown().await;
 }

@@ -5,8 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use cloudai_domain::WorkerId;
 use cloudai_master::WorkerLimits;
 use cloudai_proto::v1 as pb;
+use cloudai_store::{SqliteStore, Store, StoreConfig, TelemetryMinute};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,6 +16,19 @@ async fn a_lost_worker_is_forgotten_after_the_forget_delay() {
     let mut config = master_config(Duration::from_millis(300));
     config.tasks.loss_grace = Duration::from_millis(300);
     config.workers = WorkerLimits { forget_after: Duration::from_secs(2), ..WorkerLimits::default() };
+    // Both have a stored minute of history from an earlier run.
+    let database_url = config.database_url.clone();
+    let minute_ago = cloudai_domain::time::unix_ms() / 60_000 * 60_000 - 60_000;
+    let store = SqliteStore::open_url(&database_url, StoreConfig { init: true, ..StoreConfig::default() })
+        .expect("store");
+    let minutes = ["w-kept", "w-gone"].map(|w| TelemetryMinute {
+        worker_id: WorkerId::parse(w).expect("id"),
+        start_ms: minute_ago,
+        data: vec![0],
+    });
+    store.append_telemetry_minutes(minutes.to_vec()).await.expect("minutes");
+    store.close().await;
+    drop(store);
     let master = start_master(config).await;
     let api = format!("http://{}", master.http_addr);
     let kept = InProcessWorker::start(worker_config(master.grpc_addr, "w-kept"));
@@ -39,6 +54,16 @@ async fn a_lost_worker_is_forgotten_after_the_forget_delay() {
     assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
     kept.stop().await;
     master.shutdown().await;
+
+    // The forgotten worker's history left the store; the one that stopped cleanly keeps its.
+    let store = SqliteStore::open_url(&database_url, StoreConfig::default()).expect("store");
+    let stored = |w: &str| {
+        let (store, id) = (&store, WorkerId::parse(w).expect("id"));
+        async move { store.telemetry_minutes(&id, 0).await.expect("minutes").len() }
+    };
+    assert_eq!(stored("w-gone").await, 0, "forgotten: its minutes are deleted");
+    assert!(stored("w-kept").await >= 1, "left cleanly: its minutes stay until the retention");
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,9 @@ mod tests {
         assert_eq!(WorkerId::parse("gpu-é"), Err(IdError::BadChar('é')), "named as a char, not a byte");
         assert_eq!(WorkerId::parse("a:b_c.d-9"), Ok(WorkerId(Arc::from("a:b_c.d-9"))));
         assert_eq!(WorkerId::parse(&"x".repeat(200)), Err(IdError::TooLong));
+        // Control characters (from a path's %00 or %1B, or a message) never make an id.
+        assert_eq!(TaskId::parse("a\0b"), Err(IdError::BadChar('\0')));
+        assert_eq!(WorkerId::parse("w\u{1b}[31m"), Err(IdError::BadChar('\u{1b}')));
         let a = TaskId::generate();
         assert_eq!(TaskId::parse(a.as_str()), Ok(a));
     }

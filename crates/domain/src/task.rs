@@ -9,6 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{TaskId, WorkerId};
+use crate::json::StrictJsonError;
 
 /// How a task runs on a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -50,6 +51,11 @@ pub const MAX_COMMAND_ARGS: usize = 1024;
 pub const MAX_ENV_VARS: usize = 512;
 pub const MAX_STRING_BYTES: usize = 64 * 1024;
 pub const MAX_GPUS: u32 = 64;
+/// The most CPU cores and memory a task may ask for: what the largest worker may register
+/// (the same figures as `cloudai_proto::limits`), so a bigger task is refused, not stored.
+pub const MAX_CPU_CORES: f64 = 4096.0;
+pub const MAX_MEMORY_MB: u64 = 64 * 1024 * 1024;
+pub const MAX_IMAGE_BYTES: usize = 512;
 pub const DEFAULT_MAX_RETRIES: u32 = 1;
 
 /// A validated task submission (the request part of every task).
@@ -118,6 +124,11 @@ struct RawSpec {
     max_retries: Option<i64>,
 }
 
+/// The field a serde path names; the top level (`.`) is the body.
+fn field_at(path: &str) -> &str {
+    if path == "." { "body" } else { path }
+}
+
 fn whole(field: &str, v: f64, min: f64, max: f64) -> Result<f64, ValidationError> {
     if !v.is_finite() || v.fract() != 0.0 {
         return Err(ValidationError::new(field, "must be a whole number"));
@@ -129,16 +140,18 @@ fn whole(field: &str, v: f64, min: f64, max: f64) -> Result<f64, ValidationError
 }
 
 impl TaskSpec {
-    /// Parses and validates a JSON submission body.
+    /// Parses and validates a JSON submission body. Strict: a key given twice is refused
+    /// (serde_json alone keeps the last one).
     pub fn from_json(body: &[u8]) -> Result<Self, ValidationError> {
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| ValidationError::new("body", format!("not valid JSON: {e}")))?;
+        let value = crate::json::parse_strict(body).map_err(|e| match e {
+            StrictJsonError::Syntax(_) => ValidationError::new("body", e.to_string()),
+            StrictJsonError::Data { path, message } => ValidationError::new(field_at(&path), message),
+        })?;
         if !value.is_object() {
             return Err(ValidationError::new("body", "must be a JSON object"));
         }
         let raw: RawSpec = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "body".to_string() } else { path };
+            let field = field_at(&e.path().to_string()).to_string();
             ValidationError::new(&field, e.into_inner().to_string())
         })?;
         Self::from_raw(raw)
@@ -150,13 +163,23 @@ impl TaskSpec {
             Some(d) => d.parse().map_err(|e: String| ValidationError::new("driver", e))?,
         };
         let cpu = raw.cpu_required.ok_or_else(|| ValidationError::new("cpu_required", "is required"))?;
-        if !cpu.is_finite() || cpu <= 0.0 || cpu > 4096.0 {
-            return Err(ValidationError::new("cpu_required", "must be a number of cores greater than 0"));
+        if !cpu.is_finite() || cpu <= 0.0 || cpu > MAX_CPU_CORES {
+            return Err(ValidationError::new(
+                "cpu_required",
+                format!("must be a number of cores greater than 0 and at most {MAX_CPU_CORES}"),
+            ));
         }
         let memory =
             raw.memory_required.ok_or_else(|| ValidationError::new("memory_required", "is required"))?;
-        if !memory.is_finite() || memory <= 0.0 {
-            return Err(ValidationError::new("memory_required", "must be a number of MB greater than 0"));
+        // Checked as a float: `memory as u64` would turn 1e308 or 2^64 into u64::MAX.
+        if !memory.is_finite() || memory <= 0.0 || memory > MAX_MEMORY_MB as f64 {
+            return Err(ValidationError::new(
+                "memory_required",
+                format!(
+                    "must be a number of MB greater than 0 and at most {MAX_MEMORY_MB} ({} TiB)",
+                    MAX_MEMORY_MB >> 20
+                ),
+            ));
         }
         let memory = memory.ceil() as u64;
         let gpus = whole("gpu_required", raw.gpu_required.unwrap_or(0.0), 0.0, f64::from(MAX_GPUS))? as u32;
@@ -167,10 +190,16 @@ impl TaskSpec {
         let max_retries = whole("max_retries", max_retries as f64, 0.0, 100.0)? as u32;
 
         let image = raw.docker_image.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        if let Some(image) = &image
-            && (image.len() > 512 || image.chars().any(char::is_whitespace))
-        {
-            return Err(ValidationError::new("docker_image", "must be an image reference without spaces"));
+        if let Some(image) = &image {
+            if image.len() > MAX_IMAGE_BYTES {
+                return Err(ValidationError::new("docker_image", format!("at most {MAX_IMAGE_BYTES} bytes")));
+            }
+            if let Some(c) = image.chars().find(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ValidationError::new(
+                    "docker_image",
+                    format!("must be an image reference without spaces or control characters (found {c:?})"),
+                ));
+            }
         }
         let command = raw.command.unwrap_or_default();
         match driver {
@@ -196,9 +225,23 @@ impl TaskSpec {
             return Err(ValidationError::new("env", format!("at most {MAX_ENV_VARS} variables")));
         }
         for (k, v) in &env {
-            let bad_key = k.is_empty() || k.contains('=') || k.contains('\0') || k.len() > 1024;
-            if bad_key || v.contains('\0') || v.len() > MAX_STRING_BYTES {
-                return Err(ValidationError::new(&format!("env.{k}"), "invalid variable name or value"));
+            // A name is printed in logs and error messages: no control characters in it.
+            // A value may hold newlines (scripts, certificates) but no NUL, as in C strings.
+            let field = || format!("env.{}", k.escape_debug());
+            if k.is_empty() || k.len() > 1024 {
+                return Err(ValidationError::new(&field(), "a variable name has 1 to 1024 bytes"));
+            }
+            if let Some(c) = k.chars().find(|c| *c == '=' || c.is_control()) {
+                return Err(ValidationError::new(
+                    &field(),
+                    format!("a variable name has no '=' or control character (found {c:?})"),
+                ));
+            }
+            if v.contains('\0') || v.len() > MAX_STRING_BYTES {
+                return Err(ValidationError::new(
+                    &field(),
+                    format!("a value has at most {MAX_STRING_BYTES} bytes and no NUL"),
+                ));
             }
         }
         Ok(Self {
@@ -778,6 +821,35 @@ mod tests {
         assert_eq!(field(r#"{"driver":"k8s","cpu_required":1,"memory_required":1}"#), "driver");
         assert_eq!(field("[1,2]"), "body");
         assert_eq!(field("{"), "body");
+    }
+
+    #[test]
+    fn strict_bodies_refuse_duplicates_huge_numbers_and_control_characters() {
+        let err = |b: &str| spec(b).expect_err("invalid").to_string();
+        let base = r#""docker_image":"x","cpu_required":1"#;
+        let e = err(&format!(r#"{{{base},"memory_required":1,"memory_required":2}}"#));
+        assert_eq!(e, r#"body: duplicate key "memory_required""#);
+        let e = err(&format!(r#"{{{base},"memory_required":1,"env":{{"A":"1","A":"2"}}}}"#));
+        assert_eq!(e, r#"env: duplicate key "A""#);
+        for memory in ["18446744073709551616", "1e308", "67108865"] {
+            let e = err(&format!(r#"{{{base},"memory_required":{memory}}}"#));
+            assert!(e.starts_with("memory_required:") && e.contains("at most 67108864"), "{memory}: {e}");
+        }
+        let most =
+            spec(&format!(r#"{{{base},"memory_required":{MAX_MEMORY_MB}}}"#)).expect("the bound is in");
+        assert_eq!(most.memory_required, MAX_MEMORY_MB);
+        let e = err(r#"{"docker_image":"x","cpu_required":4097,"memory_required":1}"#);
+        assert!(e.starts_with("cpu_required:") && e.contains("at most 4096"), "{e}");
+        let e = err(r#"{"docker_image":"python\u0000:3","cpu_required":1,"memory_required":1}"#);
+        assert!(e.starts_with("docker_image:") && e.contains("control"), "{e}");
+        let e = err(r#"{"docker_image":"python\u001b[31m","cpu_required":1,"memory_required":1}"#);
+        assert!(e.starts_with("docker_image:"), "{e}");
+        let e = err(&format!(r#"{{{base},"memory_required":1,"env":{{"A\u0007B":"1"}}}}"#));
+        assert!(e.starts_with(r"env.A\u{7}B:") && e.contains("control"), "{e}");
+        let e = err(&format!(r#"{{{base},"memory_required":1,"env":{{"A":"x\u0000"}}}}"#));
+        assert!(e.starts_with("env.A:") && e.contains("NUL"), "{e}");
+        // A newline in a value is legitimate (a script, a certificate).
+        assert!(spec(&format!(r#"{{{base},"memory_required":1,"env":{{"A":"l1\nl2"}}}}"#)).is_ok());
     }
 
     #[test]

@@ -194,7 +194,7 @@ impl Evaluator {
                 };
                 self.service.engine.lock().observe_worker(&obs);
             }
-            ClusterEvent::WorkerUnregistered { worker_id } => {
+            ClusterEvent::WorkerUnregistered { worker_id, .. } => {
                 // Left cleanly: not an outage, so its alerts resolve rather than fire.
                 self.service.engine.lock().forget_worker(worker_id.as_str());
             }

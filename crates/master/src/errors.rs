@@ -36,6 +36,7 @@ impl Coded for TaskError {
     fn code(&self) -> ErrorCode {
         match self {
             TaskError::NotFound(_) => ErrorCode::NotFound,
+            TaskError::UnknownCursor(_) => ErrorCode::InvalidArgument,
             // FAILED_PRECONDITION: a worker's shipper drops such output instead of retrying.
             TaskError::Finished { .. } | TaskError::NotShippedHere { .. } => ErrorCode::Conflict,
             TaskError::DiskFull(_) => ErrorCode::InsufficientStorage,

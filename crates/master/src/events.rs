@@ -25,8 +25,9 @@ pub enum ClusterEvent {
     /// master restart: its tasks go elsewhere.
     WorkerLost { worker_id: WorkerId },
     /// A worker left cleanly, or was forgotten after being lost for `WORKER_FORGET_AFTER`:
-    /// subscribers drop what they keep about it.
-    WorkerUnregistered { worker_id: WorkerId },
+    /// subscribers drop what they keep about it in memory. A forgotten worker's stored
+    /// history goes too; one that left keeps it (it may be a restart) until the retention.
+    WorkerUnregistered { worker_id: WorkerId, forgotten: bool },
     /// A task reached a final state (completed, failed or cancelled); published once per task.
     TaskFinished { task_id: TaskId, status: TaskStatus },
 }

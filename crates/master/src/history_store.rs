@@ -28,9 +28,9 @@ pub fn minutes_channel() -> (mpsc::Sender<ClosedMinute>, mpsc::Receiver<ClosedMi
 }
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Gives every worker that registers its stored minutes back. They are read then, one
-/// worker at a time, so a master with many workers starts at once and holds history only
-/// for the workers that are there.
+/// Gives every worker that registers its stored minutes back, and deletes those of a
+/// worker the fleet forgot. They are read then, one worker at a time, so a master with many
+/// workers starts at once and holds history only for the workers that are there.
 pub fn spawn_restorer(
     store: Arc<dyn Store>,
     telemetry: TelemetryManager,
@@ -47,6 +47,12 @@ pub fn spawn_restorer(
             };
             let workers = match update {
                 Some(Update::Event(ClusterEvent::WorkerRegistered { worker_id, .. })) => vec![worker_id],
+                Some(Update::Event(ClusterEvent::WorkerUnregistered { worker_id, forgotten: true })) => {
+                    if let Err(e) = store.forget_worker_minutes(&worker_id).await {
+                        warn!(worker_id = %worker_id, error = %e, "cannot delete a forgotten worker's history");
+                    }
+                    continue;
+                }
                 Some(Update::Event(_)) => continue,
                 // Registrations were missed: every worker there now (each restored once).
                 Some(Update::Resync(fleet)) => {

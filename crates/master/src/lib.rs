@@ -18,7 +18,7 @@ mod shutdown;
 pub mod tasks;
 pub mod telemetry;
 
-pub use http::HttpLimits;
+pub use http::{HttpLimits, MAX_BODY_BYTES, REQUEST_TIMEOUT};
 pub use master::{Master, MasterConfig, MasterError, WorkerLimits, history_config};
 pub use shutdown::StageReport;
 

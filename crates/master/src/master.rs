@@ -41,12 +41,18 @@ pub struct WorkerLimits {
     pub forget_after: Duration,
     /// Most workers registered at once.
     pub max_workers: usize,
+    /// What one registration or heartbeat may carry.
+    pub message: cloudai_proto::limits::WireLimits,
 }
 
 impl Default for WorkerLimits {
     fn default() -> Self {
         let fleet = FleetConfig::default();
-        Self { forget_after: fleet.forget_after, max_workers: fleet.max_workers }
+        Self {
+            forget_after: fleet.forget_after,
+            max_workers: fleet.max_workers,
+            message: cloudai_proto::limits::WireLimits::default(),
+        }
     }
 }
 
@@ -190,7 +196,8 @@ impl Master {
             metrics.clone(),
             master_id.clone(),
             grpc_stage.token(),
-        );
+        )
+        .with_limits(config.workers.message);
         grpc_stage.spawn(server("grpc server", rpc::serve(grpc, rpc, grpc_stage.token())));
         info!("gRPC listening on {grpc_addr}");
 

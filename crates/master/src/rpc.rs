@@ -21,12 +21,12 @@ use crate::errors::Coded;
 use crate::fleet::{Fleet, FleetError};
 use crate::tasks::{CommandHub, TaskError, TaskService};
 use crate::telemetry::{TelemetryError, TelemetryManager};
-use cloudai_domain::HeartbeatSample;
 use cloudai_domain::time::unix_secs;
 use cloudai_domain::{LogBatch, TaskReport, WorkerId};
 use cloudai_proto::ACCEPTED_COMPRESSION;
 use cloudai_proto::RETRY_AFTER_MS;
 use cloudai_proto::codec::SizeLimitStatus;
+use cloudai_proto::limits::WireLimits;
 use cloudai_proto::{PROTOCOL_VERSION, version_refusal};
 
 /// Every error's code comes from its one `ErrorCode` (`errors.rs`), its message from its `Display`.
@@ -72,6 +72,7 @@ pub struct MasterRpc {
     metrics: crate::metrics::Metrics,
     master_id: String,
     shutdown: CancellationToken,
+    limits: WireLimits,
 }
 
 impl MasterRpc {
@@ -84,7 +85,22 @@ impl MasterRpc {
         master_id: String,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { fleet, telemetry, tasks, commands, metrics, master_id, shutdown }
+        Self {
+            fleet,
+            telemetry,
+            tasks,
+            commands,
+            metrics,
+            master_id,
+            shutdown,
+            limits: WireLimits::default(),
+        }
+    }
+
+    /// What one registration or heartbeat may carry (default: `WireLimits::default()`).
+    pub fn with_limits(mut self, limits: WireLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The gRPC service; a request over the size limit is answered `RESOURCE_EXHAUSTED`.
@@ -117,8 +133,8 @@ impl MasterService for MasterRpc {
             return Err(version_refusal(request.protocol_version));
         }
         let running = std::mem::take(&mut request.running_tasks);
-        let running = running.into_iter().map(TryInto::try_into).collect::<Result<Vec<_>, _>>()?;
-        let info = Arc::new(cloudai_proto::worker_info(request, unix_secs())?);
+        let running = cloudai_proto::running_tasks(running, &self.limits)?;
+        let info = Arc::new(cloudai_proto::worker_info(request, unix_secs(), &self.limits)?);
         let worker_id = info.worker_id.clone();
         // The slot first: the fleet's announcement may reach the history restorer at once.
         self.telemetry.attach(Arc::clone(&info))?;
@@ -154,7 +170,7 @@ impl MasterService for MasterRpc {
         request: Request<pb::Heartbeat>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = std::time::Instant::now();
-        let sample = HeartbeatSample::try_from(request.into_inner())?;
+        let sample = cloudai_proto::heartbeat_sample(request.into_inner(), &self.limits)?;
         let worker_id = sample.worker_id.clone();
         let came_back = match self.fleet.heartbeat(&worker_id) {
             Ok(came_back) => came_back,

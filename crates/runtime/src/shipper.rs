@@ -143,8 +143,8 @@ const MAX_BATCH_BYTES: usize = cloudai_proto::MAX_MESSAGE_BYTES / 4;
 /// Chunks of one stream pushed one after the other are merged up to this size.
 const MERGE_BYTES: usize = 64 * 1024;
 
-/// Most chunks in one batch: with [`MAX_BATCH_BYTES`] of data and ids of at most 256 bytes,
-/// a batch stays under the master's message limit even when every chunk is tiny (output
+/// Most chunks in one batch: with [`MAX_BATCH_BYTES`] of data and the master's task ids (a few
+/// dozen bytes each), a batch stays under the master's message limit even when every chunk is tiny (output
 /// alternating between stdout and stderr), so it is never refused for its size.
 const MAX_BATCH_CHUNKS: usize = 4096;
 

@@ -57,13 +57,31 @@ impl Default for StoreConfig {
     }
 }
 
-/// Which tasks [`Store::list_tasks`] returns. Empty means all.
+/// Which tasks [`Store::list_tasks`] returns, in which order. Empty means all, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     pub worker_id: Option<WorkerId>,
-    /// Only the newest `limit` tasks (still listed in creation order).
+    /// Only tasks listed after this one (in the listing's order): a page's continuation.
+    pub after: Option<TaskCursor>,
+    /// At most this many.
     pub limit: Option<usize>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// A task's place in a listing: creation time, then id (ids are unique, so the order is
+/// total and a page boundary never splits tasks created in the same millisecond).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskCursor {
+    pub created_at_ms: i64,
+    pub task_id: TaskId,
+}
+
+impl TaskCursor {
+    pub fn of(task: &Task) -> Self {
+        Self { created_at_ms: task.created_at_ms, task_id: task.task_id.clone() }
+    }
 }
 
 /// A kept log chunk. `seq` counts from 1 per task and never repeats.
@@ -121,7 +139,7 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::NotFound`] if the task was never inserted.
     async fn update_task(&self, task: &Task, event: &TaskEvent) -> Result<(), StoreError>;
     async fn get_task(&self, task_id: &TaskId) -> Result<Option<Task>, StoreError>;
-    /// Tasks in creation order.
+    /// Tasks in [`TaskCursor`] order (or its reverse), as `filter` says.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
     /// Pending, queued and running tasks in creation order (what a restarted master resumes).
     async fn unfinished_tasks(&self) -> Result<Vec<Task>, StoreError>;
@@ -144,6 +162,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<TelemetryMinute>, StoreError>;
     /// Deletes minutes starting before `before_ms`.
     async fn prune_telemetry_minutes(&self, before_ms: i64) -> Result<(), StoreError>;
+    /// Deletes every minute of a worker the master forgot.
+    async fn forget_worker_minutes(&self, worker_id: &WorkerId) -> Result<(), StoreError>;
 
     /// Flushes queued writes and stops accepting new ones; later calls fail with
     /// [`StoreError::Closed`]. Calling it twice is harmless.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cloudai_domain::{Outcome, Task, TaskId, TaskStatus, WorkerId};
 use cloudai_store::{
-    SCHEMA_VERSION, SqliteStore, Store, StoreConfig, StoreError, TaskFilter, sqlite_path_from_url,
+    SCHEMA_VERSION, SqliteStore, Store, StoreConfig, StoreError, TaskCursor, TaskFilter, sqlite_path_from_url,
 };
 use common::{open, task};
 
@@ -44,13 +44,27 @@ async fn insert_get_and_list_by_status_and_worker() {
     );
     let on_w2 = TaskFilter { worker_id: Some(wid("w2")), ..Default::default() };
     assert_eq!(store.list_tasks(&on_w2).await.expect("list"), vec![t3.clone()]);
-    let both = TaskFilter { status: Some(TaskStatus::Pending), worker_id: Some(wid("w1")), limit: None };
+    let both =
+        TaskFilter { status: Some(TaskStatus::Pending), worker_id: Some(wid("w1")), ..Default::default() };
     assert!(store.list_tasks(&both).await.expect("list").is_empty());
-    let newest = TaskFilter { limit: Some(2), ..Default::default() };
+    let first = TaskFilter { limit: Some(2), ..Default::default() };
+    assert_eq!(
+        ids(store.list_tasks(&first).await.expect("list")),
+        vec![t1.task_id.clone(), t2.task_id.clone()]
+    );
+    let newest = TaskFilter { limit: Some(2), newest_first: true, ..Default::default() };
     assert_eq!(
         ids(store.list_tasks(&newest).await.expect("list")),
+        vec![t3.task_id.clone(), t2.task_id.clone()]
+    );
+    // A page continues after its last task, in either order.
+    let after_t1 = TaskFilter { after: Some(TaskCursor::of(&t1)), ..Default::default() };
+    assert_eq!(
+        ids(store.list_tasks(&after_t1).await.expect("list")),
         vec![t2.task_id.clone(), t3.task_id.clone()]
     );
+    let before_t2 = TaskFilter { after: Some(TaskCursor::of(&t2)), newest_first: true, ..Default::default() };
+    assert_eq!(ids(store.list_tasks(&before_t2).await.expect("list")), vec![t1.task_id.clone()]);
 
     let counts = store.count_by_status().await.expect("count");
     assert_eq!(counts.len(), TaskStatus::ALL.len());

@@ -101,6 +101,9 @@ pub(crate) type IdHasher = foldhash::fast::RandomState;
 struct Inner {
     config: FleetConfig,
     members: RwLock<HashMap<WorkerId, Arc<Member>, IdHasher>>,
+    /// Members' memory sizes with their counts, changed under the `members` write lock, so
+    /// the largest is read without a pass over the fleet (every submission asks).
+    memory_mb: Mutex<std::collections::BTreeMap<u64, usize>>,
     /// Workers that held tasks before a master restart and have not registered since, with
     /// the time they are lost at.
     awaited: Mutex<HashMap<WorkerId, u64>>,
@@ -114,12 +117,32 @@ impl Inner {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Removes a member and tells the subscribers, which drop what they keep about it.
-    fn forget(&self, worker_id: &WorkerId) -> bool {
-        let Some(member) = self.members.write().remove(worker_id) else { return false };
+    /// Removes a member and tells the subscribers, which drop what they keep about it;
+    /// `forgotten` when it went silent rather than leaving.
+    fn forget(&self, worker_id: &WorkerId, forgotten: bool) -> bool {
+        let member = {
+            let mut members = self.members.write();
+            let Some(member) = members.remove(worker_id) else { return false };
+            self.uncount_memory(member.info.read().memory_mb);
+            member
+        };
         self.signal(worker_id, &member, Signal::Leave, self.now_ms());
-        self.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone() });
+        self.events.publish(ClusterEvent::WorkerUnregistered { worker_id: worker_id.clone(), forgotten });
         true
+    }
+
+    fn uncount_memory(&self, memory_mb: u64) {
+        let mut sizes = self.memory_mb.lock();
+        if let Some(n) = sizes.get_mut(&memory_mb) {
+            *n -= 1;
+            if *n == 0 {
+                sizes.remove(&memory_mb);
+            }
+        }
+    }
+
+    fn count_memory(&self, memory_mb: u64) {
+        *self.memory_mb.lock().entry(memory_mb).or_insert(0) += 1;
     }
 
     fn member(&self, worker_id: &WorkerId) -> Option<Arc<Member>> {
@@ -188,6 +211,7 @@ impl Fleet {
             inner: Arc::new(Inner {
                 config,
                 members: RwLock::new(HashMap::default()),
+                memory_mb: Mutex::new(std::collections::BTreeMap::new()),
                 awaited: Mutex::new(HashMap::new()),
                 events,
                 epoch: Instant::now(),
@@ -220,7 +244,9 @@ impl Fleet {
             let mut members = inner.members.write();
             match members.get(&worker_id) {
                 Some(member) => {
-                    *member.info.write() = Arc::clone(&info);
+                    let before = std::mem::replace(&mut *member.info.write(), Arc::clone(&info));
+                    inner.uncount_memory(before.memory_mb);
+                    inner.count_memory(info.memory_mb);
                     (Arc::clone(member), false)
                 }
                 None if members.len() >= inner.config.max_workers => {
@@ -234,6 +260,7 @@ impl Fleet {
                         last_seen_ms: AtomicU64::new(now),
                     });
                     members.insert(worker_id.clone(), Arc::clone(&member));
+                    inner.count_memory(info.memory_mb);
                     (member, true)
                 }
             }
@@ -266,7 +293,7 @@ impl Fleet {
 
     /// A worker left cleanly: it is forgotten. `false` if it was not registered.
     pub fn leave(&self, worker_id: &WorkerId) -> bool {
-        let left = self.inner.forget(worker_id);
+        let left = self.inner.forget(worker_id, false);
         if left {
             info!(worker_id = %worker_id, "worker unregistered");
         }
@@ -303,6 +330,11 @@ impl Fleet {
         FleetSnapshot { workers }
     }
 
+    /// The most memory any registered worker has (MB), or `None` with no worker.
+    pub fn largest_memory_mb(&self) -> Option<u64> {
+        self.inner.memory_mb.lock().keys().next_back().copied()
+    }
+
     /// (members, active members).
     pub fn counts(&self) -> (usize, usize) {
         let members = self.inner.members.read();
@@ -335,7 +367,7 @@ async fn checker(inner: &Inner) {
                     if now.saturating_sub(member.last_seen_ms.load(Ordering::Relaxed)) >= forget_ms =>
                 {
                     info!(worker_id = %worker_id, "worker forgotten: silent past WORKER_FORGET_AFTER");
-                    inner.forget(&worker_id);
+                    inner.forget(&worker_id, true);
                     continue;
                 }
                 _ => continue,
@@ -396,5 +428,42 @@ impl Subscription {
             }
             Err(RecvError::Closed) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, memory_mb: u64) -> Arc<WorkerInfo> {
+        Arc::new(WorkerInfo {
+            worker_id: WorkerId::parse(id).expect("id"),
+            hostname: id.into(),
+            cpu_cores: 4.0,
+            memory_mb,
+            gpus: Vec::new(),
+            labels: Default::default(),
+            version: "test".into(),
+            drivers: vec![cloudai_domain::Driver::Process],
+            registered_at: 0,
+        })
+    }
+
+    #[test]
+    fn the_largest_memory_follows_registrations_and_leaves() {
+        let fleet = Fleet::new(FleetConfig::default(), EventBus::new(16));
+        assert_eq!(fleet.largest_memory_mb(), None);
+        fleet.register(info("a", 4096), Vec::new()).expect("register");
+        fleet.register(info("b", 8192), Vec::new()).expect("register");
+        fleet.register(info("c", 8192), Vec::new()).expect("register");
+        assert_eq!(fleet.largest_memory_mb(), Some(8192));
+        fleet.leave(&WorkerId::parse("b").expect("id"));
+        assert_eq!(fleet.largest_memory_mb(), Some(8192), "c still has 8192");
+        // Registering again with less memory replaces the old figure.
+        fleet.register(info("c", 1024), Vec::new()).expect("register");
+        assert_eq!(fleet.largest_memory_mb(), Some(4096));
+        fleet.leave(&WorkerId::parse("a").expect("id"));
+        fleet.leave(&WorkerId::parse("c").expect("id"));
+        assert_eq!(fleet.largest_memory_mb(), None);
     }
 }

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod error;
+mod json_errors;
 mod tasks;
 mod telemetry;
 #[cfg(test)]
@@ -75,13 +76,16 @@ fn routes() -> Vec<Route> {
 
 pub fn router(state: ApiState) -> Router {
     // Routes sharing a path (`GET` and `POST /api/tasks`) merge into one method router.
-    routes()
+    let api = routes()
         .into_iter()
         .fold(Router::new(), |router, route| router.route(route.path, route.handler))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+    // Around the whole router, so it sees answers as sent: the timeout's 408, and a 405
+    // with the `Allow` header the method router adds last.
+    Router::new().fallback_service(api).layer(axum::middleware::map_response(json_errors::json_errors))
 }
 
 /// `GET /openapi.json`: the document of this API, built once from `cloudai_api`'s types.

@@ -8,7 +8,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cloudai_api::{ErrorCode, LogChunk, Task, TaskEvent, TaskLogs, TaskSummary};
+use cloudai_api::{
+    DEFAULT_PAGE, ErrorCode, LogChunk, MAX_PAGE, Task, TaskEvent, TaskList, TaskLogs, TaskSummary,
+};
 use cloudai_domain::{TaskId, TaskSpec, TaskStatus};
 use cloudai_store::{LogQuery, LogStream, StoredChunk, TaskFilter};
 use futures::StreamExt;
@@ -16,7 +18,7 @@ use serde::Deserialize;
 
 use super::{ApiError, ApiState, Route, delete, get, post};
 use crate::errors::Coded;
-use crate::tasks::TaskError;
+use crate::tasks::{TaskError, TaskPage};
 
 pub(super) fn routes() -> Vec<Route> {
     vec![
@@ -36,8 +38,9 @@ impl From<TaskError> for ApiError {
     }
 }
 
+/// An id that cannot exist is not found; the message says why it cannot.
 fn task_id(raw: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(raw).map_err(|_| ApiError::not_found(format!("task {raw:?} not found")))
+    TaskId::parse(raw).map_err(|e| ApiError::not_found(format!("task {raw:?} not found (task_id: {e})")))
 }
 
 /// A body must say it is JSON: a web page can send a "simple" cross-site POST of
@@ -61,32 +64,154 @@ async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let body = body.map_err(|r| {
-        let code = ErrorCode::from_http_status(r.status().as_u16()).unwrap_or(ErrorCode::InvalidArgument);
-        ApiError::new(code, format!("body: {}", r.body_text()))
+    let body = body.map_err(|r| match ErrorCode::from_http_status(r.status().as_u16()) {
+        Some(ErrorCode::PayloadTooLarge) => {
+            ApiError::new(ErrorCode::PayloadTooLarge, super::json_errors::too_large())
+        }
+        code => ApiError::new(code.unwrap_or(ErrorCode::InvalidArgument), format!("body: {}", r.body_text())),
     })?;
     let spec = TaskSpec::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // A task bigger than every registered worker could only wait forever; with no worker
+    // yet, the absolute bound of `TaskSpec` holds (the first workers may be big).
+    if let Some(largest) = state.telemetry.largest_worker_memory_mb()
+        && spec.memory_required > largest
+    {
+        return Err(ApiError::bad_request(format!(
+            "memory_required: {} MB is more than the largest registered worker has ({largest} MB)",
+            spec.memory_required
+        )));
+    }
     let task = state.tasks.submit(spec).await?;
     Ok((StatusCode::CREATED, Json(Task::from(task))).into_response())
 }
 
+/// The query of a task listing, as sent: every value is checked here so a bad one gets a
+/// message naming it.
 #[derive(Deserialize)]
-struct ListQuery {
+pub(super) struct ListQuery {
     status: Option<String>,
-    limit: Option<usize>,
+    after: Option<String>,
+    limit: Option<String>,
+    order: Option<String>,
+    brief: Option<String>,
 }
 
-async fn list(
-    State(state): State<ApiState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<Task>>, ApiError> {
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| ApiError::bad_request(format!("status: {e}")))?),
+/// A listing's page: what to list, and whether to leave the big fields out.
+pub(super) struct PageQuery {
+    pub filter: TaskFilter,
+    pub after: Option<TaskId>,
+    pub brief: bool,
+}
+
+impl ListQuery {
+    pub(super) fn parse(self) -> Result<PageQuery, ApiError> {
+        let status = match self.status.as_deref() {
+            None | Some("") => None,
+            Some(s) => {
+                Some(s.parse::<TaskStatus>().map_err(|e| ApiError::bad_request(format!("status: {e}")))?)
+            }
+        };
+        let limit = match self.limit.as_deref() {
+            None | Some("") => DEFAULT_PAGE,
+            Some(raw) => {
+                raw.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "limit: {raw:?} is not a whole number between 1 and {MAX_PAGE}"
+                    ))
+                })?
+            }
+        };
+        let after = match self.after.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(TaskId::parse(raw).map_err(|e| ApiError::bad_request(format!("after: {e}")))?),
+        };
+        let newest_first = match self.order.as_deref() {
+            None | Some("") | Some("oldest") => false,
+            Some("newest") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "order: {other:?} is neither \"oldest\" nor \"newest\""
+                )));
+            }
+        };
+        let brief = match self.brief.as_deref() {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!("brief: {other:?} is neither true nor false")));
+            }
+        };
+        let filter = TaskFilter { status, limit: Some(limit), newest_first, ..TaskFilter::default() };
+        Ok(PageQuery { filter, after, brief })
+    }
+}
+
+/// About how many bytes a page may take as JSON: a page ends early past it (with `next`), so
+/// tasks with big environments cannot make one answer hundreds of megabytes.
+const PAGE_JSON_BYTES: usize = 8 * 1024 * 1024;
+
+/// About the size of a task's JSON, dominated by what the user sent.
+fn approx_json_bytes(task: &cloudai_domain::Task, brief: bool) -> usize {
+    let spec = &task.spec;
+    let big = if brief {
+        0
+    } else {
+        spec.env.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+            + spec.command.iter().map(|a| a.len() + 4).sum::<usize>()
     };
-    let filter = TaskFilter { status, worker_id: None, limit: q.limit };
-    let tasks = state.tasks.list(&filter).await?;
-    Ok(Json(tasks.into_iter().map(Task::from).collect()))
+    512 + big + task.error().map_or(0, str::len) + spec.docker_image.as_deref().map_or(0, str::len)
+}
+
+/// Ends `page` early once it passes [`PAGE_JSON_BYTES`] (always keeping one task).
+pub(super) fn fit_page(page: &mut TaskPage, brief: bool) {
+    let mut total = 0;
+    let keep = page
+        .tasks
+        .iter()
+        .take_while(|t| {
+            total += approx_json_bytes(t, brief);
+            total <= PAGE_JSON_BYTES
+        })
+        .count()
+        .max(1);
+    if keep < page.tasks.len() {
+        page.tasks.truncate(keep);
+        page.next = page.tasks.last().map(|t| t.task_id.clone());
+    }
+}
+
+/// The API's task, without `env` and `command` when `brief`.
+pub(super) fn listed(task: cloudai_domain::Task, brief: bool) -> Task {
+    let mut task = Task::from(task);
+    if brief {
+        task.spec.env.clear();
+        task.spec.command.clear();
+    }
+    task
+}
+
+/// A page's answer; a brief one leaves the big fields out altogether.
+pub(super) fn page_json<T: serde::Serialize>(answer: &T, brief: bool) -> Result<Response, ApiError> {
+    if !brief {
+        return Ok(Json(answer).into_response());
+    }
+    let mut value = serde_json::to_value(answer).map_err(|e| ApiError::internal(format!("listing: {e}")))?;
+    if let Some(tasks) = value.get_mut("tasks").and_then(serde_json::Value::as_array_mut) {
+        for task in tasks.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            task.remove("env");
+            task.remove("command");
+        }
+    }
+    Ok(Json(value).into_response())
+}
+
+async fn list(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+    let PageQuery { filter, after, brief } = q.parse()?;
+    let mut page = state.tasks.list(filter, after.as_ref()).await?;
+    fit_page(&mut page, brief);
+    let answer =
+        TaskList { tasks: page.tasks.into_iter().map(|t| listed(t, brief)).collect(), next: page.next };
+    page_json(&answer, brief)
 }
 
 /// Tasks per status (all six, zeros included).

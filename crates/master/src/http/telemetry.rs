@@ -65,9 +65,11 @@ async fn all_telemetry(State(state): State<ApiState>) -> Json<TelemetryMap> {
     Json(all.into_iter().map(|(id, t)| (id, t.into())).collect())
 }
 
-/// Parses a worker id from a path; an id that cannot exist is simply not found.
+/// Parses a worker id from a path; an id that cannot exist is not found, and the message
+/// says why it cannot.
 pub(super) fn worker_id(raw: &str) -> Result<WorkerId, ApiError> {
-    WorkerId::parse(raw).map_err(|_| not_found(raw))
+    WorkerId::parse(raw)
+        .map_err(|e| ApiError::not_found(format!("worker {raw:?} not found (worker_id: {e})")))
 }
 
 pub(super) fn not_found(raw: &str) -> ApiError {

@@ -95,3 +95,13 @@ async fn the_master_serves_a_valid_openapi_document_covering_every_route() {
         None => eprintln!("python3 -m openapi_spec_validator is not installed: checked with oas3 only"),
     }
 }
+
+/// The bounds a task may ask for are what a worker may register: a task that passes
+/// `TaskSpec` can fit some legal worker.
+#[test]
+fn task_bounds_agree_with_registration_bounds() {
+    use cloudai_proto::limits;
+    assert_eq!(cloudai_domain::task::MAX_MEMORY_MB, limits::MAX_MEMORY_MB);
+    assert_eq!(cloudai_domain::task::MAX_CPU_CORES, limits::MAX_CPU_CORES);
+    assert_eq!(cloudai_domain::task::MAX_GPUS as usize, limits::MAX_GPUS);
+}

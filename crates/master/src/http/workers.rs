@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use cloudai_api::{History, TaskUsage, WorkerDetail, WorkerMetrics, WorkerTask};
+use axum::response::Response;
+use cloudai_api::{History, TaskUsage, WorkerDetail, WorkerMetrics, WorkerTask, WorkerTaskList};
 use cloudai_domain::WorkerInfo;
+use cloudai_store::TaskFilter;
 
 use super::telemetry::{not_found, worker_id};
 use super::{ApiError, ApiState, Route, get};
@@ -103,23 +105,42 @@ impl RangeQuery {
     }
 }
 
+/// The latest time accepted, in unix seconds: the end of year 9999, as far as RFC 3339 goes.
+const MAX_UNIX_SECS: f64 = 253_402_300_799.0;
+
 fn parse_time(name: &str, raw: &str, now_ms: i64) -> Result<i64, ApiError> {
     let raw = raw.trim();
-    if let Ok(secs) = raw.parse::<f64>()
-        && secs.is_finite()
-        && secs.abs() < 1e13
-    {
-        return Ok((secs * 1000.0).round() as i64);
+    if let Ok(secs) = raw.parse::<f64>() {
+        if secs.is_finite() && (0.0..=MAX_UNIX_SECS).contains(&secs) {
+            return Ok((secs * 1000.0).round() as i64);
+        }
+        // It is unix seconds, only not a time we keep: say the range, not the forms.
+        return Err(ApiError::bad_request(format!(
+            "{name}: {raw} is out of range for unix seconds: use 0 (1970) to {MAX_UNIX_SECS} (the end of 9999)"
+        )));
     }
     if let Ok(ago) = humantime::parse_duration(raw) {
         return Ok(now_ms.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)));
     }
-    if let Ok(at) = humantime::parse_rfc3339_weak(raw) {
-        let ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        return Ok(i64::try_from(ms).unwrap_or(i64::MAX));
+    match humantime::parse_rfc3339_weak(raw) {
+        Ok(at) => {
+            let ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            return Ok(i64::try_from(ms).unwrap_or(i64::MAX));
+        }
+        Err(humantime::TimestampError::OutOfRange) => {
+            let year = raw.get(..4).and_then(|y| y.parse::<u32>().ok());
+            let problem = if year.is_some_and(|y| y < 1970) {
+                "is before 1970; times before 1970 are not accepted".to_string()
+            } else {
+                "is RFC 3339 with a part out of range (month, day, hour, minute or second, or after 9999)"
+                    .to_string()
+            };
+            return Err(ApiError::bad_request(format!("{name}: {raw:?} {problem}")));
+        }
+        Err(_) => {}
     }
     Err(ApiError::bad_request(format!(
-        "{name}: invalid time {raw:?}; use a duration ago (15m), unix seconds or RFC 3339"
+        "{name}: invalid time {raw:?}; use a duration ago (15m), unix seconds or RFC 3339 in UTC (2026-01-31T12:00:00Z)"
     )))
 }
 
@@ -160,24 +181,61 @@ async fn metrics(
 async fn tasks(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
-) -> Result<Json<Vec<WorkerTask>>, ApiError> {
+    Query(q): Query<super::tasks::ListQuery>,
+) -> Result<Response, ApiError> {
     let id = worker_id(&raw)?;
+    let super::tasks::PageQuery { filter, after, brief } = q.parse()?;
+    if filter.status.is_some() {
+        return Err(ApiError::bad_request("status: not a filter of a worker's tasks"));
+    }
     let telemetry = state.telemetry.get_worker_telemetry(&id);
-    let tasks = state.tasks.worker_tasks(&id).await?;
-    if telemetry.is_none() && tasks.is_empty() {
+    let filter = TaskFilter { worker_id: Some(id.clone()), ..filter };
+    let mut page = state.tasks.list(filter, after.as_ref()).await?;
+    if telemetry.is_none() && page.tasks.is_empty() && after.is_none() {
         return Err(not_found(&raw));
     }
+    super::tasks::fit_page(&mut page, brief);
     let running = telemetry.map(|t| t.running_tasks).unwrap_or_default();
-    Ok(Json(
-        tasks
-            .into_iter()
-            .map(|task| {
-                let usage = running
-                    .iter()
-                    .find(|r| r.task_id == task.task_id.as_str() && task.status().is_placed())
-                    .map(|r| TaskUsage { cpu_percent: r.cpu_percent, memory_bytes: r.memory_bytes });
-                WorkerTask { task: task.into(), usage }
-            })
-            .collect(),
-    ))
+    let tasks = page
+        .tasks
+        .into_iter()
+        .map(|task| {
+            let usage = running
+                .iter()
+                .find(|r| r.task_id == task.task_id.as_str() && task.status().is_placed())
+                .map(|r| TaskUsage { cpu_percent: r.cpu_percent, memory_bytes: r.memory_bytes });
+            WorkerTask { task: super::tasks::listed(task, brief), usage }
+        })
+        .collect();
+    super::tasks::page_json(&WorkerTaskList { tasks, next: page.next }, brief)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(name: &str, raw: &str) -> String {
+        let e = parse_time(name, raw, 1_000_000).expect_err("refused");
+        format!("{e:?}")
+    }
+
+    #[test]
+    fn times_out_of_range_say_the_range_not_the_forms() {
+        assert_eq!(parse_time("since", "1700000000", 0).ok(), Some(1_700_000_000_000));
+        assert_eq!(parse_time("since", "1970-01-01T00:00:01Z", 0).ok(), Some(1000));
+        assert_eq!(parse_time("since", "1s", 5000).ok(), Some(4000));
+        let e = error("until", "1e13");
+        assert!(
+            e.contains("until: 1e13 is out of range for unix seconds") && e.contains("253402300799"),
+            "{e}"
+        );
+        assert!(!e.contains("RFC 3339"), "{e}");
+        assert!(error("since", "-1").contains("out of range"));
+        let e = error("since", "1969-12-31T23:59:59Z");
+        assert!(e.contains("times before 1970 are not accepted"), "{e}");
+        let e = error("since", "2026-13-01T00:00:00Z");
+        assert!(e.contains("out of range") && !e.contains("1970"), "{e}");
+        let e = error("since", "yesterday");
+        assert!(e.contains("invalid time") && e.contains("RFC 3339"), "{e}");
+    }
 }

@@ -561,7 +561,7 @@ impl Actor {
                 self.lose_worker_tasks(&worker_id, "worker lost").await;
                 self.schedule().await;
             }
-            ClusterEvent::WorkerUnregistered { worker_id } => {
+            ClusterEvent::WorkerUnregistered { worker_id, .. } => {
                 // Left cleanly: its tasks go elsewhere now.
                 self.lose_worker_tasks(&worker_id, "worker left the cluster").await;
                 self.scheduler.remove_worker(&worker_id);

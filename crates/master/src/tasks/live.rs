@@ -9,8 +9,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cloudai_domain::{Task, TaskId, TaskStatus};
-use cloudai_store::TaskFilter;
+use cloudai_store::{TaskCursor, TaskFilter};
 use parking_lot::RwLock;
+
+/// One page of a task listing.
+#[derive(Debug, Default)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    /// Where the next page starts (pass as the listing's `after`); `None` on the last page.
+    pub next: Option<TaskId>,
+}
 
 struct Entry {
     task: Task,
@@ -56,23 +64,42 @@ impl LiveTasks {
         self.tasks.read().get(task_id).map(|e| e.task.clone())
     }
 
-    /// `stored` (the store's answer to `filter`) with every task held here as it is now:
-    /// oldest first, the newest `filter.limit`.
-    pub fn overlay(&self, stored: Vec<Task>, filter: &TaskFilter) -> Vec<Task> {
-        let tasks = self.tasks.read();
-        let mut out: Vec<Task> = stored.into_iter().filter(|t| !tasks.contains_key(&t.task_id)).collect();
+    /// One page of a listing: `stored` is the store's answer to `filter` when asked for
+    /// `asked` rows; each stored task held here is replaced by its state now, and those held
+    /// here that match now are added, within the part of the listing the store's rows cover.
+    pub fn overlay(&self, stored: Vec<Task>, filter: &TaskFilter, asked: Option<usize>) -> TaskPage {
+        // A full answer may have more rows past its last: the page covers up to that row only.
+        let bound =
+            if asked.is_some_and(|n| stored.len() >= n) { stored.last().map(TaskCursor::of) } else { None };
+        let forward = !filter.newest_first;
+        let in_range = |c: &TaskCursor| {
+            let past_after = filter.after.as_ref().is_none_or(|a| if forward { c > a } else { c < a });
+            let within = bound.as_ref().is_none_or(|b| if forward { c <= b } else { c >= b });
+            past_after && within
+        };
         let matches = |t: &Task| {
             filter.status.is_none_or(|s| t.status() == s)
                 && filter.worker_id.as_ref().is_none_or(|w| t.worker_id() == Some(w))
         };
-        out.extend(tasks.values().map(|e| &e.task).filter(|t| matches(t)).cloned());
+        let tasks = self.tasks.read();
+        let mut out: Vec<Task> = stored.into_iter().filter(|t| !tasks.contains_key(&t.task_id)).collect();
+        out.extend(
+            tasks.values().map(|e| &e.task).filter(|t| matches(t) && in_range(&TaskCursor::of(t))).cloned(),
+        );
         drop(tasks);
-        out.sort_by(|a, b| (a.created_at_ms, &a.task_id).cmp(&(b.created_at_ms, &b.task_id)));
-        if let Some(limit) = filter.limit {
-            let excess = out.len().saturating_sub(limit);
-            out.drain(..excess);
+        out.sort_by_cached_key(TaskCursor::of);
+        if !forward {
+            out.reverse();
         }
-        out
+        let next = match filter.limit {
+            Some(limit) if out.len() > limit => {
+                out.truncate(limit);
+                out.last().map(|t| t.task_id.clone())
+            }
+            // Everything up to the bound is here; the next page starts past it.
+            _ => bound.map(|b| b.task_id),
+        };
+        TaskPage { tasks: out, next }
     }
 
     /// The store's counts per status corrected by the changes not in it yet.
@@ -109,10 +136,11 @@ mod tests {
         live.changed(&b, TaskStatus::Pending);
         let filter = TaskFilter::default();
         let listed: Vec<TaskStatus> =
-            live.overlay(stored.clone(), &filter).iter().map(|t| t.status()).collect();
+            live.overlay(stored.clone(), &filter, None).tasks.iter().map(|t| t.status()).collect();
         assert_eq!(listed, [TaskStatus::Pending, TaskStatus::Cancelled]);
         let pending = TaskFilter { status: Some(TaskStatus::Pending), ..TaskFilter::default() };
-        assert_eq!(live.overlay(stored.clone(), &pending).len(), 1, "the stale pending row is not listed");
+        let page = live.overlay(stored.clone(), &pending, None);
+        assert_eq!(page.tasks.len(), 1, "the stale pending row is not listed");
         let counts = live.overlay_counts(BTreeMap::from([(TaskStatus::Pending, 2)]));
         assert_eq!(counts, BTreeMap::from([(TaskStatus::Pending, 1), (TaskStatus::Cancelled, 1)]));
 
@@ -121,12 +149,32 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_keeps_the_newest() {
+    fn a_page_covers_what_the_store_returned_and_says_where_to_go_on() {
         let live = LiveTasks::default();
-        let tasks: Vec<Task> = (0..4).map(task).collect();
-        live.changed(&tasks[3], TaskStatus::Pending);
-        let limited =
-            live.overlay(tasks[1..].to_vec(), &TaskFilter { limit: Some(2), ..TaskFilter::default() });
-        assert_eq!(limited.iter().map(|t| t.created_at_ms).collect::<Vec<_>>(), [2, 3]);
+        let mut tasks: Vec<Task> = (0..6).map(task).collect();
+        // Task 1 was cancelled in memory (its row still says pending); task 4 is pending.
+        tasks[1]
+            .transition(TaskStatus::Cancelled, "cancelled by user", Outcome::default(), 9)
+            .expect("cancel");
+        live.changed(&tasks[1], TaskStatus::Pending);
+        live.changed(&tasks[4], TaskStatus::Pending);
+        let pending =
+            TaskFilter { status: Some(TaskStatus::Pending), limit: Some(2), ..TaskFilter::default() };
+        // The store was asked for 3 pending rows and returned 0, 1, 2 (1 is stale).
+        let stored = vec![tasks[0].clone(), tasks[1].clone(), tasks[2].clone()];
+        let page = live.overlay(stored, &pending, Some(3));
+        let at = |p: &TaskPage| p.tasks.iter().map(|t| t.created_at_ms).collect::<Vec<_>>();
+        assert_eq!(at(&page), [0, 2], "task 4 lies past the store's last row: the next page has it");
+        assert_eq!(page.next.as_ref(), Some(&tasks[2].task_id));
+        // The next page: the store returned 3 (and 4, which is held here) — fewer than asked.
+        let after = TaskFilter { after: Some(TaskCursor::of(&tasks[2])), ..pending.clone() };
+        let page = live.overlay(vec![tasks[3].clone(), tasks[4].clone()], &after, Some(3));
+        assert_eq!(at(&page), [3, 4]);
+        assert_eq!(page.next, None, "the last page");
+        // Newest first walks the other way.
+        let newest = TaskFilter { newest_first: true, limit: Some(1), ..TaskFilter::default() };
+        let page = live.overlay(vec![tasks[5].clone(), tasks[4].clone()], &newest, Some(2));
+        assert_eq!(at(&page), [5]);
+        assert_eq!(page.next.as_ref(), Some(&tasks[5].task_id));
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cloudai_domain::{LogBatch, Task, TaskId, TaskReport, TaskSpec, WorkerId};
 use cloudai_scheduler::Policy;
-use cloudai_store::{LogPage, LogQuery, Store, StoreError, TaskFilter};
+use cloudai_store::{LogPage, LogQuery, Store, StoreError, TaskCursor, TaskFilter};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -25,6 +25,7 @@ use cloudai_domain::time::unix_ms;
 
 pub use crate::metrics::TaskCounts;
 pub use commands::CommandHub;
+pub use live::TaskPage;
 
 #[derive(Clone, Debug)]
 pub struct TaskConfig {
@@ -58,6 +59,8 @@ pub enum TaskError {
     NotFound(String),
     #[error("task {task_id} is already {status}")]
     Finished { task_id: TaskId, status: cloudai_domain::TaskStatus },
+    #[error("after: no task {0:?} to continue from (pass a page's `next`)")]
+    UnknownCursor(String),
     /// Output for a task the sending worker does not run (nor just ended).
     #[error("task {task_id} {why}, so worker {worker_id} may not ship its output")]
     NotShippedHere { task_id: TaskId, worker_id: WorkerId, why: String },
@@ -149,6 +152,9 @@ pub struct TaskService {
     late_output: Duration,
 }
 
+/// Extra rows a listing asks the store for, at most, to make up for tasks in flight.
+const LIST_SLACK: usize = 256;
+
 /// Requests queued for the actor before submitters wait.
 const REQUEST_BUFFER: usize = 8192;
 
@@ -209,14 +215,26 @@ impl TaskService {
         tasks.pop().ok_or_else(|| TaskError::NotFound(task_id.to_string()))
     }
 
-    pub async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, TaskError> {
-        let stored = self.store.list_tasks(&self.widened(filter)).await?;
-        self.with_reasons(self.live.overlay(stored, filter)).await
-    }
-
-    /// The store's rows for `filter`, with room for the ones the overlay replaces.
-    fn widened(&self, filter: &TaskFilter) -> TaskFilter {
-        TaskFilter { limit: filter.limit.map(|l| l.saturating_add(self.live.len())), ..filter.clone() }
+    /// A page of tasks as `filter` says, continuing after the task `after` (a previous
+    /// page's `next`). Reads the store, then overlays what the actor changed since.
+    pub async fn list(&self, mut filter: TaskFilter, after: Option<&TaskId>) -> Result<TaskPage, TaskError> {
+        if let Some(id) = after {
+            let task = match self.live.get(id) {
+                Some(task) => task,
+                None => {
+                    self.store.get_task(id).await?.ok_or_else(|| TaskError::UnknownCursor(id.to_string()))?
+                }
+            };
+            filter.after = Some(TaskCursor::of(&task));
+        }
+        // One more row than the page says whether there is a next one; the tasks in flight
+        // may drop out of the store's answer, so ask for a few more (a short page is still
+        // correct: it ends where the store's rows did).
+        let asked = filter.limit.map(|l| l.saturating_add(1).saturating_add(self.live.len().min(LIST_SLACK)));
+        let stored = self.store.list_tasks(&TaskFilter { limit: asked, ..filter.clone() }).await?;
+        let mut page = self.live.overlay(stored, &filter, asked);
+        page.tasks = self.with_reasons(page.tasks).await?;
+        Ok(page)
     }
 
     async fn with_reasons(&self, mut tasks: Vec<Task>) -> Result<Vec<Task>, TaskError> {
@@ -330,9 +348,15 @@ impl TaskService {
         }
     }
 
-    /// Tasks placed on (or once run by) a worker.
-    pub async fn worker_tasks(&self, worker_id: &WorkerId) -> Result<Vec<Task>, TaskError> {
-        let filter = TaskFilter { worker_id: Some(worker_id.clone()), ..TaskFilter::default() };
-        Ok(self.live.overlay(self.store.list_tasks(&filter).await?, &filter))
+    /// A page of the tasks placed on (or once run by) a worker.
+    pub async fn worker_tasks(
+        &self,
+        worker_id: &WorkerId,
+        after: Option<&TaskId>,
+        limit: usize,
+    ) -> Result<TaskPage, TaskError> {
+        let filter =
+            TaskFilter { worker_id: Some(worker_id.clone()), limit: Some(limit), ..TaskFilter::default() };
+        self.list(filter, after).await
     }
 }

@@ -376,7 +376,7 @@ impl TelemetryManager {
                     update = updates.recv() => update,
                 };
                 match update {
-                    Some(Update::Event(ClusterEvent::WorkerUnregistered { worker_id })) => {
+                    Some(Update::Event(ClusterEvent::WorkerUnregistered { worker_id, .. })) => {
                         manager.detach(&worker_id)
                     }
                     Some(Update::Event(_)) => {}
@@ -482,6 +482,11 @@ impl TelemetryManager {
     /// A registered worker's registration (the fleet's).
     pub fn get_worker_info(&self, worker_id: &WorkerId) -> Option<Arc<WorkerInfo>> {
         self.inner.fleet.info(worker_id)
+    }
+
+    /// The most memory any registered worker has (MB), or `None` with no worker; cheap.
+    pub fn largest_worker_memory_mb(&self) -> Option<u64> {
+        self.inner.fleet.largest_memory_mb()
     }
 
     /// Every registered worker with its latest telemetry, sorted by id.

@@ -8,7 +8,7 @@ mod worker;
 
 use cloudai_domain::IdError;
 
-pub use worker::{limits, worker_info};
+pub use worker::{heartbeat_sample, limits, running_tasks, worker_info};
 
 /// A message from the network that breaks the protocol: which field, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

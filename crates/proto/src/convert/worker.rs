@@ -23,6 +23,28 @@ pub mod limits {
     /// A task report's `error` or progress `message`: longer text keeps this many bytes and
     /// a marker saying how many were cut (see `convert/task.rs`).
     pub const MAX_REPORT_TEXT_BYTES: usize = 16 * 1024;
+
+    /// The master's limits on one message (settings; `Default` is the constants above).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct WireLimits {
+        pub gpus: usize,
+        pub labels: usize,
+        pub drivers: usize,
+        pub running_tasks: usize,
+        pub string_bytes: usize,
+    }
+
+    impl Default for WireLimits {
+        fn default() -> Self {
+            Self {
+                gpus: MAX_GPUS,
+                labels: MAX_LABELS,
+                drivers: MAX_DRIVERS,
+                running_tasks: MAX_RUNNING_TASKS,
+                string_bytes: MAX_STRING_BYTES,
+            }
+        }
+    }
 }
 
 use limits::*;
@@ -34,9 +56,9 @@ fn count<T>(field: &'static str, items: &[T], limit: usize, what: &str) -> Resul
     Ok(())
 }
 
-fn short(field: &'static str, value: &str) -> Result<(), WireError> {
-    if value.len() > MAX_STRING_BYTES {
-        return Err(WireError::too_many(field, value.len(), MAX_STRING_BYTES, "bytes"));
+fn short(field: &'static str, value: &str, limits: &WireLimits) -> Result<(), WireError> {
+    if value.len() > limits.string_bytes {
+        return Err(WireError::too_many(field, value.len(), limits.string_bytes, "bytes"));
     }
     Ok(())
 }
@@ -46,32 +68,33 @@ fn percent(v: f64) -> f64 {
     if v.is_finite() { v.clamp(0.0, 100.0) } else { 0.0 }
 }
 
-impl TryFrom<pb::Heartbeat> for HeartbeatSample {
-    type Error = WireError;
-
-    fn try_from(hb: pb::Heartbeat) -> Result<Self, Self::Error> {
-        count("gpus", &hb.gpus, MAX_GPUS, "GPUs")?;
-        count("running_tasks", &hb.running_tasks, MAX_RUNNING_TASKS, "running tasks")?;
-        for g in &hb.gpus {
-            short("gpus.uuid", &g.uuid)?;
-            short("gpus.model", &g.model)?;
-        }
-        Ok(Self {
-            worker_id: WorkerId::parse(&hb.worker_id).map_err(|e| WireError::id("worker_id", e))?,
-            timestamp_ms: hb.timestamp_ms,
-            cpu_usage: percent(hb.cpu_usage),
-            memory_usage: percent(hb.memory_usage),
-            gpu_usage: percent(hb.gpu_usage),
-            memory_used_mb: hb.memory_used_mb,
-            memory_total_mb: hb.memory_total_mb,
-            gpus: hb.gpus.into_iter().map(GpuStats::from).collect(),
-            running_tasks: hb
-                .running_tasks
-                .into_iter()
-                .map(RunningTask::try_from)
-                .collect::<Result<_, _>>()?,
-        })
+/// Converts a heartbeat, validating what came from the network against `limits`.
+pub fn heartbeat_sample(hb: pb::Heartbeat, limits: &WireLimits) -> Result<HeartbeatSample, WireError> {
+    count("gpus", &hb.gpus, limits.gpus, "GPUs")?;
+    for g in &hb.gpus {
+        short("gpus.uuid", &g.uuid, limits)?;
+        short("gpus.model", &g.model, limits)?;
     }
+    Ok(HeartbeatSample {
+        worker_id: WorkerId::parse(&hb.worker_id).map_err(|e| WireError::id("worker_id", e))?,
+        timestamp_ms: hb.timestamp_ms,
+        cpu_usage: percent(hb.cpu_usage),
+        memory_usage: percent(hb.memory_usage),
+        gpu_usage: percent(hb.gpu_usage),
+        memory_used_mb: hb.memory_used_mb,
+        memory_total_mb: hb.memory_total_mb,
+        gpus: hb.gpus.into_iter().map(GpuStats::from).collect(),
+        running_tasks: running_tasks(hb.running_tasks, limits)?,
+    })
+}
+
+/// The tasks a heartbeat or registration lists, at most `limits.running_tasks`.
+pub fn running_tasks(
+    tasks: Vec<pb::RunningTask>,
+    limits: &WireLimits,
+) -> Result<Vec<RunningTask>, WireError> {
+    count("running_tasks", &tasks, limits.running_tasks, "running tasks")?;
+    tasks.into_iter().map(|t| running_task(t, limits)).collect()
 }
 
 impl From<pb::GpuStats> for GpuStats {
@@ -112,31 +135,27 @@ impl From<GpuStats> for pb::GpuStats {
     }
 }
 
-impl TryFrom<pb::RunningTask> for RunningTask {
-    type Error = WireError;
-
-    fn try_from(t: pb::RunningTask) -> Result<Self, Self::Error> {
-        const FIELD: &str = "running_tasks.status";
-        short("running_tasks.task_id", &t.task_id)?;
-        let status = match pb::TaskStatus::try_from(t.status) {
-            Ok(pb::TaskStatus::Queued) => RunningStatus::Queued,
-            Ok(pb::TaskStatus::Running) => RunningStatus::Running,
-            Ok(pb::TaskStatus::Unspecified) | Err(_) => {
-                return Err(WireError::enumeration(FIELD, "task status", t.status));
-            }
-            Ok(ended) => {
-                let problem = format!("a listed task is queued or running, not {}", ended.as_str_name());
-                return Err(WireError::new(FIELD, problem));
-            }
-        };
-        Ok(Self {
-            task_id: t.task_id,
-            status,
-            cpu_percent: if t.cpu_percent.is_finite() { t.cpu_percent.max(0.0) } else { 0.0 },
-            memory_bytes: t.memory_bytes,
-            started_at: t.started_at,
-        })
-    }
+fn running_task(t: pb::RunningTask, limits: &WireLimits) -> Result<RunningTask, WireError> {
+    const FIELD: &str = "running_tasks.status";
+    short("running_tasks.task_id", &t.task_id, limits)?;
+    let status = match pb::TaskStatus::try_from(t.status) {
+        Ok(pb::TaskStatus::Queued) => RunningStatus::Queued,
+        Ok(pb::TaskStatus::Running) => RunningStatus::Running,
+        Ok(pb::TaskStatus::Unspecified) | Err(_) => {
+            return Err(WireError::enumeration(FIELD, "task status", t.status));
+        }
+        Ok(ended) => {
+            let problem = format!("a listed task is queued or running, not {}", ended.as_str_name());
+            return Err(WireError::new(FIELD, problem));
+        }
+    };
+    Ok(RunningTask {
+        task_id: t.task_id,
+        status,
+        cpu_percent: if t.cpu_percent.is_finite() { t.cpu_percent.max(0.0) } else { 0.0 },
+        memory_bytes: t.memory_bytes,
+        started_at: t.started_at,
+    })
 }
 
 impl From<RunningTask> for pb::RunningTask {
@@ -188,22 +207,26 @@ pub(super) fn driver(field: &'static str, raw: i32) -> Result<Driver, WireError>
 /// Converts a registration request, validating what came from the network.
 /// A worker that could never be given a task (no CPU, no memory, no driver, or figures no
 /// machine has) is refused, naming why, rather than registered and left idle.
-pub fn worker_info(req: pb::RegisterWorkerRequest, now_secs: i64) -> Result<WorkerInfo, WireError> {
+pub fn worker_info(
+    req: pb::RegisterWorkerRequest,
+    now_secs: i64,
+    limits: &WireLimits,
+) -> Result<WorkerInfo, WireError> {
     let worker_id = WorkerId::parse(&req.worker_id).map_err(|e| WireError::id("worker_id", e))?;
-    short("hostname", &req.hostname)?;
-    short("version", &req.version)?;
-    count("gpus", &req.gpus, MAX_GPUS, "GPUs")?;
-    count("drivers", &req.drivers, MAX_DRIVERS, "drivers")?;
-    if req.labels.len() > MAX_LABELS {
-        return Err(WireError::too_many("labels", req.labels.len(), MAX_LABELS, "labels"));
+    short("hostname", &req.hostname, limits)?;
+    short("version", &req.version, limits)?;
+    count("gpus", &req.gpus, limits.gpus, "GPUs")?;
+    count("drivers", &req.drivers, limits.drivers, "drivers")?;
+    if req.labels.len() > limits.labels {
+        return Err(WireError::too_many("labels", req.labels.len(), limits.labels, "labels"));
     }
     for (k, v) in &req.labels {
-        short("labels", k)?;
-        short("labels", v)?;
+        short("labels", k, limits)?;
+        short("labels", v, limits)?;
     }
     for g in &req.gpus {
-        short("gpus.uuid", &g.uuid)?;
-        short("gpus.model", &g.model)?;
+        short("gpus.uuid", &g.uuid, limits)?;
+        short("gpus.model", &g.model, limits)?;
     }
     if !(req.cpu_cores.is_finite() && req.cpu_cores > 0.0 && req.cpu_cores <= MAX_CPU_CORES) {
         let problem =

@@ -300,6 +300,10 @@ impl Store for SqliteStore {
         self.write(WriteOp::PruneMinutes { before_ms }).await
     }
 
+    async fn forget_worker_minutes(&self, worker_id: &WorkerId) -> Result<(), StoreError> {
+        self.write(WriteOp::ForgetWorkerMinutes(worker_id.clone())).await
+    }
+
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let (done, stopped) = oneshot::channel();

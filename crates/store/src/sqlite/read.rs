@@ -16,7 +16,8 @@ pub(crate) fn get_task(conn: &Connection, task_id: &TaskId) -> Result<Option<Tas
 
 pub(crate) fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
     // One (cached) statement per filter shape, so the planner can use the status or worker
-    // index. SQLite allows unused lower-numbered parameters, so the binding is the same.
+    // index (each ends with created_at_ms, task_id). SQLite allows unused parameters below
+    // the highest (the limit, ?5), so the binding is the same for every shape.
     let mut clauses = Vec::new();
     if filter.status.is_some() {
         clauses.push("status = ?1");
@@ -24,18 +25,24 @@ pub(crate) fn list_tasks(conn: &Connection, filter: &TaskFilter) -> Result<Vec<T
     if filter.worker_id.is_some() {
         clauses.push("worker_id = ?2");
     }
+    let (order, past) = if filter.newest_first { ("DESC", "<") } else { ("ASC", ">") };
+    let after = filter.after.as_ref();
+    let past = format!("(created_at_ms, task_id) {past} (?3, ?4)");
+    if after.is_some() {
+        clauses.push(&past);
+    }
     let where_ = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
-    // The newest `limit`, then back in creation order.
     let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM (SELECT {TASK_COLUMNS}, seq FROM tasks {where_} \
-         ORDER BY created_at_ms DESC, seq DESC LIMIT ?3) ORDER BY created_at_ms, seq"
+        "SELECT {TASK_COLUMNS} FROM tasks {where_} ORDER BY created_at_ms {order}, task_id {order} LIMIT ?5"
     );
     let limit = filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params![
         filter.status.map(TaskStatus::as_str),
         filter.worker_id.as_ref().map(|w| w.as_str()),
-        limit
+        after.map(|c| c.created_at_ms),
+        after.map(|c| c.task_id.as_str()),
+        limit,
     ])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {

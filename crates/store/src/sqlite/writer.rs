@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cloudai_domain::{TaskEvent, TaskId};
+use cloudai_domain::{TaskEvent, TaskId, WorkerId};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,6 +29,7 @@ pub(crate) enum WriteOp {
     AppendLogs(Vec<LogChunk>),
     AppendMinutes(Vec<TelemetryMinute>),
     PruneMinutes { before_ms: i64 },
+    ForgetWorkerMinutes(WorkerId),
 }
 
 pub(crate) enum Msg {
@@ -216,6 +217,11 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<()
         WriteOp::PruneMinutes { before_ms } => {
             tx.prepare_cached("DELETE FROM telemetry_minutes WHERE start_ms < ?1")?
                 .execute(params![before_ms])?;
+            Ok(())
+        }
+        WriteOp::ForgetWorkerMinutes(worker_id) => {
+            tx.prepare_cached("DELETE FROM telemetry_minutes WHERE worker_id = ?1")?
+                .execute(params![worker_id.as_str()])?;
             Ok(())
         }
     }
