@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 
 use prost::Message;
 use prost::bytes::Buf;
@@ -121,19 +122,35 @@ fn rewrite(response: http::Response<tonic::body::Body>) -> http::Response<tonic:
 impl<S, B> Service<http::Request<B>> for SizeLimitStatus<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
+    S::Future: Unpin,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = Rewritten<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let answer = self.inner.call(request);
-        Box::pin(async move { answer.await.map(rewrite) })
+        Rewritten { answer: self.inner.call(request) }
+    }
+}
+
+/// The inner server's answer, rewritten as [`SizeLimitStatus`] says. No allocation of its
+/// own: the generated server's future is already boxed (so `Unpin`).
+pub struct Rewritten<F> {
+    answer: F,
+}
+
+impl<F, E> Future for Rewritten<F>
+where
+    F: Future<Output = Result<http::Response<tonic::body::Body>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer).poll(cx).map(|answer| answer.map(rewrite))
     }
 }
 
