@@ -104,6 +104,11 @@ async fn tail_is_the_last_lines_of_a_real_task() {
     let whole = task_output(&api, &id).await;
     assert_eq!(whole.lines().count(), 10000, "without tail, the whole log");
     assert!(whole.len() > 50 * text.len());
+    let (status, all) = get_json(&format!("{api}/api/tasks/{id}/logs?tail={}", u64::MAX)).await;
+    assert_eq!(status, 200, "more lines than there are is all of them: {all}");
+    let all: String =
+        all["logs"].as_array().expect("logs").iter().filter_map(|c| c["data"].as_str()).collect();
+    assert_eq!(all, whole);
 
     // Follow from a tail on an ended task: the same lines, then the stream ends.
     let resp = http_client()

@@ -210,4 +210,6 @@ async fn tail_lines_are_the_last_lines_of_a_log_bigger_than_a_page() {
     store.append_logs(vec![chunk(&short, LogStream::Stdout, "a\nb\n", 1)]).await.expect("append");
     let page = store.read_logs(&short, LogQuery { tail_lines: Some(10), ..Default::default() });
     assert_eq!(text(&page.await.expect("read")), "a\nb\n");
+    let page = store.read_logs(&short, LogQuery { tail_lines: Some(u64::MAX), ..Default::default() });
+    assert_eq!(text(&page.await.expect("read")), "a\nb\n", "any count is fine");
 }

@@ -232,7 +232,7 @@ fn read_forward(
 fn line_start(data: &[u8], wanted: u64, found: &mut u64) -> Option<usize> {
     for (pos, _) in data.iter().enumerate().rev().filter(|(_, b)| **b == b'\n') {
         *found += 1;
-        if *found == wanted + 1 {
+        if *found == wanted.saturating_add(1) {
             return Some(pos + 1);
         }
     }
