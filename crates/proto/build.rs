@@ -7,6 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", file.display());
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    tonic_prost_build::configure().compile_with_config(config, &[file], &[root])?;
+    // Our codec: bad input is INVALID_ARGUMENT, not prost's INTERNAL (src/codec.rs).
+    tonic_prost_build::configure().codec_path("crate::codec::Codec").compile_with_config(
+        config,
+        &[file],
+        &[root],
+    )?;
     Ok(())
 }

@@ -411,6 +411,7 @@ impl MasterArgs {
                     env_bytes: self.max_task_env_bytes as usize,
                     string_bytes: self.max_task_string_bytes as usize,
                 },
+                ..TaskConfig::default()
             },
             alerts: AlertConfig {
                 rules: self.alert_rules.clone().unwrap_or_else(cloudai_alerts::RuleSet::builtin),

@@ -288,3 +288,163 @@ async fn the_limits_on_worker_messages_are_settings() {
     );
     master.shutdown().await;
 }
+
+/// Sends the bytes as they are, as a broken or hostile client would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct IgnoreDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = IgnoreDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> IgnoreDecoder {
+        IgnoreDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for IgnoreDecoder {
+    type Item = ();
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, Status> {
+        let n = prost::bytes::Buf::remaining(buf);
+        prost::bytes::Buf::advance(buf, n);
+        Ok(Some(()))
+    }
+}
+
+/// Calls `method` of the master's service with `body` as the request message.
+async fn call_raw(addr: std::net::SocketAddr, method: &str, body: Vec<u8>) -> Result<(), Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("channel ready");
+    let path = format!("/cloudai.v1.MasterService/{method}").parse().expect("path");
+    grpc.unary(Request::new(body), path, RawCodec).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_invalid_argument_naming_the_message() {
+    let master = start_master(master_config(Duration::from_secs(30))).await;
+    // A field that claims 5 bytes and has 1; a string that is not UTF-8; a tag that never ends.
+    let cases: [(&str, &str, Vec<u8>); 3] = [
+        ("ReportTaskStatus", "TaskStatusReport", vec![0x12, 0x05, b't']),
+        ("ShipLogs", "LogBatch", vec![0x0a, 0x02, 0xff, 0xfe]),
+        (
+            "SendHeartbeat",
+            "Heartbeat",
+            vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ),
+    ];
+    for (method, message, body) in cases {
+        let err = call_raw(master.grpc_addr, method, body).await.expect_err("garbage is refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{method}: {err:?}");
+        assert!(err.message().starts_with(&format!("malformed {message}: ")), "{method}: {}", err.message());
+    }
+    // The master is none the worse for it.
+    let mut client = connect(master.grpc_addr).await;
+    client.register_worker(registration("w1")).await.expect("a good message still works");
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_over_size_message_is_resource_exhausted_naming_the_limit() {
+    let master = start_master(master_config(Duration::from_secs(30))).await;
+    let limit = cloudai_proto::MAX_MESSAGE_BYTES;
+    let mut client = connect(master.grpc_addr).await;
+    client.register_worker(registration("w1")).await.expect("register");
+    for size in [limit + 1, 3 * limit] {
+        let chunk = pb::LogChunk {
+            task_id: "t1".into(),
+            stream: pb::LogStream::Stdout.into(),
+            data: vec![b'x'; size],
+            timestamp_ms: 1,
+        };
+        let batch = pb::LogBatch { worker_id: "w1".into(), chunks: vec![chunk] };
+        let err = client.ship_logs(batch).await.expect_err("over the limit");
+        assert_eq!(err.code(), Code::ResourceExhausted, "{size} bytes: {err:?}");
+        assert!(
+            err.message().contains(&format!("over the limit of {limit} bytes")),
+            "names the limit: {}",
+            err.message()
+        );
+    }
+    // Hand-made bytes: refused from the frame's length, before anything decodes them.
+    let err = call_raw(master.grpc_addr, "ShipLogs", vec![0u8; limit + 10]).await.expect_err("over");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(err.message(), format!("message of {} bytes is over the limit of {limit} bytes", limit + 10));
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_task_status_is_invalid_argument_and_changes_nothing() {
+    let master = start_master(master_config(Duration::from_secs(30))).await;
+    let api = format!("http://{}", master.http_addr);
+    let mut worker = RawWorker::join(master.grpc_addr, "w1").await;
+    let task = submit(&api, shell_task("true")).await;
+    let (task_id, attempt) = worker.next_start().await;
+    assert_eq!(task["task_id"], task_id.as_str());
+
+    let report = pb::TaskStatusReport {
+        worker_id: "w1".into(),
+        task_id: task_id.clone(),
+        attempt,
+        update: Some(pb::task_status_report::Update::Status(pb::StatusChange {
+            status: 42,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let err = worker.client.report_task_status(report).await.expect_err("status 42 is refused");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(err.message(), "status.status: unknown task status 42");
+    assert_eq!(get_task(&api, &task_id).await["status"], "queued", "the task did not move");
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_huge_error_in_a_final_report_lands_cut_to_the_limit() {
+    let master = start_master(master_config(Duration::from_secs(30))).await;
+    let api = format!("http://{}", master.http_addr);
+    let mut worker = RawWorker::join(master.grpc_addr, "w1").await;
+    submit(&api, shell_task("exit 3")).await;
+    let (task_id, attempt) = worker.next_start().await;
+    worker.report(&task_id, attempt, pb::TaskStatus::Running, None, String::new()).await.expect("running");
+
+    let huge = format!("disk on fire: {}", "x".repeat(3 << 20));
+    worker
+        .report(&task_id, attempt, pb::TaskStatus::Failed, Some(3), huge.clone())
+        .await
+        .expect("the final report is taken, not refused");
+    let task = wait_status(&api, &task_id, "failed").await;
+    let error = task["error"].as_str().expect("an error");
+    let limit = cloudai_proto::limits::MAX_REPORT_TEXT_BYTES;
+    assert!(error.len() <= limit + 64, "bounded: {} bytes", error.len());
+    assert!(error.starts_with("disk on fire: xxx"), "keeps the start: {}", &error[..40]);
+    let cut = huge.len() - limit;
+    assert!(error.ends_with(&format!("… ({cut} bytes cut)")), "says it was cut: {}", &error[limit - 10..]);
+    assert_eq!(task["exit_code"], 3);
+    master.shutdown().await;
+}

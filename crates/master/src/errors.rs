@@ -37,7 +37,8 @@ impl Coded for TaskError {
         match self {
             TaskError::NotFound(_) => ErrorCode::NotFound,
             TaskError::UnknownCursor(_) => ErrorCode::InvalidArgument,
-            TaskError::Finished { .. } => ErrorCode::Conflict,
+            // FAILED_PRECONDITION: a worker's shipper drops such output instead of retrying.
+            TaskError::Finished { .. } | TaskError::NotShippedHere { .. } => ErrorCode::Conflict,
             TaskError::DiskFull(_) => ErrorCode::InsufficientStorage,
             TaskError::ShuttingDown | TaskError::Store(_) => ErrorCode::Unavailable,
         }

@@ -25,6 +25,7 @@ use cloudai_domain::time::unix_secs;
 use cloudai_domain::{LogBatch, TaskReport, WorkerId};
 use cloudai_proto::ACCEPTED_COMPRESSION;
 use cloudai_proto::RETRY_AFTER_MS;
+use cloudai_proto::codec::SizeLimitStatus;
 use cloudai_proto::limits::WireLimits;
 use cloudai_proto::{PROTOCOL_VERSION, version_refusal};
 
@@ -102,12 +103,14 @@ impl MasterRpc {
         self
     }
 
-    pub fn into_server(self) -> MasterServiceServer<Self> {
-        ACCEPTED_COMPRESSION
+    /// The gRPC service; a request over the size limit is answered `RESOURCE_EXHAUSTED`.
+    pub fn into_server(self) -> SizeLimitStatus<MasterServiceServer<Self>> {
+        let server = ACCEPTED_COMPRESSION
             .iter()
             .filter_map(|c| c.encoding())
             .fold(MasterServiceServer::new(self), |server, encoding| server.accept_compressed(encoding))
-            .max_decoding_message_size(cloudai_proto::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(cloudai_proto::MAX_MESSAGE_BYTES);
+        SizeLimitStatus::new(server)
     }
 }
 
@@ -217,7 +220,7 @@ impl MasterService for MasterRpc {
 
     async fn ship_logs(&self, request: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
         let batch = LogBatch::try_from(request.into_inner())?;
-        self.tasks.append_logs(batch.chunks).await?;
+        self.tasks.append_logs(batch).await?;
         Ok(Response::new(pb::LogAck {}))
     }
 }

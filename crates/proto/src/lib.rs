@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
 mod compression;
 mod convert;
 mod version;
@@ -22,5 +23,6 @@ pub use version::{PROTOCOL_VERSION, PROTOCOL_VERSION_KEY, refused_version, versi
 /// Metadata key of a rate-limited heartbeat's answer: when to send the next one.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
-/// Largest message either side accepts.
+/// Largest message either side accepts; a bigger one is refused with `RESOURCE_EXHAUSTED`
+/// (see [`codec`]).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

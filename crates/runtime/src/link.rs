@@ -110,6 +110,20 @@ pub(crate) enum Undelivered {
 pub(crate) async fn deliver<T, F, Fut>(
     policy: RetryPolicy,
     give_up: &CancellationToken,
+    op: F,
+) -> Result<T, Undelivered>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    deliver_unless(policy, give_up, is_permanent, op).await
+}
+
+/// [`deliver`], with `permanent` saying which codes end it as [`Undelivered::Rejected`].
+pub(crate) async fn deliver_unless<T, F, Fut>(
+    policy: RetryPolicy,
+    give_up: &CancellationToken,
+    permanent: fn(Code) -> bool,
     mut op: F,
 ) -> Result<T, Undelivered>
 where
@@ -127,7 +141,7 @@ where
             Ok(Err(status)) => status,
             Err(_) => Status::deadline_exceeded("call to the master timed out"),
         };
-        if is_permanent(status.code()) {
+        if permanent(status.code()) {
             return Err(Undelivered::Rejected(status));
         }
         tracing::debug!(code = ?status.code(), message = status.message(), ?backoff, "master unreachable, will retry");
@@ -141,4 +155,12 @@ where
 
 fn is_permanent(code: Code) -> bool {
     matches!(code, Code::InvalidArgument | Code::OutOfRange | Code::Unimplemented)
+}
+
+/// A refusal of task output that no retry changes: the request is wrong, or the master does
+/// not take this task's output from this worker (`NOT_FOUND`: no such task;
+/// `FAILED_PRECONDITION`: placed elsewhere, or ended a while ago). `RESOURCE_EXHAUSTED` (the
+/// master's disk is full) is retried with backoff: the batch lands once there is room.
+pub(crate) fn output_refused(code: Code) -> bool {
+    is_permanent(code) || matches!(code, Code::NotFound | Code::FailedPrecondition)
 }

@@ -15,10 +15,11 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
 use tracing::warn;
 
 use crate::driver::OutputChunk;
-use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver};
+use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver_unless, output_refused};
 
 pub(crate) struct LogBuffer {
     state: Mutex<BufferState>,
@@ -40,14 +41,23 @@ impl LogBuffer {
         Self { state: Mutex::default(), wake: Notify::new(), limit: limit.max(1) }
     }
 
-    /// Appends output, dropping the oldest bytes past the limit.
+    /// Appends output, dropping the oldest bytes past the limit. Output of the same stream
+    /// as the last chunk joins it (up to [`MERGE_BYTES`]), so a task writing a byte at a time
+    /// does not make a chunk, and a protobuf message field, of each byte.
     pub(crate) fn push(&self, chunk: OutputChunk) {
         if chunk.data.is_empty() {
             return;
         }
         let mut state = self.state.lock();
         state.bytes += chunk.data.len();
-        state.chunks.push_back(chunk);
+        match state.chunks.back_mut() {
+            Some(last)
+                if last.stream == chunk.stream && last.data.len() + chunk.data.len() <= MERGE_BYTES =>
+            {
+                last.data.extend_from_slice(&chunk.data);
+            }
+            _ => state.chunks.push_back(chunk),
+        }
         while state.bytes > self.limit {
             let excess = state.bytes - self.limit;
             let Some(front) = state.chunks.front_mut() else { break };
@@ -100,7 +110,7 @@ impl LogBuffer {
             }
         }
         let mut taken = 0;
-        while taken < max_bytes {
+        while taken < max_bytes && batch.len() < MAX_BATCH_CHUNKS {
             let Some(front) = state.chunks.front_mut() else { break };
             let room = max_bytes - taken;
             let chunk = if front.data.len() <= room {
@@ -126,6 +136,18 @@ fn stream_index(stream: LogStream) -> usize {
     }
 }
 
+/// Largest batch shipped, whatever the configuration: a quarter of the message limit
+/// leaves room for the encoding.
+const MAX_BATCH_BYTES: usize = cloudai_proto::MAX_MESSAGE_BYTES / 4;
+
+/// Chunks of one stream pushed one after the other are merged up to this size.
+const MERGE_BYTES: usize = 64 * 1024;
+
+/// Most chunks in one batch: with [`MAX_BATCH_BYTES`] of data and the master's task ids (a few
+/// dozen bytes each), a batch stays under the master's message limit even when every chunk is tiny (output
+/// alternating between stdout and stderr), so it is never refused for its size.
+const MAX_BATCH_CHUNKS: usize = 4096;
+
 /// Drains one task's buffer to the master.
 pub(crate) struct Shipper {
     pub buffer: Arc<LogBuffer>,
@@ -142,7 +164,8 @@ pub(crate) struct Shipper {
 impl Shipper {
     /// Ships until the buffer is closed and empty, or `give_up` is cancelled.
     pub(crate) async fn run(self) {
-        let batch_bytes = self.batch_bytes.max(1);
+        // Well under the master's message limit, so a batch is never refused for its size.
+        let batch_bytes = self.batch_bytes.clamp(1, MAX_BATCH_BYTES);
         loop {
             let wait = async {
                 self.buffer.wait_for(|s| !s.chunks.is_empty() || s.closed, None).await;
@@ -163,8 +186,17 @@ impl Shipper {
                 chunks: chunks.into_iter().map(|c| self.log_chunk(c)).collect(),
             };
             let bytes: usize = batch.chunks.iter().map(|c| c.data.len()).sum();
-            match deliver(self.policy, &self.give_up, || self.link.ship_logs(batch.clone())).await {
+            let ship = || self.link.ship_logs(batch.clone());
+            match deliver_unless(self.policy, &self.give_up, output_refused, ship).await {
                 Ok(()) => {}
+                // The master does not take this task's output from here: nor will it take the
+                // rest, so stop shipping (the buffer stays bounded; the task is stopped as stale).
+                Err(Undelivered::Rejected(status))
+                    if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) =>
+                {
+                    warn!(code = ?status.code(), message = status.message(), bytes, "master refuses this task's output; dropping it and the rest");
+                    return;
+                }
                 Err(Undelivered::Rejected(status)) => {
                     warn!(code = ?status.code(), message = status.message(), bytes, "master rejected task output; dropping it");
                 }
@@ -211,6 +243,30 @@ mod tests {
         buffer.close();
         assert_eq!(text(&buffer.take_batch(4).expect("rest")), "ij");
         assert!(buffer.take_batch(4).is_none(), "closed and empty");
+    }
+
+    #[test]
+    fn tiny_writes_make_few_chunks_and_a_batch_stays_under_the_message_limit() {
+        let buffer = LogBuffer::new(1 << 20);
+        for _ in 0..100_000 {
+            buffer.push(chunk(LogStream::Stdout, b"x"));
+        }
+        let batch = buffer.take_batch(1 << 20).expect("open buffer");
+        assert_eq!(batch.len(), 2, "100,000 one-byte writes of one stream: two merged chunks");
+        assert_eq!(text(&batch), "x".repeat(100_000));
+
+        for i in 0..100_000 {
+            let stream = if i % 2 == 0 { LogStream::Stdout } else { LogStream::Stderr };
+            buffer.push(chunk(stream, b"y"));
+        }
+        let first = buffer.take_batch(1 << 20).expect("open buffer");
+        assert_eq!(first.len(), MAX_BATCH_CHUNKS, "alternating streams: capped in chunks");
+        let mut rest = 0;
+        while let Some(batch) = buffer.take_batch(1 << 20).filter(|b| !b.is_empty()) {
+            assert!(batch.len() <= MAX_BATCH_CHUNKS);
+            rest += batch.len();
+        }
+        assert_eq!(MAX_BATCH_CHUNKS + rest, 100_000, "nothing lost, only spread over batches");
     }
 
     #[test]

@@ -146,3 +146,19 @@ async fn shutdown_gives_up_on_an_unreachable_master() {
     wait_group_gone(pgid).await;
     assert!(h.link.final_report("t-lost").is_none());
 }
+
+#[tokio::test]
+async fn output_the_master_refuses_is_dropped_not_retried() {
+    for code in [tonic::Code::NotFound, tonic::Code::FailedPrecondition] {
+        let h = Harness::with(|c| c.log_batch_interval = Duration::from_millis(20));
+        let task = format!("t-refused-{}", code as i32);
+        h.link.refuse_output(&task, code);
+        // Output in many batches: a line, then a pause, ten times.
+        let script = "i=0; while [ $i -lt 10 ]; do echo \"line $i\"; sleep 0.1; i=$((i+1)); done";
+        h.runtime.start(start(&task, &["sh", "-c", script]));
+        let done = h.finished(&task).await;
+        assert_eq!(done.status, "completed", "the task ends as it would have: {code:?}");
+        assert_eq!(h.link.stdout(&task), "", "nothing was taken");
+        assert_eq!(h.link.output_calls(), 1, "{code:?}: one refusal stops the shipping, no retries");
+    }
+}

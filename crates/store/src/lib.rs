@@ -22,12 +22,14 @@ use cloudai_domain::{Task, TaskEvent, TaskId, TaskStatus, WorkerId};
 pub use cloudai_domain::{LogChunk, LogStream};
 pub use error::StoreError;
 pub use migrations::SCHEMA_VERSION;
-pub use sqlite::{SqliteStore, sqlite_path_from_url};
+pub use sqlite::{LOG_ROW_OVERHEAD, SqliteStore, sqlite_path_from_url};
 
 /// Tuning of a store. `Default` gives production values.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
-    /// Log bytes kept per task; the oldest chunks are deleted past it.
+    /// Log bytes kept per task, each stored row charged [`LOG_ROW_OVERHEAD`] on top of its
+    /// data, so that the database holds about this much per task whatever the chunking;
+    /// the oldest rows are deleted past it.
     pub max_log_bytes_per_task: u64,
     /// Most write operations committed in one transaction.
     pub max_batch_ops: usize,
@@ -98,6 +100,10 @@ pub struct LogQuery {
     pub after_seq: Option<u64>,
     /// Only the last N bytes (of the chunks after `after_seq`); the first chunk is cut to fit.
     pub tail_bytes: Option<u64>,
+    /// Only the last N lines (of the chunks after `after_seq`), read from the newest chunk
+    /// backwards; a last line without its newline counts. With `tail_bytes`, whichever is
+    /// shorter.
+    pub tail_lines: Option<u64>,
     /// At most this many bytes, except that one chunk is always returned when there is one,
     /// so a follower always makes progress.
     pub limit_bytes: Option<u64>,

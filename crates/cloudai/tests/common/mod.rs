@@ -293,3 +293,73 @@ pub fn sized_worker(grpc: std::net::SocketAddr, id: &str, cpus: f64, gpus: Optio
     config.simulated_gpus = gpus;
     config
 }
+
+/// A worker played by the test over raw gRPC: it registers, opens its command stream and
+/// says exactly what the test wants it to say.
+pub struct RawWorker {
+    pub id: String,
+    pub client: cloudai_proto::v1::master_service_client::MasterServiceClient<tonic::transport::Channel>,
+    commands: tonic::Streaming<cloudai_proto::v1::WorkerCommand>,
+}
+
+impl RawWorker {
+    pub async fn join(grpc: std::net::SocketAddr, id: &str) -> Self {
+        use cloudai_proto::v1 as pb;
+        let mut client = pb::master_service_client::MasterServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .expect("connect");
+        client.register_worker(registration(id)).await.expect("register");
+        let request = pb::StreamCommandsRequest { worker_id: id.into() };
+        let commands = client.stream_commands(request).await.expect("command stream").into_inner();
+        Self { id: id.into(), client, commands }
+    }
+
+    /// The next task the master starts here: its id and attempt.
+    pub async fn next_start(&mut self) -> (String, u32) {
+        use cloudai_proto::v1::worker_command::Command;
+        loop {
+            let command = tokio::time::timeout(DEADLINE, self.commands.message())
+                .await
+                .expect("a command in time")
+                .expect("command stream")
+                .expect("stream open");
+            if let Some(Command::StartTask(s)) = command.command {
+                return (s.task_id, s.attempt);
+            }
+        }
+    }
+
+    /// Reports a status of the task's attempt.
+    pub async fn report(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        status: cloudai_proto::v1::TaskStatus,
+        exit_code: Option<i32>,
+        error: String,
+    ) -> Result<(), tonic::Status> {
+        use cloudai_proto::v1 as pb;
+        let change = pb::StatusChange { status: status.into(), exit_code, error };
+        let report = pb::TaskStatusReport {
+            worker_id: self.id.clone(),
+            task_id: task_id.into(),
+            attempt,
+            timestamp_ms: cloudai_domain::time::unix_ms(),
+            update: Some(pb::task_status_report::Update::Status(change)),
+        };
+        self.client.clone().report_task_status(report).await.map(|_| ())
+    }
+
+    /// Ships `data` as the task's stdout, in one batch.
+    pub async fn ship(&self, task_id: &str, data: &[u8]) -> Result<(), tonic::Status> {
+        use cloudai_proto::v1 as pb;
+        let chunk = pb::LogChunk {
+            task_id: task_id.into(),
+            stream: pb::LogStream::Stdout.into(),
+            data: data.to_vec(),
+            timestamp_ms: cloudai_domain::time::unix_ms(),
+        };
+        let batch = pb::LogBatch { worker_id: self.id.clone(), chunks: vec![chunk] };
+        self.client.clone().ship_logs(batch).await.map(|_| ())
+    }
+}

@@ -261,26 +261,6 @@ fn chunk(c: StoredChunk) -> LogChunk {
     LogChunk::new(c.seq, stream, &c.data, c.time_ms)
 }
 
-/// Keeps the chunks holding the last `lines` lines (the first one cut to fit).
-fn tail_lines(mut chunks: Vec<StoredChunk>, lines: usize) -> Vec<StoredChunk> {
-    let mut newlines = 0;
-    for i in (0..chunks.len()).rev() {
-        let data = &chunks[i].data;
-        // A trailing newline ends the last line; it does not start a new one.
-        let end = if i == chunks.len() - 1 && data.ends_with(b"\n") { data.len() - 1 } else { data.len() };
-        for pos in (0..end).rev() {
-            if data[pos] == b'\n' {
-                newlines += 1;
-                if newlines == lines {
-                    chunks[i].data.drain(..=pos);
-                    return chunks.split_off(i);
-                }
-            }
-        }
-    }
-    chunks
-}
-
 /// Most bytes returned by one non-following read.
 const PAGE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -294,12 +274,17 @@ async fn logs(
     if q.tail == Some(0) {
         return Err(ApiError::bad_request("tail: must be at least 1"));
     }
-    let page =
-        state.tasks.read_logs(&id, LogQuery { limit_bytes: Some(PAGE_BYTES), ..LogQuery::default() }).await?;
-    let chunks = match q.tail {
-        Some(n) => tail_lines(page.chunks, n),
-        None => page.chunks,
+    // A tail is read from the newest bytes backwards; either way at most a page.
+    let query = match q.tail {
+        Some(n) => LogQuery {
+            tail_lines: Some(u64::try_from(n).unwrap_or(u64::MAX)),
+            tail_bytes: Some(PAGE_BYTES),
+            ..LogQuery::default()
+        },
+        None => LogQuery { limit_bytes: Some(PAGE_BYTES), ..LogQuery::default() },
     };
+    let page = state.tasks.read_logs(&id, query).await?;
+    let chunks = page.chunks;
     if !q.follow {
         let logs = chunks.into_iter().map(chunk).collect();
         return Ok(Json(TaskLogs {

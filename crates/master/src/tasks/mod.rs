@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudai_domain::{SpecLimits, Task, TaskId, TaskReport, TaskSpec, WorkerId};
+use cloudai_domain::{LogBatch, SpecLimits, Task, TaskId, TaskReport, TaskSpec, WorkerId};
 use cloudai_scheduler::Policy;
 use cloudai_store::{LogPage, LogQuery, Store, StoreError, TaskCursor, TaskFilter};
 use parking_lot::Mutex;
@@ -38,6 +38,9 @@ pub struct TaskConfig {
     pub policy: Policy,
     /// What one submission may hold.
     pub limits: SpecLimits,
+    /// How long after a task ended its worker's output is still taken: the last batches may
+    /// follow the final report, after retries over a slow or broken link.
+    pub late_output: Duration,
 }
 
 impl Default for TaskConfig {
@@ -48,6 +51,7 @@ impl Default for TaskConfig {
             restart_grace: Duration::from_secs(30),
             policy: Policy::BinPack,
             limits: SpecLimits::default(),
+            late_output: Duration::from_secs(60),
         }
     }
 }
@@ -60,6 +64,9 @@ pub enum TaskError {
     Finished { task_id: TaskId, status: cloudai_domain::TaskStatus },
     #[error("after: no task {0:?} to continue from (pass a page's `next`)")]
     UnknownCursor(String),
+    /// Output for a task the sending worker does not run (nor just ended).
+    #[error("task {task_id} {why}, so worker {worker_id} may not ship its output")]
+    NotShippedHere { task_id: TaskId, worker_id: WorkerId, why: String },
     #[error("the master is shutting down")]
     ShuttingDown,
     /// Nothing was saved, so nothing changed: the same request succeeds once there is room.
@@ -146,6 +153,7 @@ pub struct TaskService {
     live: live::LiveTasks,
     logs: LogWatch,
     limits: SpecLimits,
+    late_output: Duration,
 }
 
 /// Extra rows a listing asks the store for, at most, to make up for tasks in flight.
@@ -162,6 +170,7 @@ impl TaskService {
         let (persist_tx, persist_rx) = mpsc::channel(REQUEST_BUFFER);
         let logs = LogWatch::default();
         let live = live::LiveTasks::default();
+        let late_output = config.late_output;
         let (settled_tx, settled_rx) = mpsc::unbounded_channel();
         stage.spawn(persist::run(parts.store.clone(), persist_rx, live.clone(), settled_tx));
         // Subscribed before the restored tasks' workers can register.
@@ -169,7 +178,7 @@ impl TaskService {
         let limits = config.limits;
         let actor = actor::Actor::new(config, &parts, persist_tx, live.clone(), logs.clone(), unfinished);
         stage.spawn(actor.run(rx, settled_rx, events, stage.token()));
-        Ok(Self { tx, store: parts.store, live, logs, limits })
+        Ok(Self { tx, store: parts.store, live, logs, limits, late_output })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, TaskError> {
@@ -293,13 +302,60 @@ impl TaskService {
         let _ = self.tx.send(Request::StreamOpened(worker_id)).await;
     }
 
-    pub(crate) async fn append_logs(&self, chunks: Vec<cloudai_store::LogChunk>) -> Result<(), TaskError> {
-        let ids: Vec<TaskId> = chunks.iter().map(|c| c.task_id.clone()).collect();
-        self.store.append_logs(chunks).await?;
+    /// Stores a worker's batch of output if every chunk is for a task placed on that worker
+    /// (or that ended there within [`TaskConfig::late_output`]); otherwise stores none of it.
+    pub(crate) async fn append_logs(&self, batch: LogBatch) -> Result<(), TaskError> {
+        // A worker's shipper sends one task per batch: checked once per task, not per chunk.
+        let mut ids: Vec<TaskId> = Vec::new();
+        let mut seen: std::collections::HashSet<&TaskId> = std::collections::HashSet::new();
+        for c in &batch.chunks {
+            if seen.insert(&c.task_id) {
+                self.check_output_source(&c.task_id, &batch.worker_id).await?;
+                ids.push(c.task_id.clone());
+            }
+        }
+        self.store.append_logs(batch.chunks).await?;
         for id in &ids {
             self.logs.wake(id);
         }
         Ok(())
+    }
+
+    /// Whether `worker_id` may ship output for `task_id`: the task is queued or running there,
+    /// or its last run ended there a moment ago (its final output may land after the final
+    /// report). From the actor's read model; the store only for a task not changed since
+    /// it was loaded or since its end was written.
+    async fn check_output_source(&self, task_id: &TaskId, worker_id: &WorkerId) -> Result<(), TaskError> {
+        let task = match self.live.get(task_id) {
+            Some(task) => task,
+            None => {
+                self.store.get_task(task_id).await?.ok_or_else(|| TaskError::NotFound(task_id.to_string()))?
+            }
+        };
+        let refuse = |why: String| TaskError::NotShippedHere {
+            task_id: task_id.clone(),
+            worker_id: worker_id.clone(),
+            why,
+        };
+        let status = task.status();
+        match task.worker_id() {
+            None => Err(refuse(format!("is {status} and placed on no worker"))),
+            Some(placed) if placed != worker_id => Err(refuse(format!("is {status} on worker {placed}"))),
+            Some(_) if !status.is_final() => Ok(()),
+            Some(_) => {
+                // An end stamped in the future (clocks apart) counts as just now.
+                let ended_ms = unix_ms().saturating_sub(task.finished_at_ms().unwrap_or(i64::MIN));
+                let late = self.late_output;
+                if ended_ms > i64::try_from(late.as_millis()).unwrap_or(i64::MAX) {
+                    Err(refuse(format!(
+                        "ended ({status}) more than {} ago",
+                        humantime::format_duration(late)
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        }
     }
 
     /// A page of the tasks placed on (or once run by) a worker.

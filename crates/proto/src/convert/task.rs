@@ -9,6 +9,7 @@ use cloudai_domain::{
 
 use super::WireError;
 use super::worker::driver;
+use super::worker::limits::MAX_REPORT_TEXT_BYTES;
 use crate::v1 as pb;
 use crate::v1::task_status_report::Update;
 use crate::v1::worker_command::Command;
@@ -97,12 +98,16 @@ fn run_status(field: &'static str, raw: i32) -> Result<RunStatus, WireError> {
 impl From<TaskReport> for pb::TaskStatusReport {
     fn from(r: TaskReport) -> Self {
         let update = match r.update {
+            // Cut on the way out too, so a driver's huge error never makes a report that the
+            // master refuses for its size (which the reporter would retry).
             TaskUpdate::Status { status, outcome } => Update::Status(pb::StatusChange {
                 status: pb::TaskStatus::from(status).into(),
                 exit_code: outcome.exit_code,
-                error: outcome.error.unwrap_or_default(),
+                error: outcome.error.map(bounded_text).unwrap_or_default(),
             }),
-            TaskUpdate::Progress(message) => Update::Progress(pb::Progress { message }),
+            TaskUpdate::Progress(message) => {
+                Update::Progress(pb::Progress { message: bounded_text(message) })
+            }
         };
         Self {
             worker_id: r.worker_id.to_string(),
@@ -114,6 +119,26 @@ impl From<TaskReport> for pb::TaskStatusReport {
     }
 }
 
+/// `text` cut to [`MAX_REPORT_TEXT_BYTES`] (at a character boundary), with a marker saying
+/// how many bytes went.
+///
+/// Cut rather than refused: a refused final report would leave the task stuck on its
+/// worker's retries (the worker cannot shorten what the driver said), and the start of an
+/// error is the part that explains it.
+fn bounded_text(mut text: String) -> String {
+    if text.len() <= MAX_REPORT_TEXT_BYTES {
+        return text;
+    }
+    let mut end = MAX_REPORT_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("… ({cut} bytes cut)"));
+    text
+}
+
 impl TryFrom<pb::TaskStatusReport> for TaskReport {
     type Error = WireError;
 
@@ -121,9 +146,12 @@ impl TryFrom<pb::TaskStatusReport> for TaskReport {
         let update = match r.update {
             Some(Update::Status(s)) => TaskUpdate::Status {
                 status: run_status("status.status", s.status)?,
-                outcome: Outcome { exit_code: s.exit_code, error: (!s.error.is_empty()).then_some(s.error) },
+                outcome: Outcome {
+                    exit_code: s.exit_code,
+                    error: (!s.error.is_empty()).then(|| bounded_text(s.error)),
+                },
             },
-            Some(Update::Progress(p)) => TaskUpdate::Progress(p.message),
+            Some(Update::Progress(p)) => TaskUpdate::Progress(bounded_text(p.message)),
             None => {
                 return Err(WireError::new("update", "is missing: a report carries a status or progress"));
             }
@@ -243,6 +271,57 @@ mod tests {
             let wire = pb::TaskStatusReport::from(report(update.clone()));
             assert_eq!(TaskReport::try_from(wire), Ok(report(update)));
         }
+    }
+
+    #[test]
+    fn long_report_text_keeps_its_start_and_says_how_much_was_cut() {
+        let status = |error: String| pb::TaskStatusReport {
+            worker_id: "w1".into(),
+            task_id: "t1".into(),
+            update: Some(Update::Status(pb::StatusChange {
+                status: pb::TaskStatus::Failed.into(),
+                exit_code: Some(1),
+                error,
+            })),
+            ..Default::default()
+        };
+        // A two-byte character across the limit: the cut falls before it.
+        let long = format!("a{}", "é".repeat(MAX_REPORT_TEXT_BYTES));
+        let report = TaskReport::try_from(status(long.clone())).expect("a long error is kept, cut");
+        let TaskUpdate::Status { outcome, .. } = report.update else { panic!("a status report") };
+        let error = outcome.error.expect("an error");
+        let kept = MAX_REPORT_TEXT_BYTES - 1;
+        assert!(error.starts_with(&long[..kept]), "the start is kept");
+        assert!(error.ends_with(&format!("… ({} bytes cut)", long.len() - kept)), "{}", &error[kept..]);
+
+        let short = TaskReport::try_from(status("exited with code 1".into())).expect("report");
+        let TaskUpdate::Status { outcome, .. } = short.update else { panic!("a status report") };
+        assert_eq!(outcome.error.as_deref(), Some("exited with code 1"), "short text is unchanged");
+
+        let progress = pb::TaskStatusReport {
+            update: Some(Update::Progress(pb::Progress { message: "x".repeat(3 << 20) })),
+            ..status(String::new())
+        };
+        let TaskUpdate::Progress(message) = TaskReport::try_from(progress).expect("report").update else {
+            panic!("a progress report")
+        };
+        assert!(message.len() < MAX_REPORT_TEXT_BYTES + 64, "{} bytes", message.len());
+
+        // A worker cuts what it sends the same way.
+        let huge = TaskReport {
+            worker_id: WorkerId::parse("w1").expect("worker id"),
+            task_id: id("t1"),
+            attempt: 1,
+            timestamp_ms: 5,
+            update: TaskUpdate::Status {
+                status: RunStatus::Failed,
+                outcome: Outcome { exit_code: None, error: Some("z".repeat(8 << 20)) },
+            },
+        };
+        let Some(Update::Status(sent)) = pb::TaskStatusReport::from(huge).update else {
+            panic!("a status report")
+        };
+        assert!(sent.error.ends_with(&format!("… ({} bytes cut)", (8 << 20) - MAX_REPORT_TEXT_BYTES)));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub mod limits {
     /// bogus figure is refused rather than registered and never scheduled.
     pub const MAX_CPU_CORES: f64 = 4096.0;
     pub const MAX_MEMORY_MB: u64 = 64 * 1024 * 1024;
+    /// A task report's `error` or progress `message`: longer text keeps this many bytes and
+    /// a marker saying how many were cut (see `convert/task.rs`).
+    pub const MAX_REPORT_TEXT_BYTES: usize = 16 * 1024;
 
     /// The master's limits on one message (settings; `Default` is the constants above).
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Test harness: an in-memory master link and a runtime with short intervals.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -74,6 +74,10 @@ pub struct Recorder {
     refused_calls: AtomicUsize,
     /// The worker whose logs are expected.
     worker_id: Mutex<Option<WorkerId>>,
+    /// Refuse output of these tasks with this code, as a master does for a task it does
+    /// not run here.
+    refuse_output: Mutex<HashMap<String, tonic::Code>>,
+    output_calls: AtomicUsize,
 }
 
 #[async_trait]
@@ -97,6 +101,12 @@ impl MasterLink for Recorder {
         }
         let expected = self.worker_id.lock().clone().expect("the harness sets the worker id");
         assert_eq!(batch.worker_id, expected);
+        self.output_calls.fetch_add(1, Ordering::SeqCst);
+        let refused =
+            batch.chunks.iter().find_map(|c| self.refuse_output.lock().get(c.task_id.as_str()).copied());
+        if let Some(code) = refused {
+            return Err(Status::new(code, "task not placed on this worker"));
+        }
         self.chunks.lock().extend(batch.chunks);
         Ok(())
     }
@@ -105,6 +115,16 @@ impl MasterLink for Recorder {
 impl Recorder {
     pub fn set_unreachable(&self, unreachable: bool) {
         self.unreachable.store(unreachable, Ordering::SeqCst);
+    }
+
+    /// Refuse this task's output with `code` from now on.
+    pub fn refuse_output(&self, task_id: &str, code: tonic::Code) {
+        self.refuse_output.lock().insert(task_id.to_owned(), code);
+    }
+
+    /// Calls to ship output, accepted or refused (not counting those while unreachable).
+    pub fn output_calls(&self) -> usize {
+        self.output_calls.load(Ordering::SeqCst)
     }
 
     pub fn refused_calls(&self) -> usize {

@@ -5,6 +5,8 @@ mod read;
 mod rows;
 mod writer;
 
+pub use logs::LOG_ROW_OVERHEAD;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,0 +1,185 @@
+//! The protobuf codec of every CloudAI RPC, and the status a message too big to read gets.
+//!
+//! `tonic_prost::ProstCodec` answers a message that does not decode with `INTERNAL`, which
+//! tells a client the server broke; the client sent bad input, so ours says
+//! `INVALID_ARGUMENT`, naming the message. tonic itself refuses a message over the
+//! decoding limit before any codec sees it, from the length in the frame header, with
+//! `OUT_OF_RANGE`; [`SizeLimitStatus`] turns that answer into `RESOURCE_EXHAUSTED` (the code
+//! gRPC documents for it) naming [`MAX_MESSAGE_BYTES`]. The check stays tonic's, so a header
+//! claiming gigabytes never makes the server reserve them.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use prost::Message;
+use prost::bytes::Buf;
+use tonic::Status;
+use tonic::codec::DecodeBuf;
+use tonic::codegen::{Context, Poll, Service, http};
+use tonic_prost::{ProstCodec, ProstEncoder};
+
+use crate::MAX_MESSAGE_BYTES;
+
+/// prost's codec with our status codes; the generated clients and servers use it
+/// (`codec_path` in `build.rs`).
+#[derive(Debug, Clone)]
+pub struct Codec<T, U> {
+    inner: ProstCodec<T, U>,
+}
+
+impl<T, U> Default for Codec<T, U> {
+    fn default() -> Self {
+        Self { inner: ProstCodec::default() }
+    }
+}
+
+impl<T, U> tonic::codec::Codec for Codec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = Decoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.inner.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Decoder { _message: PhantomData }
+    }
+}
+
+/// Decodes `U`, or says why the bytes are not one.
+#[derive(Debug, Clone)]
+pub struct Decoder<U> {
+    _message: PhantomData<U>,
+}
+
+impl<U: Message + Default> tonic::codec::Decoder for Decoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        // tonic checked the frame against its limit; this holds wherever that limit is unset.
+        let len = buf.remaining();
+        if len > MAX_MESSAGE_BYTES {
+            return Err(over_limit(Some(len)));
+        }
+        U::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("malformed {}: {e}", message_name::<U>())))
+    }
+}
+
+/// `cloudai_proto::v1::LogBatch` → `LogBatch`.
+fn message_name<U>() -> &'static str {
+    let full = std::any::type_name::<U>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+/// The answer to a message over [`MAX_MESSAGE_BYTES`].
+pub fn over_limit(len: Option<usize>) -> Status {
+    match len {
+        Some(len) => Status::resource_exhausted(format!(
+            "message of {len} bytes is over the limit of {MAX_MESSAGE_BYTES} bytes"
+        )),
+        None => Status::resource_exhausted(format!("message is over the limit of {MAX_MESSAGE_BYTES} bytes")),
+    }
+}
+
+/// Wraps a gRPC server so that tonic's refusal of a request over the decoding limit
+/// (`OUT_OF_RANGE`, decided from the frame header) is answered `RESOURCE_EXHAUSTED` with the
+/// limit. Every other answer passes unchanged.
+#[derive(Debug, Clone)]
+pub struct SizeLimitStatus<S> {
+    inner: S,
+}
+
+impl<S> SizeLimitStatus<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+/// How tonic 0.14 words its own refusal (`codec/decode.rs`); a test pins it.
+const TONIC_TOO_LARGE: &str = "decoded message length too large: found ";
+
+fn rewrite(response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    // A status answered before any handler ran travels in the response's extensions.
+    let Some(status) = response.extensions().get::<Status>() else { return response };
+    if status.code() != tonic::Code::OutOfRange {
+        return response;
+    }
+    let Some((_, rest)) = status.message().split_once(TONIC_TOO_LARGE) else { return response };
+    let len = rest.split(' ').next().and_then(|n| n.parse().ok());
+    over_limit(len).into_http()
+}
+
+impl<S, B> Service<http::Request<B>> for SizeLimitStatus<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Unpin,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Rewritten<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        Rewritten { answer: self.inner.call(request) }
+    }
+}
+
+/// The inner server's answer, rewritten as [`SizeLimitStatus`] says. No allocation of its
+/// own: the generated server's future is already boxed (so `Unpin`).
+pub struct Rewritten<F> {
+    answer: F,
+}
+
+impl<F, E> Future for Rewritten<F>
+where
+    F: Future<Output = Result<http::Response<tonic::body::Body>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer).poll(cx).map(|answer| answer.map(rewrite))
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for SizeLimitStatus<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1 as pb;
+
+    #[test]
+    fn message_names_are_short() {
+        assert_eq!(message_name::<pb::LogBatch>(), "LogBatch");
+    }
+
+    #[test]
+    fn only_tonics_size_refusal_is_rewritten() {
+        let tonic_words = Status::out_of_range(
+            "Error, decoded message length too large: found 5242880 bytes, the limit is: 4194304 bytes",
+        );
+        let answer = rewrite(tonic_words.into_http());
+        let status = answer.extensions().get::<Status>().expect("a status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(status.message(), "message of 5242880 bytes is over the limit of 4194304 bytes");
+
+        let other = rewrite(Status::out_of_range("page 9 of 3").into_http());
+        let status = other.extensions().get::<Status>().expect("a status");
+        assert_eq!((status.code(), status.message()), (tonic::Code::OutOfRange, "page 9 of 3"));
+    }
+}
