@@ -154,3 +154,46 @@ async fn a_worker_that_comes_back_is_told_to_stop_its_stale_copy() {
     rescuer.stop().await;
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_acknowledged_before_a_restart_is_still_carried_out_after_it() {
+    let mut config = master_config(Duration::from_millis(500));
+    config.tasks.loss_grace = Duration::from_millis(500);
+    config.tasks.restart_grace = Duration::from_secs(1);
+    let master = start_master(config.clone()).await;
+    let api = format!("http://{}", master.http_addr);
+    // A worker that runs the task and then stops answering (its link is gone).
+    let mut worker = RawWorker::join(master.grpc_addr, "w-cut-off").await;
+    let task = submit(
+        &api,
+        json!({"driver": "process", "command": ["sleep", "600"], "cpu_required": 1, "memory_required": 8}),
+    )
+    .await;
+    let id = task["task_id"].as_str().expect("id").to_string();
+    let (started, attempt) = worker.next_start().await;
+    assert_eq!(started, id);
+    worker
+        .report(&id, attempt, cloudai_proto::v1::TaskStatus::Running, None, String::new())
+        .await
+        .expect("running");
+    wait_status(&api, &id, "running").await;
+
+    let resp = http_client().delete(format!("{api}/api/tasks/{id}")).send().await.expect("DELETE");
+    assert_eq!(resp.status().as_u16(), 202, "accepted: the worker is to stop it");
+    master.shutdown().await;
+    drop(worker);
+
+    // The worker never comes back; a new one does. The task must not run again.
+    let master = start_master(config).await;
+    let api = format!("http://{}", master.http_addr);
+    let spare = InProcessWorker::start(worker_config(master.grpc_addr, "w-spare"));
+    let ended = wait_status(&api, &id, "cancelled").await;
+    assert_eq!(ended["attempt"], 1, "never started a second time: {ended}");
+    let (_, on_spare) = get_json(&format!("{api}/api/workers/w-spare/tasks")).await;
+    assert!(
+        on_spare["tasks"].as_array().is_none_or(Vec::is_empty),
+        "nothing ran on the new worker: {on_spare}"
+    );
+    spare.stop().await;
+    master.shutdown().await;
+}

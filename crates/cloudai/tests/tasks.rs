@@ -327,7 +327,8 @@ async fn a_process_task_sees_only_its_documented_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_process_task_shows_its_cpu_and_memory() {
     let (master, worker, api) = cluster(2.0, None).await;
-    let task = submit(&api, shell_task("while :; do :; done")).await;
+    // Bounded, so a failing run does not leave a core spinning for the tests after it.
+    let task = submit(&api, shell_task("exec timeout 120 sh -c 'while :; do :; done'")).await;
     let id = task["task_id"].as_str().expect("id").to_string();
     wait_status(&api, &id, "running").await;
     // One core busy: near 100 % (the machine is shared, so more than half of it).

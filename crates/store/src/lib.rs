@@ -143,6 +143,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
     /// Pending, queued and running tasks in creation order (what a restarted master resumes).
     async fn unfinished_tasks(&self) -> Result<Vec<Task>, StoreError>;
+    /// Records that a placed task is to be stopped (its row's state is not changed).
+    /// [`StoreError::NotFound`] if there is no such task.
+    async fn request_cancel(&self, task_id: &TaskId) -> Result<(), StoreError>;
+    /// Unfinished tasks whose cancel was requested.
+    async fn cancels_requested(&self) -> Result<Vec<TaskId>, StoreError>;
     /// The task's events in the order they were recorded.
     async fn task_events(&self, task_id: &TaskId) -> Result<Vec<TaskEvent>, StoreError>;
     /// Number of tasks in each status; every status is present, zero included.

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_telemetry_minutes.sql"),
     include_str!("../migrations/0003_drop_unused.sql"),
     include_str!("../migrations/0004_list_order.sql"),
+    include_str!("../migrations/0005_cancel_requested.sql"),
 ];
 
 /// The schema version this binary writes.

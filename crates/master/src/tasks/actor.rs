@@ -38,6 +38,13 @@ struct Active {
     ending: Option<Ending>,
 }
 
+/// What a restarted master resumes: the unfinished tasks and those of them whose cancel was
+/// asked (and acknowledged) before the restart.
+pub(super) struct Unfinished {
+    pub tasks: Vec<Task>,
+    pub cancelling: HashSet<TaskId>,
+}
+
 pub(super) struct Actor {
     config: TaskConfig,
     commands: CommandHub,
@@ -68,7 +75,7 @@ impl Actor {
         persist: mpsc::Sender<PersistOp>,
         live: LiveTasks,
         logs: LogWatch,
-        unfinished: Vec<Task>,
+        unfinished: Unfinished,
     ) -> Self {
         let fleet = parts.fleet.clone();
         let mut actor = Self {
@@ -92,16 +99,24 @@ impl Actor {
     }
 
     /// After a restart: pending tasks queue again; placed ones wait for their worker, whose
-    /// ids are returned (the fleet gives them the restart grace to come back).
-    fn restore(&mut self, unfinished: Vec<Task>) -> HashSet<WorkerId> {
-        let count = unfinished.len();
+    /// ids are returned (the fleet gives them the restart grace to come back), with the
+    /// cancels asked of them before the restart still asked.
+    fn restore(&mut self, unfinished: Unfinished) -> HashSet<WorkerId> {
+        let Unfinished { tasks, cancelling } = unfinished;
+        let count = tasks.len();
         let mut workers = HashSet::new();
-        for task in unfinished {
+        for task in tasks {
             // A row placed without a worker was made pending when it was read.
             match task.state() {
                 TaskState::Queued { placement } | TaskState::Running { placement, .. } => {
                     workers.insert(placement.worker_id.clone());
+                    let id = task.task_id.clone();
                     self.insert(task, true, 0);
+                    if cancelling.contains(&id)
+                        && let Some(active) = self.tasks.get_mut(&id)
+                    {
+                        active.cancel_requested = true;
+                    }
                 }
                 TaskState::Pending { .. } => self.enqueue(task),
                 // The store hands over unfinished tasks only; an ended one has nothing to resume.

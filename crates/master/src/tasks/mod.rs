@@ -165,7 +165,10 @@ const REQUEST_BUFFER: usize = 8192;
 impl TaskService {
     /// Loads unfinished tasks from the store and starts the actor.
     pub async fn start(config: TaskConfig, parts: TaskParts, stage: &Stage) -> Result<Self, StoreError> {
-        let unfinished = parts.store.unfinished_tasks().await?;
+        let unfinished = actor::Unfinished {
+            tasks: parts.store.unfinished_tasks().await?,
+            cancelling: parts.store.cancels_requested().await?.into_iter().collect(),
+        };
         let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
         let (persist_tx, persist_rx) = mpsc::channel(REQUEST_BUFFER);
         let logs = LogWatch::default();
@@ -201,9 +204,15 @@ impl TaskService {
     }
 
     /// Cancels a task: a pending one at once (answered once durable), a placed one by asking
-    /// its worker to stop it. A task that has ended is `Finished` with its state.
+    /// its worker to stop it (answered once the request is durable, so a restarted master
+    /// still stops it rather than running it again). A task that has ended is `Finished` with
+    /// its state.
     pub async fn cancel(&self, task_id: TaskId) -> Result<Task, TaskError> {
         match self.ask(|reply| Request::Cancel(task_id.clone(), reply)).await? {
+            Ok(task) if task.status().is_placed() => {
+                self.store.request_cancel(&task_id).await?;
+                Ok(task)
+            }
             // Not in flight: ended, or unknown.
             Err(TaskError::NotFound(_)) => {
                 let task = self.get(&task_id).await?;

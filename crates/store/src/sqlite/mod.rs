@@ -300,6 +300,14 @@ impl Store for SqliteStore {
         self.write(WriteOp::PruneMinutes { before_ms }).await
     }
 
+    async fn request_cancel(&self, task_id: &TaskId) -> Result<(), StoreError> {
+        self.write(WriteOp::RequestCancel(task_id.clone())).await
+    }
+
+    async fn cancels_requested(&self) -> Result<Vec<TaskId>, StoreError> {
+        self.read(|c| read::cancels_requested(c)).await
+    }
+
     async fn forget_worker_minutes(&self, worker_id: &WorkerId) -> Result<(), StoreError> {
         self.write(WriteOp::ForgetWorkerMinutes(worker_id.clone())).await
     }

@@ -64,6 +64,22 @@ pub(crate) fn unfinished_tasks(conn: &Connection) -> Result<Vec<Task>, StoreErro
     Ok(out)
 }
 
+pub(crate) fn cancels_requested(conn: &Connection) -> Result<Vec<TaskId>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT task_id FROM tasks WHERE cancel_requested = 1 AND status IN ('pending', 'queued', 'running')",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let raw: String = col(row, 0, "tasks", "?")?;
+        out.push(
+            TaskId::parse(&raw)
+                .map_err(|e| StoreError::corrupt("tasks", raw.as_str(), format!("task id: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
 pub(crate) fn task_events(conn: &Connection, task_id: &TaskId) -> Result<Vec<TaskEvent>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ?1 ORDER BY seq"

@@ -30,6 +30,7 @@ pub(crate) enum WriteOp {
     AppendMinutes(Vec<TelemetryMinute>),
     PruneMinutes { before_ms: i64 },
     ForgetWorkerMinutes(WorkerId),
+    RequestCancel(TaskId),
 }
 
 pub(crate) enum Msg {
@@ -217,6 +218,16 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<()
         WriteOp::PruneMinutes { before_ms } => {
             tx.prepare_cached("DELETE FROM telemetry_minutes WHERE start_ms < ?1")?
                 .execute(params![before_ms])?;
+            Ok(())
+        }
+        // Not part of a task's row (UpdateTask leaves the column alone): set once, by the cancel.
+        WriteOp::RequestCancel(task_id) => {
+            let updated = tx
+                .prepare_cached("UPDATE tasks SET cancel_requested = 1 WHERE task_id = ?1")?
+                .execute(params![task_id.as_str()])?;
+            if updated == 0 {
+                return Err(StoreError::NotFound(task_id.clone()));
+            }
             Ok(())
         }
         WriteOp::ForgetWorkerMinutes(worker_id) => {
