@@ -258,6 +258,10 @@ pub struct MasterArgs {
     #[arg(long, env = "MAX_WORKER_STRING_BYTES", value_name = "MAX_WORKER_STRING_BYTES", default_value = "256", value_parser = clap::value_parser!(u32).range(64..=65536))]
     pub max_worker_string_bytes: u32,
 
+    /// Largest gRPC message the master reads, in bytes (2 MiB to 64 MiB).
+    #[arg(long, env = "GRPC_MAX_MESSAGE_BYTES", value_name = "GRPC_MAX_MESSAGE_BYTES", default_value = "4194304", value_parser = clap::value_parser!(u32).range(2_097_152..=67_108_864))]
+    pub grpc_max_message_bytes: u32,
+
     /// Most arguments in a task's command.
     #[arg(long, env = "MAX_TASK_ARGS", value_name = "MAX_TASK_ARGS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_task_args: u32,
@@ -436,6 +440,7 @@ impl MasterArgs {
                     drivers: self.max_drivers_per_worker as usize,
                     running_tasks: self.max_running_tasks_per_worker as usize,
                     string_bytes: self.max_worker_string_bytes as usize,
+                    message_bytes: self.grpc_max_message_bytes as usize,
                 },
             },
         }

@@ -252,7 +252,8 @@ async fn registrations_past_the_limits_or_never_schedulable_are_refused_naming_w
 #[tokio::test]
 async fn the_limits_on_worker_messages_are_settings() {
     let mut config = master_config(Duration::from_secs(30));
-    config.workers.message = WireLimits { gpus: 2, running_tasks: 3, ..WireLimits::default() };
+    config.workers.message =
+        WireLimits { gpus: 2, running_tasks: 3, message_bytes: 2 * 1024 * 1024, ..WireLimits::default() };
     let master = start_master(config).await;
     let mut client = connect(master.grpc_addr).await;
     let gpu =
@@ -286,6 +287,14 @@ async fn the_limits_on_worker_messages_are_settings() {
         "{}",
         err.message()
     );
+    // 3 MiB: under the default message size, over the configured 2 MiB.
+    let big = pb::RegisterWorkerRequest {
+        hostname: "h".repeat(3 << 20),
+        ..registration_at("w-big", PROTOCOL_VERSION)
+    };
+    let err = client.register_worker(big).await.expect_err("over the configured message size");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{}", err.message());
+    assert!(err.message().contains("over the limit of 2097152 bytes"), "{}", err.message());
     master.shutdown().await;
 }
 

@@ -105,12 +105,16 @@ impl MasterRpc {
 
     /// The gRPC service; a request over the size limit is answered `RESOURCE_EXHAUSTED`.
     pub fn into_server(self) -> SizeLimitStatus<MasterServiceServer<Self>> {
+        let limit = self
+            .limits
+            .message_bytes
+            .clamp(cloudai_proto::MIN_MESSAGE_BYTES, cloudai_proto::MESSAGE_BYTES_CAP);
         let server = ACCEPTED_COMPRESSION
             .iter()
             .filter_map(|c| c.encoding())
             .fold(MasterServiceServer::new(self), |server, encoding| server.accept_compressed(encoding))
-            .max_decoding_message_size(cloudai_proto::MAX_MESSAGE_BYTES);
-        SizeLimitStatus::new(server)
+            .max_decoding_message_size(limit);
+        SizeLimitStatus::new(server, limit)
     }
 }
 

@@ -5,8 +5,8 @@
 //! `INVALID_ARGUMENT`, naming the message. tonic itself refuses a message over the
 //! decoding limit before any codec sees it, from the length in the frame header, with
 //! `OUT_OF_RANGE`; [`SizeLimitStatus`] turns that answer into `RESOURCE_EXHAUSTED` (the code
-//! gRPC documents for it) naming [`MAX_MESSAGE_BYTES`]. The check stays tonic's, so a header
-//! claiming gigabytes never makes the server reserve them.
+//! gRPC documents for it) naming the limit. The check stays tonic's, so a header claiming
+//! gigabytes never makes the server reserve them.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -19,7 +19,7 @@ use tonic::codec::DecodeBuf;
 use tonic::codegen::{Context, Poll, Service, http};
 use tonic_prost::{ProstCodec, ProstEncoder};
 
-use crate::MAX_MESSAGE_BYTES;
+use crate::MESSAGE_BYTES_CAP;
 
 /// prost's codec with our status codes; the generated clients and servers use it
 /// (`codec_path` in `build.rs`).
@@ -64,10 +64,11 @@ impl<U: Message + Default> tonic::codec::Decoder for Decoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        // tonic checked the frame against its limit; this holds wherever that limit is unset.
+        // tonic checked the frame against its (configured) limit; this holds wherever that
+        // limit is unset.
         let len = buf.remaining();
-        if len > MAX_MESSAGE_BYTES {
-            return Err(over_limit(Some(len)));
+        if len > MESSAGE_BYTES_CAP {
+            return Err(over_limit(Some(len), MESSAGE_BYTES_CAP));
         }
         U::decode(buf)
             .map(Some)
@@ -81,13 +82,13 @@ fn message_name<U>() -> &'static str {
     full.rsplit("::").next().unwrap_or(full)
 }
 
-/// The answer to a message over [`MAX_MESSAGE_BYTES`].
-pub fn over_limit(len: Option<usize>) -> Status {
+/// The answer to a message over `limit` bytes.
+pub fn over_limit(len: Option<usize>, limit: usize) -> Status {
     match len {
-        Some(len) => Status::resource_exhausted(format!(
-            "message of {len} bytes is over the limit of {MAX_MESSAGE_BYTES} bytes"
-        )),
-        None => Status::resource_exhausted(format!("message is over the limit of {MAX_MESSAGE_BYTES} bytes")),
+        Some(len) => {
+            Status::resource_exhausted(format!("message of {len} bytes is over the limit of {limit} bytes"))
+        }
+        None => Status::resource_exhausted(format!("message is over the limit of {limit} bytes")),
     }
 }
 
@@ -97,18 +98,20 @@ pub fn over_limit(len: Option<usize>) -> Status {
 #[derive(Debug, Clone)]
 pub struct SizeLimitStatus<S> {
     inner: S,
+    /// The decoding limit set on `inner`, named in the answer.
+    limit: usize,
 }
 
 impl<S> SizeLimitStatus<S> {
-    pub fn new(inner: S) -> Self {
-        Self { inner }
+    pub fn new(inner: S, limit: usize) -> Self {
+        Self { inner, limit }
     }
 }
 
 /// How tonic 0.14 words its own refusal (`codec/decode.rs`); a test pins it.
 const TONIC_TOO_LARGE: &str = "decoded message length too large: found ";
 
-fn rewrite(response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+fn rewrite(response: http::Response<tonic::body::Body>, limit: usize) -> http::Response<tonic::body::Body> {
     // A status answered before any handler ran travels in the response's extensions.
     let Some(status) = response.extensions().get::<Status>() else { return response };
     if status.code() != tonic::Code::OutOfRange {
@@ -116,7 +119,7 @@ fn rewrite(response: http::Response<tonic::body::Body>) -> http::Response<tonic:
     }
     let Some((_, rest)) = status.message().split_once(TONIC_TOO_LARGE) else { return response };
     let len = rest.split(' ').next().and_then(|n| n.parse().ok());
-    over_limit(len).into_http()
+    over_limit(len, limit).into_http()
 }
 
 impl<S, B> Service<http::Request<B>> for SizeLimitStatus<S>
@@ -133,7 +136,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        Rewritten { answer: self.inner.call(request) }
+        Rewritten { answer: self.inner.call(request), limit: self.limit }
     }
 }
 
@@ -141,6 +144,7 @@ where
 /// own: the generated server's future is already boxed (so `Unpin`).
 pub struct Rewritten<F> {
     answer: F,
+    limit: usize,
 }
 
 impl<F, E> Future for Rewritten<F>
@@ -150,7 +154,8 @@ where
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.answer).poll(cx).map(|answer| answer.map(rewrite))
+        let limit = self.limit;
+        Pin::new(&mut self.answer).poll(cx).map(|answer| answer.map(|r| rewrite(r, limit)))
     }
 }
 
@@ -173,12 +178,12 @@ mod tests {
         let tonic_words = Status::out_of_range(
             "Error, decoded message length too large: found 5242880 bytes, the limit is: 4194304 bytes",
         );
-        let answer = rewrite(tonic_words.into_http());
+        let answer = rewrite(tonic_words.into_http(), 4194304);
         let status = answer.extensions().get::<Status>().expect("a status");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert_eq!(status.message(), "message of 5242880 bytes is over the limit of 4194304 bytes");
 
-        let other = rewrite(Status::out_of_range("page 9 of 3").into_http());
+        let other = rewrite(Status::out_of_range("page 9 of 3").into_http(), 4194304);
         let status = other.extensions().get::<Status>().expect("a status");
         assert_eq!((status.code(), status.message()), (tonic::Code::OutOfRange, "page 9 of 3"));
     }

@@ -23,6 +23,10 @@ pub use version::{PROTOCOL_VERSION, PROTOCOL_VERSION_KEY, refused_version, versi
 /// Metadata key of a rate-limited heartbeat's answer: when to send the next one.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
-/// Largest message either side accepts; a bigger one is refused with `RESOURCE_EXHAUSTED`
-/// (see [`codec`]).
+/// Largest message either side accepts by default (the master's `GRPC_MAX_MESSAGE_BYTES`); a
+/// bigger one is refused with `RESOURCE_EXHAUSTED` (see [`codec`]).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The range of that setting: a worker's log batch (a quarter of the default) must fit the
+/// lowest, and no message may take more than the highest.
+pub const MIN_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+pub const MESSAGE_BYTES_CAP: usize = 64 * 1024 * 1024;

@@ -32,6 +32,8 @@ pub mod limits {
         pub drivers: usize,
         pub running_tasks: usize,
         pub string_bytes: usize,
+        /// A whole gRPC message, encoded.
+        pub message_bytes: usize,
     }
 
     impl Default for WireLimits {
@@ -42,6 +44,7 @@ pub mod limits {
                 drivers: MAX_DRIVERS,
                 running_tasks: MAX_RUNNING_TASKS,
                 string_bytes: MAX_STRING_BYTES,
+                message_bytes: crate::MAX_MESSAGE_BYTES,
             }
         }
     }
