@@ -45,6 +45,22 @@ impl ListenAddr {
     pub fn loopback(port: u16) -> Self {
         Self { host: "127.0.0.1".into(), port }
     }
+
+    /// This address if it serves this machine only; all interfaces (`:PORT`, `0.0.0.0`, `::`)
+    /// become 127.0.0.1; any other address is refused, naming `setting`.
+    pub fn this_machine_only(&self, setting: &str) -> Result<Self, String> {
+        let ip = self.host.parse::<std::net::IpAddr>().ok();
+        if ip.is_some_and(|ip| ip.is_unspecified()) {
+            return Ok(Self::loopback(self.port));
+        }
+        if self.host.eq_ignore_ascii_case("localhost") || ip.is_some_and(|ip| ip.is_loopback()) {
+            return Ok(self.clone());
+        }
+        Err(format!(
+            "{setting} {self} is not a loopback address: `cloudai dev` has no TLS and no tokens, so \
+             it serves only this machine (use 127.0.0.1, or run `cloudai master` and `cloudai worker`)"
+        ))
+    }
 }
 
 impl std::fmt::Display for ListenAddr {
@@ -393,6 +409,13 @@ pub fn dialable(addr: SocketAddr) -> SocketAddr {
 }
 
 impl MasterArgs {
+    /// The master half of `cloudai dev`: both listeners on loopback.
+    pub fn loopback_only(mut self) -> Result<Self, String> {
+        self.http_addr = self.http_addr.this_machine_only("HTTP_PORT")?;
+        self.grpc_addr = self.grpc_addr.this_machine_only("GRPC_PORT")?;
+        Ok(self)
+    }
+
     /// The master's configuration from these flags.
     pub fn master_config(&self) -> MasterConfig {
         let inactivity_timeout = self.inactivity_timeout;

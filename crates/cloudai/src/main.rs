@@ -142,6 +142,7 @@ async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
 }
 
 async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Result<()> {
+    let master_args = master_args.loopback_only().map_err(anyhow::Error::msg)?;
     let master = master_args.start_master().await?;
     let grpc = cloudai::config::dialable(master.grpc_addr);
     let data_dir = master_args.data_dir.join("worker");

@@ -4,6 +4,7 @@
 mod alerts;
 mod error;
 mod json_errors;
+mod same_host;
 mod tasks;
 mod telemetry;
 #[cfg(test)]
@@ -159,7 +160,15 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let app = router(state);
+    let mut app = router(state);
+    // On a loopback address there is no token yet to keep a web page out: only requests that
+    // name this machine, from no page or the master's own, are served.
+    let local = listener.local_addr()?;
+    if local.ip().is_loopback() {
+        let port = local.port();
+        app =
+            app.layer(axum::middleware::from_fn(move |request, next| same_host::check(port, request, next)));
+    }
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let connections = tokio_util::task::TaskTracker::new();
     loop {
