@@ -27,7 +27,8 @@ pub use history::{History, HistoryQuery, Point};
 pub use logs::{LogChunk, LogStream, TaskLogs};
 pub use openapi::{ROUTES, openapi};
 pub use tasks::{
-    DEFAULT_PAGE, MAX_PAGE, SubmitTask, Task, TaskEvent, TaskList, TaskListQuery, TaskSpec, TaskSummary,
+    DEFAULT_PAGE, MAX_PAGE, SECRET_VALUE, SubmitTask, Task, TaskEvent, TaskList, TaskListQuery, TaskSpec,
+    TaskSummary,
 };
 pub use telemetry::{
     BadRunningTask, GpuStats, Health, RunningTask, TelemetryMap, WorkerSummary, WorkerSummaryMap,

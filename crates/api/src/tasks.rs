@@ -19,6 +19,9 @@ pub struct SubmitTask {
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Names in `env` whose values no answer shows (the task still gets them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
     /// CPU cores, > 0.
     #[schema(exclusive_minimum = 0.0)]
     pub cpu_required: f64,
@@ -56,6 +59,7 @@ impl SubmitTask {
             docker_image: image,
             command,
             env: BTreeMap::new(),
+            secret_env: Vec::new(),
             cpu_required: cpu,
             memory_required: memory,
             gpu_required: None,
@@ -75,9 +79,12 @@ pub struct TaskSpec {
     /// Left out of brief listings (`?brief=true`).
     #[serde(default)]
     pub command: Vec<String>,
-    /// Left out of brief listings (`?brief=true`).
+    /// Left out of brief listings (`?brief=true`). The values of `secret_env` read
+    /// [`SECRET_VALUE`].
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
     pub cpu_required: f64,
     pub memory_required: u64,
     pub gpu_required: u32,
@@ -87,12 +94,22 @@ pub struct TaskSpec {
     pub max_retries: u32,
 }
 
+/// What every answer shows in place of a secret env value.
+pub const SECRET_VALUE: &str = "<secret>";
+
 impl From<cloudai_domain::TaskSpec> for TaskSpec {
     fn from(s: cloudai_domain::TaskSpec) -> Self {
+        let mut env = s.env;
+        for name in &s.secret_env {
+            if let Some(value) = env.get_mut(name) {
+                *value = SECRET_VALUE.to_string();
+            }
+        }
         Self {
             docker_image: s.docker_image,
             command: s.command,
-            env: s.env,
+            env,
+            secret_env: s.secret_env.into_iter().collect(),
             cpu_required: s.cpu_required,
             memory_required: s.memory_required,
             gpu_required: s.gpu_required,

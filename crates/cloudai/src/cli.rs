@@ -81,6 +81,9 @@ pub struct SubmitArgs {
     /// Environment for the task, KEY=VALUE (repeatable).
     #[arg(long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// A variable of --env whose value no answer shows, e.g. an API key (repeatable).
+    #[arg(long = "secret-env", value_name = "NAME")]
+    pub secret_env: Vec<String>,
     /// Runs allowed after the task's worker is lost.
     #[arg(long)]
     pub max_retries: Option<u32>,
@@ -125,6 +128,7 @@ fn submission(a: SubmitArgs) -> SubmitTask {
         docker_image: a.image,
         command: a.command,
         env: a.env.into_iter().collect(),
+        secret_env: a.secret_env,
         cpu_required: a.cpu,
         memory_required: a.memory_mb,
         gpu_required: Some(a.gpu),

@@ -490,3 +490,52 @@ async fn a_submission_past_the_task_limits_is_refused_naming_the_setting() {
     assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(0), "nothing refused is stored: {tasks}");
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_env_value_reaches_the_task_and_no_answer() {
+    let (master, worker, api) = cluster(2.0, None).await;
+    let body = json!({
+        "driver": "process",
+        // Compared without writing the value in the command (which every answer shows).
+        "command": ["sh", "-c", "test \"$API_KEY\" = \"$(printf hunter; printf 2)\" && echo the task has its key"],
+        "env": {"API_KEY": "hunter2", "REGION": "eu"},
+        "secret_env": ["API_KEY"],
+        "cpu_required": 0.5, "memory_required": 16
+    });
+    let (status, accepted) = post_raw(&api, &body.to_string()).await;
+    assert_eq!(status, 201, "{accepted}");
+    let id = accepted["task_id"].as_str().expect("id").to_string();
+    assert_eq!((&accepted["env"]["API_KEY"], &accepted["env"]["REGION"]), (&json!("<secret>"), &json!("eu")));
+    wait_status(&api, &id, "completed").await;
+    assert_eq!(task_output(&api, &id).await, "the task has its key\n");
+    let mut answers = vec![accepted.to_string()];
+    for path in [
+        format!("/api/tasks/{id}"),
+        "/api/tasks".to_string(),
+        "/api/tasks?order=newest".to_string(),
+        "/api/workers/w1/tasks".to_string(),
+        format!("/api/tasks/{id}/events"),
+    ] {
+        let (status, answer) = get_json(&format!("{api}{path}")).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        answers.push(answer.to_string());
+    }
+    for answer in &answers {
+        assert!(!answer.contains("hunter2"), "the secret leaked: {answer}");
+    }
+    assert!(
+        answers[1].contains("<secret>") && answers[1].contains("\"secret_env\":[\"API_KEY\"]"),
+        "{}",
+        answers[1]
+    );
+
+    let body = json!({"driver": "process", "command": ["true"], "env": {"A": "1"}, "secret_env": ["B"], "cpu_required": 1, "memory_required": 8});
+    let (status, err) = post_raw(&api, &body.to_string()).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.starts_with("secret_env[0]:") && e.contains("\"B\"")),
+        "{err}"
+    );
+    worker.stop().await;
+    master.shutdown().await;
+}

@@ -2,7 +2,7 @@
 //! named by [`TaskStatus`]), and the one place where it changes ([`Task::place`] and
 //! [`Task::transition`]). [`TaskRecord`] is the flat form the API and the store use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -90,6 +90,9 @@ pub struct TaskSpec {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names in `env` whose values the API never shows (the task still gets them).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub secret_env: BTreeSet<String>,
     /// CPU cores (> 0).
     pub cpu_required: f64,
     /// Memory in MB (> 0).
@@ -135,6 +138,8 @@ struct RawSpec {
     command: Option<Vec<String>>,
     #[serde(default)]
     env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    secret_env: Option<Vec<String>>,
     cpu_required: Option<f64>,
     memory_required: Option<f64>,
     #[serde(default)]
@@ -288,10 +293,19 @@ impl TaskSpec {
                 ));
             }
         }
+        let mut secret_env = BTreeSet::new();
+        for (i, name) in raw.secret_env.unwrap_or_default().into_iter().enumerate() {
+            if !env.contains_key(&name) {
+                let problem = format!("{name:?} is not a variable of env");
+                return Err(ValidationError::new(&format!("secret_env[{i}]"), problem));
+            }
+            secret_env.insert(name);
+        }
         Ok(Self {
             docker_image: image,
             command,
             env,
+            secret_env,
             cpu_required: cpu,
             memory_required: memory,
             gpu_required: gpus,
