@@ -61,7 +61,12 @@ impl LiveTasks {
     }
 
     pub fn get(&self, task_id: &TaskId) -> Option<Task> {
-        self.tasks.read().get(task_id).map(|e| e.task.clone())
+        self.read(task_id, Task::clone)
+    }
+
+    /// `f` of the task as held here, without copying it (a spec may hold a big env).
+    pub fn read<T>(&self, task_id: &TaskId, f: impl FnOnce(&Task) -> T) -> Option<T> {
+        self.tasks.read().get(task_id).map(|e| f(&e.task))
     }
 
     /// One page of a listing: `stored` is the store's answer to `filter` when asked for

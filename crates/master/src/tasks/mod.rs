@@ -238,13 +238,14 @@ impl TaskService {
     /// page's `next`). Reads the store, then overlays what the actor changed since.
     pub async fn list(&self, mut filter: TaskFilter, after: Option<&TaskId>) -> Result<TaskPage, TaskError> {
         if let Some(id) = after {
-            let task = match self.live.get(id) {
-                Some(task) => task,
+            let cursor = match self.live.read(id, TaskCursor::of) {
+                Some(cursor) => cursor,
                 None => {
-                    self.store.get_task(id).await?.ok_or_else(|| TaskError::UnknownCursor(id.to_string()))?
+                    let task = self.store.get_task(id).await?;
+                    TaskCursor::of(&task.ok_or_else(|| TaskError::UnknownCursor(id.to_string()))?)
                 }
             };
-            filter.after = Some(TaskCursor::of(&task));
+            filter.after = Some(cursor);
         }
         // One more row than the page says whether there is a next one; the tasks in flight
         // may drop out of the store's answer, so ask for a few more (a short page is still
@@ -335,14 +336,19 @@ impl TaskService {
     /// report). From the actor's read model; the store only for a task not changed since
     /// it was loaded or since its end was written.
     async fn check_output_source(&self, task_id: &TaskId, worker_id: &WorkerId) -> Result<(), TaskError> {
-        let task = match self.live.get(task_id) {
-            Some(task) => task,
-            None => {
-                self.store.get_task(task_id).await?.ok_or_else(|| TaskError::NotFound(task_id.to_string()))?
-            }
-        };
+        let verdict = |task: &Task| self.output_verdict(task, worker_id);
+        match self.live.read(task_id, verdict) {
+            Some(verdict) => verdict,
+            None => match self.store.get_task(task_id).await? {
+                Some(task) => verdict(&task),
+                None => Err(TaskError::NotFound(task_id.to_string())),
+            },
+        }
+    }
+
+    fn output_verdict(&self, task: &Task, worker_id: &WorkerId) -> Result<(), TaskError> {
         let refuse = |why: String| TaskError::NotShippedHere {
-            task_id: task_id.clone(),
+            task_id: task.task_id.clone(),
             worker_id: worker_id.clone(),
             why,
         };
@@ -365,17 +371,5 @@ impl TaskService {
                 }
             }
         }
-    }
-
-    /// A page of the tasks placed on (or once run by) a worker.
-    pub async fn worker_tasks(
-        &self,
-        worker_id: &WorkerId,
-        after: Option<&TaskId>,
-        limit: usize,
-    ) -> Result<TaskPage, TaskError> {
-        let filter =
-            TaskFilter { worker_id: Some(worker_id.clone()), limit: Some(limit), ..TaskFilter::default() };
-        self.list(filter, after).await
     }
 }

@@ -17,9 +17,9 @@ pub mod limits {
     /// Hostnames, versions, GPU uuids and models, label keys and values, task ids.
     pub const MAX_STRING_BYTES: usize = 256;
     /// Largest CPU count and memory a worker may advertise: beyond any real machine, so a
-    /// bogus figure is refused rather than registered and never scheduled.
-    pub const MAX_CPU_CORES: f64 = 4096.0;
-    pub const MAX_MEMORY_MB: u64 = 64 * 1024 * 1024;
+    /// bogus figure is refused rather than registered and never scheduled. The same bounds
+    /// as a task's, so every task that passes validation fits some legal worker.
+    pub use cloudai_domain::task::{MAX_CPU_CORES, MAX_MEMORY_MB};
     /// A task report's `error` or progress `message`: longer text keeps this many bytes and
     /// a marker saying how many were cut (see `convert/task.rs`).
     pub const MAX_REPORT_TEXT_BYTES: usize = 16 * 1024;
