@@ -376,8 +376,11 @@ impl TelemetryManager {
                     update = updates.recv() => update,
                 };
                 match update {
-                    Some(Update::Event(ClusterEvent::WorkerUnregistered { worker_id, .. })) => {
+                    Some(Update::Event(ClusterEvent::WorkerUnregistered { worker_id, forgotten: false })) => {
                         manager.detach(&worker_id)
+                    }
+                    Some(Update::Event(ClusterEvent::WorkerUnregistered { worker_id, forgotten: true })) => {
+                        manager.forget(&worker_id)
                     }
                     Some(Update::Event(_)) => {}
                     // A worker between its slot and its registration may be dropped here; its
@@ -408,6 +411,14 @@ impl TelemetryManager {
         let Some(slot) = self.inner.workers.write().remove(worker_id) else { return };
         slot.cancel.cancel();
         self.inner.close_minute(&slot, i64::MAX);
+    }
+
+    /// Drops a worker the fleet forgot, open minute and all: its stored history is being
+    /// deleted, and a minute queued now would be written back after the deletion.
+    fn forget(&self, worker_id: &WorkerId) {
+        if let Some(slot) = self.inner.workers.write().remove(worker_id) {
+            slot.cancel.cancel();
+        }
     }
 
     /// Hands a heartbeat to the worker's task. Never blocks and never waits.
