@@ -100,6 +100,17 @@ impl MasterService for BareMaster {
     async fn ship_logs(&self, _request: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
         Err(Status::unimplemented("bare server"))
     }
+
+    async fn join_cluster(&self, _: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
+
+    async fn renew_certificate(
+        &self,
+        _: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
 }
 
 /// `cloudai bench bare-server`: prints the bound address, serves until stdin closes (the

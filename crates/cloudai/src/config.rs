@@ -48,6 +48,12 @@ impl ListenAddr {
 
     /// This address if it serves this machine only; all interfaces (`:PORT`, `0.0.0.0`, `::`)
     /// become 127.0.0.1; any other address is refused, naming `setting`.
+    /// A loopback address or `localhost` (not "all interfaces").
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
     pub fn this_machine_only(&self, setting: &str) -> Result<Self, String> {
         let ip = self.host.parse::<std::net::IpAddr>().ok();
         if ip.is_some_and(|ip| ip.is_unspecified()) {
@@ -195,6 +201,27 @@ pub struct MasterArgs {
     /// Data folder of the master.
     #[arg(long, env = "CLOUDAI_DATA_DIR", value_name = "CLOUDAI_DATA_DIR", default_value = "./cloudai-data")]
     pub data_dir: PathBuf,
+
+    /// Plain text, no certificates, no tokens: allowed only when both addresses are loopback.
+    #[arg(long, env = "CLOUDAI_INSECURE")]
+    pub insecure: bool,
+
+    /// Extra names or addresses for the master's certificate (comma-separated), e.g. the
+    /// name workers dial.
+    #[arg(long = "tls-san", env = "TLS_SAN", value_name = "TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+
+    /// The HTTP API's certificate chain (PEM) instead of one from the cluster CA.
+    #[arg(long = "tls-cert", env = "TLS_CERT", value_name = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The key of TLS_CERT (PEM).
+    #[arg(long = "tls-key", env = "TLS_KEY", value_name = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How long a worker's certificate is valid (it renews at two thirds).
+    #[arg(long, env = "WORKER_CERT_LIFETIME", value_name = "WORKER_CERT_LIFETIME", default_value = "30d", value_parser = parse_duration)]
+    pub worker_cert_lifetime: Duration,
 
     /// Store location (default: sqlite://<data dir>/cloudai.db).
     #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL")]
@@ -345,6 +372,20 @@ pub struct WorkerArgs {
     #[arg(long, env = "WORKER_ID", value_name = "WORKER_ID", value_parser = parse_worker_id)]
     pub worker_id: Option<cloudai_domain::WorkerId>,
 
+    /// The join token for an https:// master (from `cloudai token join`); needed once: the
+    /// certificate it buys is kept in the worker's data folder.
+    #[arg(long, env = "CLOUDAI_JOIN_TOKEN", value_name = "CLOUDAI_JOIN_TOKEN", value_parser = parse_join_token, hide_env_values = true)]
+    pub join_token: Option<cloudai_worker::JoinToken>,
+
+    /// A file holding the join token (instead of CLOUDAI_JOIN_TOKEN).
+    #[arg(
+        long,
+        env = "CLOUDAI_JOIN_TOKEN_FILE",
+        value_name = "CLOUDAI_JOIN_TOKEN_FILE",
+        conflicts_with = "join_token"
+    )]
+    pub join_token_file: Option<PathBuf>,
+
     /// Heartbeat period.
     #[arg(long, env = "HEARTBEAT_INTERVAL", value_name = "HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -413,7 +454,24 @@ impl MasterArgs {
     pub fn loopback_only(mut self) -> Result<Self, String> {
         self.http_addr = self.http_addr.this_machine_only("HTTP_PORT")?;
         self.grpc_addr = self.grpc_addr.this_machine_only("GRPC_PORT")?;
+        self.insecure = true;
         Ok(self)
+    }
+
+    /// `--insecure` is for this machine only: anyone who reaches a plain-text master can
+    /// run commands on its workers.
+    pub fn check_insecure(&self) -> Result<(), String> {
+        if !self.insecure {
+            return Ok(());
+        }
+        for (addr, setting) in [(&self.http_addr, "HTTP_PORT"), (&self.grpc_addr, "GRPC_PORT")] {
+            if !addr.is_loopback() {
+                return Err(format!(
+                    "--insecure is allowed only on loopback addresses, and {setting} is {addr}: without TLS and tokens anyone who reaches it can run commands on every worker; listen on 127.0.0.1 or drop --insecure"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The master's configuration from these flags.
@@ -454,6 +512,16 @@ impl MasterArgs {
                 header_timeout: self.http_header_timeout,
                 max_connections: self.http_max_connections as usize,
             },
+            security: if self.insecure {
+                cloudai_master::Security::Insecure
+            } else {
+                cloudai_master::Security::Tls(cloudai_master::TlsConfig {
+                    names: self.tls_san.clone(),
+                    worker_cert_lifetime: self.worker_cert_lifetime,
+                    api_cert: self.tls_cert.clone().zip(self.tls_key.clone()),
+                    ..cloudai_master::TlsConfig::new(&self.data_dir)
+                })
+            },
             workers: cloudai_master::WorkerLimits {
                 forget_after: self.worker_forget_after,
                 max_workers: self.max_workers as usize,
@@ -472,6 +540,7 @@ impl MasterArgs {
     /// Binds the configured addresses and starts a master.
     pub async fn start_master(&self) -> anyhow::Result<Master> {
         use anyhow::Context;
+        self.check_insecure().map_err(anyhow::Error::msg)?;
         let http = self
             .http_addr
             .bind()
@@ -486,6 +555,10 @@ impl MasterArgs {
     }
 }
 
+fn parse_join_token(raw: &str) -> Result<cloudai_worker::JoinToken, String> {
+    cloudai_worker::JoinToken::parse(raw).map_err(|e| e.to_string())
+}
+
 impl WorkerArgs {
     /// The worker's configuration from these flags; `default_drivers` differs between `worker`
     /// and `dev`.
@@ -494,8 +567,19 @@ impl WorkerArgs {
         master_addr: String,
         default_drivers: &[Driver],
         data_dir: PathBuf,
-    ) -> WorkerConfig {
-        WorkerConfig {
+    ) -> anyhow::Result<WorkerConfig> {
+        let join_token = match &self.join_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("CLOUDAI_JOIN_TOKEN_FILE {}: {e}", path.display()))?;
+                Some(
+                    parse_join_token(&text)
+                        .map_err(|e| anyhow::anyhow!("CLOUDAI_JOIN_TOKEN_FILE {}: {e}", path.display()))?,
+                )
+            }
+            None => self.join_token.clone(),
+        };
+        Ok(WorkerConfig {
             master_addr,
             worker_id: self.worker_id.clone().unwrap_or_else(cloudai_worker::default_worker_id),
             heartbeat_interval: self.heartbeat_interval,
@@ -507,7 +591,8 @@ impl WorkerArgs {
             data_dir: self.worker_data_dir.clone().unwrap_or(data_dir),
             keep_workdirs: self.keep_workdirs,
             compression: self.compression,
-        }
+            join_token,
+        })
     }
 }
 

@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker { client: None, worker, master_addr, .. } => {
             let data_dir = std::path::PathBuf::from("cloudai-data/worker");
-            let config = worker.worker_config(master_addr.master_addr, &[Driver::Docker], data_dir);
+            let config = worker.worker_config(master_addr.master_addr, &[Driver::Docker], data_dir)?;
             let shutdown = CancellationToken::new();
             stop_on_signal(shutdown.clone());
             worker::run(config, shutdown).await.context("worker failed")
@@ -147,7 +147,7 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
     let grpc = cloudai::config::dialable(master.grpc_addr);
     let data_dir = master_args.data_dir.join("worker");
     let config =
-        worker_args.worker_config(format!("http://{grpc}"), &[Driver::Process, Driver::Docker], data_dir);
+        worker_args.worker_config(format!("http://{grpc}"), &[Driver::Process, Driver::Docker], data_dir)?;
     let shutdown = CancellationToken::new();
     let worker_stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));

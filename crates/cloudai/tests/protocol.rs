@@ -145,6 +145,17 @@ impl MasterService for OtherMaster {
     async fn ship_logs(&self, _: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    async fn join_cluster(&self, _: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn renew_certificate(
+        &self,
+        _: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 /// Runs a real worker agent against a master of `version`; returns how it ended and how

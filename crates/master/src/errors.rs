@@ -39,6 +39,8 @@ impl Coded for TaskError {
             TaskError::UnknownCursor(_) => ErrorCode::InvalidArgument,
             // FAILED_PRECONDITION: a worker's shipper drops such output instead of retrying.
             TaskError::Finished { .. } | TaskError::NotShippedHere { .. } => ErrorCode::Conflict,
+            // The worker's copy stops (reports) or its output is dropped (logs), as for a stale copy.
+            TaskError::NotPlacedHere { .. } => ErrorCode::PermissionDenied,
             TaskError::DiskFull(_) => ErrorCode::InsufficientStorage,
             TaskError::ShuttingDown | TaskError::Store(_) => ErrorCode::Unavailable,
         }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod fleet;
 mod history_store;
 mod http;
+pub mod identity;
 mod master;
 pub mod metrics;
 mod rpc;
@@ -19,7 +20,8 @@ pub mod tasks;
 pub mod telemetry;
 
 pub use http::{HttpLimits, MAX_BODY_BYTES, REQUEST_TIMEOUT};
-pub use master::{Master, MasterConfig, MasterError, WorkerLimits, history_config};
+pub use identity::WorkerTrust;
+pub use master::{Master, MasterConfig, MasterError, Security, TlsConfig, WorkerLimits, history_config};
 pub use shutdown::StageReport;
 
 /// Software version reported by the API.

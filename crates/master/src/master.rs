@@ -13,6 +13,7 @@ use crate::alerting::{AlertConfig, AlertService};
 use crate::events::EventBus;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::http::{self, ApiState, HttpLimits};
+use crate::identity::WorkerTrust;
 use crate::rpc::{self, MasterRpc};
 use crate::shutdown::{Shutdown, StageReport};
 use crate::tasks::{CommandHub, TaskConfig, TaskParts, TaskService};
@@ -32,7 +33,45 @@ pub struct MasterConfig {
     pub init_store: bool,
     pub http: HttpLimits,
     pub workers: WorkerLimits,
+    pub security: Security,
 }
+
+/// How the master proves who it is and knows who its workers are.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// Plain text, and a worker is whoever its messages say: for loopback only
+    /// (`--insecure`, `cloudai dev`; the CLI refuses it on other addresses).
+    Insecure,
+    /// TLS for the API, mTLS for workers, with the cluster CA kept in `pki_dir`.
+    Tls(TlsConfig),
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    /// `<data dir>/pki`: the CA, the join token and the revoked workers.
+    pub pki_dir: std::path::PathBuf,
+    /// Names and addresses the master's certificate carries besides this host's name,
+    /// `localhost` and the loopback addresses (`TLS_SAN`).
+    pub names: Vec<String>,
+    /// How long a worker's certificate is valid; it renews itself at two thirds of it.
+    pub worker_cert_lifetime: Duration,
+    /// The API's own certificate chain and key (PEM files) instead of one from the cluster CA.
+    pub api_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl TlsConfig {
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Self {
+            pki_dir: data_dir.join("pki"),
+            names: Vec::new(),
+            worker_cert_lifetime: Duration::from_secs(30 * 24 * 3600),
+            api_cert: None,
+        }
+    }
+}
+
+/// The master's server certificates live this long; a new one is made at every start.
+const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How many workers the master keeps, and for how long after they go silent.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,6 +106,7 @@ impl MasterConfig {
             init_store: false,
             http: HttpLimits::default(),
             workers: WorkerLimits::default(),
+            security: Security::Insecure,
         }
     }
 }
@@ -98,6 +138,78 @@ pub enum MasterError {
     Io(#[from] std::io::Error),
     #[error("cannot start the alert webhook")]
     Webhook(#[from] cloudai_alerts::WebhookError),
+    #[error("cannot set up TLS")]
+    Tls(#[from] cloudai_pki::PkiError),
+    #[error("cannot set up the gRPC server's TLS")]
+    GrpcTls(#[from] tonic::transport::Error),
+}
+
+/// What a TLS master serves with.
+struct Served {
+    trust: WorkerTrust,
+    grpc: Option<tonic::transport::ServerTlsConfig>,
+    api: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ca_pem: Option<String>,
+}
+
+/// Opens (or on first start makes) the cluster CA and issues the master's certificates.
+fn serve_tls(
+    security: &Security,
+    addrs: [SocketAddr; 2],
+    metrics: &crate::metrics::Metrics,
+) -> Result<Served, MasterError> {
+    let Security::Tls(tls) = security else {
+        return Ok(Served {
+            trust: WorkerTrust::insecure(metrics.clone()),
+            grpc: None,
+            api: None,
+            ca_pem: None,
+        });
+    };
+    let dir = cloudai_pki::PkiDir::new(&tls.pki_dir);
+    let (ca, created) = dir.open_or_create_ca("cloudai")?;
+    if created {
+        info!(path = %dir.ca_cert_path().display(), fingerprint = ca.fingerprint(), "cluster CA created");
+    }
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Some(host) = hostname() {
+        names.push(host);
+    }
+    for addr in addrs {
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+    }
+    names.extend(tls.names.iter().cloned());
+    names.sort();
+    names.dedup();
+    let (server, key_pem) = ca.issue_server(&names, SERVER_CERT_LIFETIME)?;
+    let identity = tonic::transport::Identity::from_pem(&server.chain_pem, &key_pem);
+    // Workers without a certificate yet may call JoinCluster; every other RPC checks it.
+    let grpc = tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca.cert_pem()))
+        .client_auth_optional(true);
+    let api = match &tls.api_cert {
+        Some((cert, key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|source| cloudai_pki::PkiError::File { path: p.to_path_buf(), source })
+            };
+            cloudai_pki::api_server_config(&read(cert)?, &read(key)?)?
+        }
+        None => cloudai_pki::api_server_config(&server.chain_pem, &key_pem)?,
+    };
+    let ca_pem = ca.cert_pem().to_string();
+    let trust = WorkerTrust::secure(dir, ca, tls.worker_cert_lifetime, metrics.clone())?;
+    Ok(Served { trust, grpc: Some(grpc), api: Some(api), ca_pem: Some(ca_pem) })
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// A running master.
@@ -109,6 +221,10 @@ pub struct Master {
     pub tasks: TaskService,
     pub events: EventBus,
     pub alerts: AlertService,
+    /// How workers are known (the join token, revocation).
+    pub trust: WorkerTrust,
+    /// The cluster CA's certificate (PEM) on a TLS master.
+    pub ca_pem: Option<String>,
     store: Arc<dyn Store>,
     shutdown: Shutdown,
 }
@@ -142,6 +258,7 @@ impl Master {
         let grpc_stage = shutdown.stage("grpc server");
 
         let metrics = crate::metrics::Metrics::default();
+        let served = serve_tls(&config.security, [http_addr, grpc_addr], &metrics)?;
         let events = EventBus::default();
         let fleet = Fleet::new(
             FleetConfig {
@@ -197,8 +314,9 @@ impl Master {
             master_id.clone(),
             grpc_stage.token(),
         )
-        .with_limits(config.workers.message);
-        grpc_stage.spawn(server("grpc server", rpc::serve(grpc, rpc, grpc_stage.token())));
+        .with_limits(config.workers.message)
+        .with_trust(served.trust.clone());
+        grpc_stage.spawn(server("grpc server", rpc::serve(grpc, rpc, served.grpc, grpc_stage.token())?));
         info!("gRPC listening on {grpc_addr}");
 
         let state = ApiState {
@@ -207,11 +325,26 @@ impl Master {
             metrics: metrics.clone(),
             alerts: alerts.clone(),
         };
-        http_stage.spawn(server("http server", http::serve(http, state, config.http, http_stage.token())));
+        http_stage.spawn(server(
+            "http server",
+            http::serve(http, state, config.http, served.api, http_stage.token()),
+        ));
         info!("HTTP API listening on {http_addr}");
         info!(master_id, inactivity_timeout = ?config.telemetry.inactivity_timeout, "master started");
 
-        Ok(Self { http_addr, grpc_addr, fleet, telemetry, tasks, events, alerts, store, shutdown })
+        Ok(Self {
+            http_addr,
+            grpc_addr,
+            fleet,
+            telemetry,
+            tasks,
+            events,
+            alerts,
+            trust: served.trust,
+            ca_pem: served.ca_pem,
+            store,
+            shutdown,
+        })
     }
 
     /// Ordered shutdown under one deadline: HTTP server, alerting (queued webhook posts are

@@ -12,7 +12,8 @@ use cloudai_domain::TaskStatus;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -25,6 +26,35 @@ use cloudai_domain::WorkerInfo;
 pub struct Metrics {
     pub heartbeat_seconds: Histogram,
     pub scheduling_seconds: Histogram,
+    /// Worker RPCs refused, by [`Denied`] reason.
+    pub worker_denied: Family<Vec<(&'static str, &'static str)>, Counter>,
+}
+
+/// Why a worker's RPC was refused.
+#[derive(Clone, Copy, Debug)]
+pub enum Denied {
+    /// No certificate, or one that is no worker's.
+    NoCertificate,
+    /// A certificate speaking for another worker.
+    NotItself,
+    Revoked,
+    /// A task (or its output) that is not placed on the caller.
+    NotPlacedHere,
+    BadJoinToken,
+    JoinRateLimited,
+}
+
+impl Denied {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::NoCertificate => "no_certificate",
+            Self::NotItself => "not_itself",
+            Self::Revoked => "revoked",
+            Self::NotPlacedHere => "not_placed_here",
+            Self::BadJoinToken => "bad_join_token",
+            Self::JoinRateLimited => "join_rate_limited",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -34,6 +64,7 @@ impl Default for Metrics {
             heartbeat_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
             // 1 ms … ~4.6 h: time a task waited in `pending` before being placed.
             scheduling_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 13)),
+            worker_denied: Family::default(),
         }
     }
 }
@@ -45,6 +76,10 @@ impl Metrics {
 
     pub fn observe_scheduling(&self, waited: Duration) {
         self.scheduling_seconds.observe(waited.as_secs_f64());
+    }
+
+    pub fn deny(&self, reason: Denied) {
+        self.worker_denied.get_or_create(&vec![("reason", reason.as_str())]).inc();
     }
 }
 
@@ -74,6 +109,11 @@ pub fn render(metrics: &Metrics, snapshot: Snapshot) -> Result<String, std::fmt:
         "cloudai_heartbeat_handling_seconds",
         "Time the master's heartbeat RPC handler took",
         metrics.heartbeat_seconds.clone(),
+    );
+    registry.register(
+        "cloudai_worker_requests_denied",
+        "Worker RPCs refused: no certificate, another worker's id, revoked, a task not placed there, a bad join token",
+        metrics.worker_denied.clone(),
     );
     registry.register(
         "cloudai_scheduling_latency_seconds",

@@ -19,6 +19,8 @@ use tracing::{debug, warn};
 
 use crate::errors::Coded;
 use crate::fleet::{Fleet, FleetError};
+use crate::identity::WorkerTrust;
+use crate::metrics::Denied;
 use crate::tasks::{CommandHub, TaskError, TaskService};
 use crate::telemetry::{TelemetryError, TelemetryManager};
 use cloudai_domain::time::unix_secs;
@@ -73,6 +75,7 @@ pub struct MasterRpc {
     master_id: String,
     shutdown: CancellationToken,
     limits: WireLimits,
+    trust: WorkerTrust,
 }
 
 impl MasterRpc {
@@ -85,6 +88,7 @@ impl MasterRpc {
         master_id: String,
         shutdown: CancellationToken,
     ) -> Self {
+        let metrics_for_trust = metrics.clone();
         Self {
             fleet,
             telemetry,
@@ -94,7 +98,14 @@ impl MasterRpc {
             master_id,
             shutdown,
             limits: WireLimits::default(),
+            trust: WorkerTrust::insecure(metrics_for_trust),
         }
+    }
+
+    /// How workers prove who they are (default: believed, as on an `--insecure` master).
+    pub fn with_trust(mut self, trust: WorkerTrust) -> Self {
+        self.trust = trust;
+        self
     }
 
     /// What one registration or heartbeat may carry (default: `WireLimits::default()`).
@@ -126,6 +137,7 @@ impl MasterService for MasterRpc {
         &self,
         request: Request<pb::RegisterWorkerRequest>,
     ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        let caller = self.trust.caller(&request)?;
         let mut request = request.into_inner();
         if request.protocol_version != PROTOCOL_VERSION {
             warn!(
@@ -140,6 +152,7 @@ impl MasterService for MasterRpc {
         let running = cloudai_proto::running_tasks(running, &self.limits)?;
         let info = Arc::new(cloudai_proto::worker_info(request, unix_secs(), &self.limits)?);
         let worker_id = info.worker_id.clone();
+        self.trust.check(&caller, &worker_id)?;
         // The slot first: the fleet's announcement may reach the history restorer at once.
         self.telemetry.attach(Arc::clone(&info))?;
         if let Err(e) = self.fleet.register(info, running) {
@@ -161,7 +174,9 @@ impl MasterService for MasterRpc {
         &self,
         request: Request<pb::UnregisterWorkerRequest>,
     ) -> Result<Response<pb::UnregisterWorkerResponse>, Status> {
+        let caller = self.trust.caller(&request)?;
         let id = WorkerId::parse(&request.into_inner().worker_id).map_err(|e| bad_id("worker_id", e))?;
+        self.trust.check(&caller, &id)?;
         if !self.fleet.leave(&id) {
             return Err(Status::not_found(format!("worker {id} is not registered")));
         }
@@ -174,8 +189,10 @@ impl MasterService for MasterRpc {
         request: Request<pb::Heartbeat>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = std::time::Instant::now();
+        let caller = self.trust.caller(&request)?;
         let sample = cloudai_proto::heartbeat_sample(request.into_inner(), &self.limits)?;
         let worker_id = sample.worker_id.clone();
+        self.trust.check(&caller, &worker_id)?;
         let came_back = match self.fleet.heartbeat(&worker_id) {
             Ok(came_back) => came_back,
             Err(FleetError::UnknownWorker(id)) => return Err(self.telemetry.reject(id).into()),
@@ -194,7 +211,9 @@ impl MasterService for MasterRpc {
         &self,
         request: Request<pb::StreamCommandsRequest>,
     ) -> Result<Response<Self::StreamCommandsStream>, Status> {
+        let caller = self.trust.caller(&request)?;
         let id = WorkerId::parse(&request.into_inner().worker_id).map_err(|e| bad_id("worker_id", e))?;
+        self.trust.check(&caller, &id)?;
         if !self.fleet.is_registered(&id) {
             return Err(FleetError::UnknownWorker(id).into());
         }
@@ -212,8 +231,10 @@ impl MasterService for MasterRpc {
         &self,
         request: Request<pb::TaskStatusReport>,
     ) -> Result<Response<pb::TaskStatusAck>, Status> {
+        let caller = self.trust.caller(&request)?;
         let report = TaskReport::try_from(request.into_inner())?;
-        let outcome = self.tasks.report(report).await?;
+        self.trust.check(&caller, &report.worker_id)?;
+        let outcome = self.tasks.report(report).await.inspect_err(|e| self.count_denied(e))?;
         if let Some(persisted) = outcome.persisted {
             // Acknowledge a final status only once it is durable: the worker retries until then
             // (a full disk answers RESOURCE_EXHAUSTED, which it retries too).
@@ -223,22 +244,52 @@ impl MasterService for MasterRpc {
     }
 
     async fn ship_logs(&self, request: Request<pb::LogBatch>) -> Result<Response<pb::LogAck>, Status> {
+        let caller = self.trust.caller(&request)?;
         let batch = LogBatch::try_from(request.into_inner())?;
-        self.tasks.append_logs(batch).await?;
+        self.trust.check(&caller, &batch.worker_id)?;
+        self.tasks.append_logs(batch).await.inspect_err(|e| self.count_denied(e))?;
         Ok(Response::new(pb::LogAck {}))
+    }
+
+    async fn join_cluster(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let fleet = &self.fleet;
+        let active = |id: &WorkerId| fleet.state(id).is_some_and(|s| s.is_active());
+        self.trust.join(&request, request.get_ref(), active).map(Response::new)
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        self.trust.renew(&request).map(Response::new)
     }
 }
 
-/// Serves the gRPC API on `listener` until `shutdown` fires, then drains in-flight calls.
-pub async fn serve(
+impl MasterRpc {
+    fn count_denied(&self, e: &TaskError) {
+        if matches!(e, TaskError::NotPlacedHere { .. }) {
+            self.trust.denied(Denied::NotPlacedHere);
+        }
+    }
+}
+
+/// Serves the gRPC API on `listener` (over `tls` when given) until `shutdown` fires, then
+/// drains in-flight calls. Fails at once, before serving, on TLS settings tonic refuses.
+pub fn serve(
     listener: TcpListener,
     rpc: MasterRpc,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>>, tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(rpc.into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
+    let mut builder =
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder.add_service(rpc.into_server());
+    Ok(router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
 }

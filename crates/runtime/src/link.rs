@@ -106,20 +106,8 @@ pub(crate) enum Undelivered {
 /// Calls `op` until it succeeds, backing off between attempts.
 ///
 /// Any error is retried (the master may be down or restarting, or may not know this
-/// worker until it registers again) except those saying the request itself is wrong.
-pub(crate) async fn deliver<T, F, Fut>(
-    policy: RetryPolicy,
-    give_up: &CancellationToken,
-    op: F,
-) -> Result<T, Undelivered>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Status>>,
-{
-    deliver_unless(policy, give_up, is_permanent, op).await
-}
-
-/// [`deliver`], with `permanent` saying which codes end it as [`Undelivered::Rejected`].
+/// worker until it registers again) except those `permanent` says no retry fixes, which end
+/// it as [`Undelivered::Rejected`].
 pub(crate) async fn deliver_unless<T, F, Fut>(
     policy: RetryPolicy,
     give_up: &CancellationToken,
@@ -159,8 +147,14 @@ fn is_permanent(code: Code) -> bool {
 
 /// A refusal of task output that no retry changes: the request is wrong, or the master does
 /// not take this task's output from this worker (`NOT_FOUND`: no such task;
-/// `FAILED_PRECONDITION`: placed elsewhere, or ended a while ago). `RESOURCE_EXHAUSTED` (the
+/// `PERMISSION_DENIED`: placed on another worker; `FAILED_PRECONDITION`: ended a while ago). `RESOURCE_EXHAUSTED` (the
 /// master's disk is full) is retried with backoff: the batch lands once there is room.
 pub(crate) fn output_refused(code: Code) -> bool {
-    is_permanent(code) || matches!(code, Code::NotFound | Code::FailedPrecondition)
+    is_permanent(code) || matches!(code, Code::NotFound | Code::FailedPrecondition | Code::PermissionDenied)
+}
+
+/// A refusal of a status report that says this copy is not the task's: it runs on another
+/// worker now. The copy stops, as when the master answers `keep_running: false`.
+pub(crate) fn report_refused(code: Code) -> bool {
+    is_permanent(code) || code == Code::PermissionDenied
 }

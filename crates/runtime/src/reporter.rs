@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver};
+use crate::link::{MasterLink, RetryPolicy, Undelivered, deliver_unless, report_refused};
 
 /// Delivers one task's reports, in the order they were queued.
 pub(crate) struct Reporter {
@@ -25,11 +25,22 @@ impl Reporter {
     pub(crate) async fn run(mut self) {
         while let Some(report) = self.reports.recv().await {
             let link = &self.link;
-            let ack = deliver(self.policy, &self.give_up, || link.report_status(report.clone())).await;
+            let ack = deliver_unless(self.policy, &self.give_up, report_refused, || {
+                link.report_status(report.clone())
+            })
+            .await;
             match ack {
                 Ok(ack) if ack.keep_running || report.update.is_final() => {}
                 Ok(_) => {
                     info!(status = %report.update, "master no longer wants this task; stopping it");
+                    (self.on_stale)();
+                    return;
+                }
+                Err(Undelivered::Rejected(status)) if status.code() == tonic::Code::PermissionDenied => {
+                    info!(
+                        message = status.message(),
+                        "the task is placed on another worker; stopping this copy"
+                    );
                     (self.on_stale)();
                     return;
                 }

@@ -192,7 +192,10 @@ impl Shipper {
                 // The master does not take this task's output from here: nor will it take the
                 // rest, so stop shipping (the buffer stays bounded; the task is stopped as stale).
                 Err(Undelivered::Rejected(status))
-                    if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) =>
+                    if matches!(
+                        status.code(),
+                        Code::NotFound | Code::FailedPrecondition | Code::PermissionDenied
+                    ) =>
                 {
                     warn!(code = ?status.code(), message = status.message(), bytes, "master refuses this task's output; dropping it and the rest");
                     return;

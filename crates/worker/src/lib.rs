@@ -6,6 +6,10 @@
 
 mod collector;
 pub mod gpu;
+mod identity;
+
+pub use cloudai_pki::JoinToken;
+pub use identity::IdentityError;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +50,9 @@ pub struct WorkerConfig {
     pub keep_workdirs: bool,
     /// Preferred compression of heartbeats, used when the master accepts it.
     pub compression: Compression,
+    /// For an `https://` master: the token to join with, when there is no certificate from
+    /// an earlier join in `<data_dir>/identity/` (or the token names another cluster's CA).
+    pub join_token: Option<JoinToken>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +63,7 @@ pub enum WorkerError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("the master refused registration")]
+    #[error("the master refused this worker: {}", .0.message())]
     Refused(#[source] Status),
     #[error(
         "this worker speaks protocol {worker}, the master speaks protocol {master}; upgrade the worker or the master"
@@ -66,6 +73,8 @@ pub enum WorkerError {
     Collector(#[source] tokio::task::JoinError),
     #[error("no driver can run here (configured: {configured}); a worker without one could run no task")]
     NoDriver { configured: String },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 /// The host name as a worker id, or `worker` if it is unusable.
@@ -82,12 +91,29 @@ fn hostname() -> String {
 
 /// Runs a worker until `shutdown` fires, then unregisters.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let channel = Endpoint::from_shared(config.master_addr.clone())
-        .map_err(|source| WorkerError::BadMasterAddr { addr: config.master_addr.clone(), source })?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .connect_lazy();
+    // An https:// master gets mTLS and nothing else; http:// is plain text (loopback masters).
+    let (channel, renewal) = if config.master_addr.starts_with("https://") {
+        let secured = identity::secure_channel(
+            &config.master_addr,
+            &config.worker_id,
+            config.join_token.as_ref(),
+            &config.data_dir,
+            &shutdown,
+        )
+        .await?;
+        match secured {
+            Some(secured) => (secured.channel, Some(secured.renewal)),
+            None => return Ok(()), // shut down while joining
+        }
+    } else {
+        let channel = Endpoint::from_shared(config.master_addr.clone())
+            .map_err(|source| WorkerError::BadMasterAddr { addr: config.master_addr.clone(), source })?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        (channel, None)
+    };
     let client = MasterServiceClient::new(channel);
 
     let simulated = config.simulated_gpus;
@@ -200,6 +226,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     }
     runtime_stop.cancel();
     runtime.shutdown().await;
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
     failure.map_or(Ok(()), Err)
 }
 
@@ -247,7 +276,13 @@ impl Agent {
                     info!(worker_id = %self.worker_id, master_id = %resp.master_id, compression, "registered with master");
                     return Ok(true);
                 }
-                Err(status) if status.code() == Code::InvalidArgument => {
+                // A bad request, or a certificate the master refuses (revoked, another worker's).
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated
+                    ) =>
+                {
                     return Err(WorkerError::Refused(status));
                 }
                 Err(status) if status.code() == Code::FailedPrecondition => {
@@ -287,7 +322,7 @@ impl Agent {
     }
 
     /// Heartbeats until shutdown; ends with an error only when the master, registered
-    /// with again, speaks another protocol version.
+    /// with again, speaks another protocol version, or refuses this worker (revoked).
     async fn heartbeat_loop(&self, collector: Collector, interval: Duration) -> Result<(), WorkerError> {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -348,6 +383,11 @@ impl Agent {
                             warn!(error = %format!("{e:#}"), "re-registration refused");
                         }
                     }
+                }
+                // Revoked (or a certificate that is not this worker's): nothing to retry.
+                Err(status) if status.code() == Code::PermissionDenied => {
+                    error!(message = status.message(), "the master refuses this worker; stopping");
+                    return Err(WorkerError::Refused(status));
                 }
                 Err(status) if status.code() == Code::ResourceExhausted => {
                     // Rate-limited: wait as long as the master asks before the next heartbeat.

@@ -87,6 +87,7 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
         data_dir: tempfile::tempdir().expect("tempdir").keep(),
         keep_workdirs: false,
         compression: cloudai_proto::Compression::Zstd,
+        join_token: None,
     }
 }
 
@@ -134,6 +135,17 @@ impl InProcessWorker {
         self.killed.cancel();
         let _ = self.thread.join();
     }
+}
+
+/// An HTTPS client trusting only `ca_pem` (the cluster CA).
+pub fn tls_client(ca_pem: &str) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA certificate");
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
 }
 
 pub fn http_client() -> reqwest::Client {
@@ -305,13 +317,28 @@ pub struct RawWorker {
 impl RawWorker {
     pub async fn join(grpc: std::net::SocketAddr, id: &str) -> Self {
         use cloudai_proto::v1 as pb;
-        let mut client = pb::master_service_client::MasterServiceClient::connect(format!("http://{grpc}"))
+        let client = pb::master_service_client::MasterServiceClient::connect(format!("http://{grpc}"))
             .await
             .expect("connect");
+        Self::register_over(client, id).await
+    }
+
+    /// Registers as `id` over `client` (e.g. an mTLS channel with some worker's certificate).
+    pub async fn register_over(
+        mut client: cloudai_proto::v1::master_service_client::MasterServiceClient<tonic::transport::Channel>,
+        id: &str,
+    ) -> Self {
+        use cloudai_proto::v1 as pb;
         client.register_worker(registration(id)).await.expect("register");
         let request = pb::StreamCommandsRequest { worker_id: id.into() };
         let commands = client.stream_commands(request).await.expect("command stream").into_inner();
         Self { id: id.into(), client, commands }
+    }
+
+    /// The same connection, its messages saying they come from worker `id`.
+    pub fn speaking_as(mut self, id: &str) -> Self {
+        self.id = id.into();
+        self
     }
 
     /// The next task the master starts here: its id and attempt.

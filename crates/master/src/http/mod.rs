@@ -150,16 +150,16 @@ impl Default for HttpLimits {
 /// How long a refused connection is given to take its 503.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
-/// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests
-/// (idle connections close at once). HTTP/1.1 only: there is no protocol sniffing phase for
-/// a silent client to sit in.
+/// Serves the API on `listener` (over TLS with `tls`) until `shutdown` fires, then finishes
+/// in-flight requests (idle connections close at once). HTTP/1.1 only: there is no protocol
+/// sniffing phase for a silent client to sit in.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     limits: HttpLimits,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     let mut app = router(state);
     // On a loopback address there is no token yet to keep a web page out: only requests that
     // name this machine, from no page or the master's own, are served.
@@ -169,6 +169,7 @@ pub async fn serve(
         app =
             app.layer(axum::middleware::from_fn(move |request, next| same_host::check(port, request, next)));
     }
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let connections = tokio_util::task::TaskTracker::new();
     loop {
@@ -190,27 +191,43 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let shutdown = shutdown.clone();
+        let (app, shutdown, tls) = (app.clone(), shutdown.clone(), tls.clone());
         connections.spawn(async move {
             let _permit = permit;
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            match tls {
+                None => serve_connection(stream, app, limits, shutdown).await,
+                // The handshake is held to the same deadline as a request head.
+                Some(tls) => match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, app, limits, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
             }
         });
     }
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+async fn serve_connection<IO>(io: IO, app: Router, limits: HttpLimits, shutdown: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// Answers a connection over the limit with a 503 (the API's JSON error) and closes it.

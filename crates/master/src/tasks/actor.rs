@@ -202,7 +202,10 @@ impl Actor {
             }
             Request::Cancel(task_id, reply) => self.cancel(task_id, reply).await,
             Request::Report(report, reply) => {
-                let outcome = self.on_report(report).await;
+                let outcome = match self.placed_elsewhere(&report) {
+                    Some(refused) => Err(refused),
+                    None => Ok(self.on_report(report).await),
+                };
                 let _ = reply.send(outcome);
             }
             Request::Running(worker_id, running) => self.on_running(&worker_id, &running),
@@ -422,6 +425,17 @@ impl Actor {
                 let _ = reply.send(Ok(task));
             }
         }
+    }
+
+    /// A report for an unfinished task placed on another worker: refused, since a worker
+    /// speaks only for the tasks placed on it (a stale copy here is told to stop either way).
+    fn placed_elsewhere(&self, report: &TaskReport) -> Option<TaskError> {
+        let placed = self.tasks.get(&report.task_id)?.task.worker_id()?;
+        (placed != &report.worker_id).then(|| TaskError::NotPlacedHere {
+            task_id: report.task_id.clone(),
+            worker_id: report.worker_id.clone(),
+            placed: placed.clone(),
+        })
     }
 
     async fn on_report(&mut self, report: TaskReport) -> ReportOutcome {

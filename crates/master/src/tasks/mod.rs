@@ -67,6 +67,9 @@ pub enum TaskError {
     /// Output for a task the sending worker does not run (nor just ended).
     #[error("task {task_id} {why}, so worker {worker_id} may not ship its output")]
     NotShippedHere { task_id: TaskId, worker_id: WorkerId, why: String },
+    /// A report or output for a task placed on another worker: a worker speaks only for its own.
+    #[error("task {task_id} is placed on worker {placed}, not on worker {worker_id}")]
+    NotPlacedHere { task_id: TaskId, worker_id: WorkerId, placed: WorkerId },
     #[error("the master is shutting down")]
     ShuttingDown,
     /// Nothing was saved, so nothing changed: the same request succeeds once there is room.
@@ -93,7 +96,7 @@ pub(crate) enum Request {
     Enqueue(Task),
     Cancel(TaskId, oneshot::Sender<Result<Task, TaskError>>),
     /// Worker reports come with their answer channel; a final one is answered once durable.
-    Report(TaskReport, oneshot::Sender<ReportOutcome>),
+    Report(TaskReport, oneshot::Sender<Result<ReportOutcome, TaskError>>),
     Running(WorkerId, Vec<String>),
     StreamOpened(WorkerId),
     PendingReasons(Vec<TaskId>, oneshot::Sender<HashMap<TaskId, String>>),
@@ -300,7 +303,7 @@ impl TaskService {
     // ---- from the gRPC service ----
 
     pub(crate) async fn report(&self, report: TaskReport) -> Result<ReportOutcome, TaskError> {
-        self.ask(|reply| Request::Report(report, reply)).await
+        self.ask(|reply| Request::Report(report, reply)).await?
     }
 
     /// From the heartbeat path: never waits; a full queue drops it (the next one comes).
@@ -355,7 +358,14 @@ impl TaskService {
         let status = task.status();
         match task.worker_id() {
             None => Err(refuse(format!("is {status} and placed on no worker"))),
-            Some(placed) if placed != worker_id => Err(refuse(format!("is {status} on worker {placed}"))),
+            Some(placed) if placed != worker_id && !status.is_final() => Err(TaskError::NotPlacedHere {
+                task_id: task.task_id.clone(),
+                worker_id: worker_id.clone(),
+                placed: placed.clone(),
+            }),
+            Some(placed) if placed != worker_id => {
+                Err(refuse(format!("ended ({status}) on worker {placed}")))
+            }
             Some(_) if !status.is_final() => Ok(()),
             Some(_) => {
                 // An end stamped in the future (clocks apart) counts as just now.
