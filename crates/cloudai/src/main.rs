@@ -30,6 +30,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start; boxing buys nothing")]
 enum Command {
     /// Run the master: gRPC for workers, HTTP API, console on a terminal.
     Master {
@@ -132,6 +133,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_master(args: MasterArgs) -> anyhow::Result<()> {
     let master = args.start_master().await?;
+    if master.trust.is_secure() {
+        announce_cluster(&args, &master)?;
+    }
     let shutdown = CancellationToken::new();
     let console = start_console(&master, args.no_console, &shutdown);
     stop_on_signal(shutdown.clone());
@@ -167,6 +171,33 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
     }
     master.shutdown().await;
     Ok(())
+}
+
+/// Prints the command that joins a worker (as `docker swarm init` does) and writes the
+/// client profile, so `cloudai task …` on this machine works with no setting.
+fn announce_cluster(args: &MasterArgs, master: &cloudai_master::Master) -> anyhow::Result<()> {
+    let Some(token) = master.trust.join_token() else { return Ok(()) };
+    let host = args.tls_san.first().cloned().or_else(hostname).unwrap_or_else(|| "localhost".into());
+    println!(
+        "To join a worker to this cluster, run on it:\n\n    CLOUDAI_JOIN_TOKEN={token} cloudai worker --master https://{host}:{}\n",
+        master.grpc_addr.port()
+    );
+    let admin_token = std::fs::read_to_string(args.data_dir.join("admin.token")).ok().map(|t| t.trim().to_string());
+    let ca_cert = std::path::absolute(args.data_dir.join("pki/ca.crt"))?;
+    let profile = cloudai::profile::Profile {
+        addr: format!("https://localhost:{}", master.http_addr.port()),
+        ca_cert: Some(ca_cert),
+        token: admin_token,
+    };
+    match profile.write() {
+        Ok(path) => println!("Client profile (address, CA, admin token) written to {}", path.display()),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot write the client profile"),
+    }
+    Ok(())
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
 }
 
 fn start_console(
