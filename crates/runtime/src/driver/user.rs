@@ -53,8 +53,9 @@ pub enum TaskUserError {
     )]
     NotPermitted { name: String, current: u32 },
     #[error(
-        "tasks run as {user} cannot reach their working folders in {tasks_dir}: {blocked} (mode {mode:o}, \
-         owner uid {owner}) does not let them through; allow it (chmod o+x) or use another data folder"
+        "process tasks run as {user} cannot reach their working folders in {tasks_dir}: {blocked} (mode \
+         {mode:o}, owner uid {owner}) does not let them through; allow it (chmod o+x {blocked}) or use a \
+         data folder they can reach"
     )]
     Unreachable { user: String, tasks_dir: PathBuf, blocked: PathBuf, mode: u32, owner: u32 },
     #[error("cannot prepare the tasks folder {dir}")]
