@@ -68,7 +68,6 @@ impl Driver for ProcessDriver {
     async fn start(&self, launch: &Launch) -> Result<Execution, DriverError> {
         let (program, args) = launch.command.split_first().ok_or(DriverError::EmptyCommand)?;
         let path = launch.env.get("PATH").map_or(BASE_PATH, String::as_str);
-        let spawn_error = |source| DriverError::Spawn { program: program.clone(), source };
         // The supervisor just created it; nothing of the task runs yet to race with.
         self.user
             .own_workdir(&launch.workdir)
@@ -98,6 +97,7 @@ impl Driver for ProcessDriver {
             // Switching makes std fork the worker rather than use posix_spawn.
             command.uid(user.uid()).gid(user.gid());
         }
+        let spawn_error = |source| DriverError::Spawn { program: program.clone(), source };
         let mut child = command.spawn().map_err(|e| spawn_error(plain_io_error(e)))?;
         // A freshly spawned, unreaped child always has an id; the group id equals it (process_group(0)).
         let pgid = child

@@ -41,6 +41,11 @@ pub struct TaskUser {
 pub enum TaskUserError {
     #[error("unknown CLOUDAI_TASK_USER {name:?}: there is no such user on this machine")]
     Unknown { name: String },
+    #[error(
+        "a worker running as root runs process tasks as \"nobody\", and this machine has no \
+         such user; create it or set CLOUDAI_TASK_USER"
+    )]
+    NoDefaultUser,
     #[error("cannot look up CLOUDAI_TASK_USER {name:?} in the user database")]
     Lookup {
         name: String,
@@ -80,7 +85,10 @@ impl TaskUser {
         };
         let user = User::from_name(name)
             .map_err(|source| TaskUserError::Lookup { name: name.to_owned(), source })?
-            .ok_or_else(|| TaskUserError::Unknown { name: name.to_owned() })?;
+            .ok_or_else(|| match requested {
+                Some(_) => TaskUserError::Unknown { name: name.to_owned() },
+                None => TaskUserError::NoDefaultUser,
+            })?;
         if !current.is_root() && user.uid != current {
             return Err(TaskUserError::NotPermitted { name: name.to_owned(), current: current.as_raw() });
         }
