@@ -418,6 +418,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "CLOUDAI_KEEP_WORKDIRS")]
     pub keep_workdirs: bool,
 
+    /// User that process tasks run as (default: nobody when the worker runs as root, else the worker's own user).
+    #[arg(long, env = "CLOUDAI_TASK_USER", value_name = "CLOUDAI_TASK_USER")]
+    pub task_user: Option<String>,
+
     /// Compression of heartbeats to the master: zstd, gzip or none (used only if the master accepts it).
     #[arg(long, env = "GRPC_COMPRESSION", value_name = "GRPC_COMPRESSION", default_value = "zstd", value_parser = cloudai_proto::Compression::parse)]
     pub compression: cloudai_proto::Compression,
@@ -590,6 +594,7 @@ impl WorkerArgs {
             labels: self.labels.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
             data_dir: self.worker_data_dir.clone().unwrap_or(data_dir),
             keep_workdirs: self.keep_workdirs,
+            task_user: self.task_user.clone(),
             compression: self.compression,
             join_token,
         })

@@ -154,22 +154,33 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
         worker_args.worker_config(format!("http://{grpc}"), &[Driver::Process, Driver::Docker], data_dir)?;
     let shutdown = CancellationToken::new();
     let worker_stop = CancellationToken::new();
-    let worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));
+    let mut worker_task = tokio::spawn(worker::run(config, worker_stop.clone()));
     let console = start_console(&master, master_args.no_console, &shutdown);
     stop_on_signal(shutdown.clone());
     tracing::info!(
         "dev cluster up: try `curl http://{}/workers`",
         cloudai::config::dialable(master.http_addr)
     );
-    shutdown.cancelled().await;
+    // A worker that ends on its own (it cannot start: its task user, its drivers) ends dev:
+    // a cluster without it would run nothing, and say so only at Ctrl-C.
+    let ended_early = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        ended = &mut worker_task => Some(ended),
+    };
     stop_console(console).await;
     worker_stop.cancel();
-    match worker_task.await {
+    let early = ended_early.is_some();
+    let ended = match ended_early {
+        Some(ended) => ended,
+        None => worker_task.await,
+    };
+    master.shutdown().await;
+    match ended {
         Ok(Ok(())) => {}
+        Ok(Err(e)) if early => return Err(anyhow::Error::new(e).context("local worker failed")),
         Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "local worker failed"),
         Err(e) => tracing::warn!(error = %e, "local worker task failed"),
     }
-    master.shutdown().await;
     Ok(())
 }
 

@@ -154,6 +154,9 @@ async fn a_final_report_to_a_full_disk_is_retried_until_durable_and_the_task_run
     let worker = InProcessWorker::start(worker_config(master.grpc_addr, "steady"));
 
     let scratch = tempfile::tempdir().expect("tempdir");
+    // Writable by the task, which runs as nobody when the tests run as root.
+    std::fs::set_permissions(scratch.path(), std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .expect("chmod");
     let (runs, go) = (scratch.path().join("runs"), scratch.path().join("go"));
     let script = format!(
         "echo run >> {runs}; while [ ! -e {go} ]; do sleep 0.05; done; echo exited >> {runs}",

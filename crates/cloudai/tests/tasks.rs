@@ -315,7 +315,7 @@ async fn a_process_task_sees_only_its_documented_environment() {
     names.sort_unstable();
     assert_eq!(
         names,
-        ["CLOUDAI_TASK_ID", "CUDA_VISIBLE_DEVICES", "HOME", "LANG", "MY_SETTING", "PATH"],
+        ["CLOUDAI_TASK_ID", "CUDA_VISIBLE_DEVICES", "HOME", "LANG", "LOGNAME", "MY_SETTING", "PATH", "USER"],
         "{out}"
     );
     assert!(out.contains("PATH=/opt/tool/bin:/usr/bin:/bin\n"), "the task's env wins: {out}");

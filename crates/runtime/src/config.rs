@@ -53,6 +53,11 @@ impl RuntimeConfig {
         }
     }
 
+    /// Where task working folders are made: `<data_dir>/tasks`.
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.data_dir.join("tasks")
+    }
+
     /// Enables `driver` for the tasks that ask for `name`.
     pub fn with_driver(mut self, name: cloudai_domain::Driver, driver: Arc<dyn Driver>) -> Self {
         self.drivers.push((name, driver));

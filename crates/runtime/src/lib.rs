@@ -26,8 +26,8 @@ mod supervisor;
 
 pub use config::RuntimeConfig;
 pub use driver::{
-    DockerDriver, DockerOptions, Driver, DriverError, Execution, ExitStatus, Launch, Leftover, ProcessDriver,
-    TaskControl, error_chain,
+    DEFAULT_TASK_USER, DockerDriver, DockerOptions, Driver, DriverError, Execution, ExitStatus, Launch,
+    Leftover, ProcessDriver, TaskControl, TaskUser, TaskUserError, error_chain,
 };
 pub use link::{GrpcMasterLink, MasterLink, ReportAck, SendCompression};
 pub use runtime::TaskRuntime;

@@ -113,7 +113,7 @@ impl TaskRuntime {
         let queued = inner.report(&task_id, task.attempt, TaskUpdate::status(RunStatus::Queued));
         info!(driver = %task.driver, "task queued");
         let launch = Launch {
-            workdir: inner.config.data_dir.join("tasks").join(task_id.as_str()),
+            workdir: inner.config.tasks_dir().join(task_id.as_str()),
             task_id,
             worker_id: inner.config.worker_id.to_string(),
             attempt: task.attempt,
@@ -179,7 +179,7 @@ impl TaskRuntime {
             gpu_indices: Vec::new(),
             cpu_required: 0.0,
             memory_required_mb: 0,
-            workdir: inner.config.data_dir.join("tasks").join(task_id.as_str()),
+            workdir: inner.config.tasks_dir().join(task_id.as_str()),
         };
         let execution = match driver.adopt(&launch, &handle).instrument(span.clone()).await {
             Ok(execution) => execution,

@@ -184,3 +184,59 @@ async fn newer_attempt_replaces_the_running_one() {
         h.link.reports("t-retry").iter().map(|r| (r.report.attempt, r.report.status.clone())).collect();
     assert!(!attempts.iter().any(|(a, s)| *a == 1 && s != "queued" && s != "running"), "{attempts:?}");
 }
+
+#[tokio::test]
+async fn runs_as_the_task_user_in_a_private_folder() {
+    let user = cloudai_runtime::TaskUser::resolve(None).expect("default task user");
+    if !user.switches() {
+        eprintln!("note: not root, so tasks run as the worker's own user; the switch is not exercised");
+    }
+    let h = Harness::new();
+    let script = "id -u; id -g; id -G; stat -c '%a %u' .; echo \"$HOME $USER $LOGNAME\"";
+    h.runtime.start(start("t-user", &["sh", "-c", script]));
+    assert_eq!(h.finished("t-user").await.status, "completed");
+    let workdir = h.workdir("t-user");
+    let expected = format!(
+        "{uid}\n{gid}\n{gid}\n700 {uid}\n{home} {name} {name}\n",
+        uid = user.uid(),
+        gid = user.gid(),
+        home = user.home().unwrap_or(&workdir).display(),
+        name = user.name(),
+    );
+    if user.switches() {
+        // The worker's supplementary groups are gone too: `id -G` lists the primary group alone.
+        assert_eq!(h.link.stdout("t-user"), expected);
+    } else {
+        // A worker's own user keeps its groups.
+        let out = h.link.stdout("t-user");
+        let lines: Vec<&str> = out.lines().collect();
+        let want: Vec<&str> = expected.lines().collect();
+        assert_eq!((lines[0], lines[1], lines[3], lines[4]), (want[0], want[1], want[3], want[4]), "{out}");
+    }
+
+    // The task's own variables win.
+    let mut cmd = start("t-home", &["sh", "-c", "echo \"$HOME $USER\""]);
+    cmd.env = BTreeMap::from([("HOME".to_owned(), "/srv".to_owned()), ("USER".to_owned(), "me".to_owned())]);
+    h.runtime.start(cmd);
+    assert_eq!(h.finished("t-home").await.status, "completed");
+    assert_eq!(h.link.stdout("t-home"), "/srv me\n");
+}
+
+#[tokio::test]
+async fn a_task_writes_only_in_its_own_folder() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: tasks run as the worker's own user unless the worker is root");
+        return;
+    }
+    let h = Harness::new();
+    // The data folder and the tasks folder are the worker's; the tasks folder cannot be listed.
+    let script = "touch mine && echo wrote mine; \
+                  touch ../intruder 2>&1; touch ../../intruder 2>&1; ls .. >/dev/null 2>&1 || echo cannot list";
+    h.runtime.start(start("t-confined", &["sh", "-c", script]));
+    assert_eq!(h.finished("t-confined").await.status, "completed");
+    let out = h.link.stdout("t-confined");
+    assert!(out.starts_with("wrote mine\n"), "{out}");
+    assert_eq!(out.matches("Permission denied").count(), 2, "{out}");
+    assert!(out.ends_with("cannot list\n"), "{out}");
+    assert!(!exists(&h.data_dir.join("intruder")) && !exists(&h.data_dir.join("tasks").join("intruder")));
+}

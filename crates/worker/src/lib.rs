@@ -19,7 +19,7 @@ use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use cloudai_runtime::{
     DockerDriver, DockerOptions, GrpcMasterLink, ProcessDriver, RuntimeConfig, SendCompression, TaskRuntime,
-    error_chain,
+    TaskUser, TaskUserError, error_chain,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     /// Task working folders live under `<data_dir>/tasks/`.
     pub data_dir: PathBuf,
     pub keep_workdirs: bool,
+    /// Who process tasks run as (`CLOUDAI_TASK_USER`); `None`: `nobody` for a root worker,
+    /// the worker's own user otherwise.
+    pub task_user: Option<String>,
     /// Preferred compression of heartbeats, used when the master accepts it.
     pub compression: Compression,
     /// For an `https://` master: the token to join with, when there is no certificate from
@@ -71,6 +74,8 @@ pub enum WorkerError {
     ProtocolMismatch { worker: u32, master: u32 },
     #[error("the worker's collector task failed")]
     Collector(#[source] tokio::task::JoinError),
+    #[error("cannot run process tasks")]
+    TaskUser(#[source] TaskUserError),
     #[error("no driver can run here (configured: {configured}); a worker without one could run no task")]
     NoDriver { configured: String },
     #[error(transparent)]
@@ -133,7 +138,17 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     for &driver in &config.drivers {
         match driver {
             Driver::Process => {
-                runtime_config = runtime_config.with_driver(driver, Arc::new(ProcessDriver::new()));
+                let process = TaskUser::resolve(config.task_user.as_deref())
+                    .and_then(|user| ProcessDriver::new(user, &runtime_config.tasks_dir()))
+                    .map_err(WorkerError::TaskUser)?;
+                let user = process.user();
+                info!(
+                    user = user.name(),
+                    uid = user.uid(),
+                    gid = user.gid(),
+                    "process tasks run as this user"
+                );
+                runtime_config = runtime_config.with_driver(driver, Arc::new(process));
                 drivers.push(driver);
             }
             Driver::Docker => {

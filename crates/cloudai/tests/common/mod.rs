@@ -86,6 +86,7 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
         labels: Vec::new(),
         data_dir: tempfile::tempdir().expect("tempdir").keep(),
         keep_workdirs: false,
+        task_user: None,
         compression: cloudai_proto::Compression::Zstd,
         join_token: None,
     }

@@ -8,6 +8,7 @@
 
 pub mod docker;
 pub mod process;
+pub mod user;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 
 pub use self::docker::{DockerDriver, DockerOptions};
 pub use self::process::ProcessDriver;
+pub use self::user::{DEFAULT_TASK_USER, TaskUser, TaskUserError};
 
 /// How long a task's output may stay open after its main process exited.
 pub(crate) const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -162,6 +164,12 @@ pub enum DriverError {
     #[error("cannot start {program:?}")]
     Spawn {
         program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make the working folder {dir} the task's")]
+    Workdir {
+        dir: PathBuf,
         #[source]
         source: std::io::Error,
     },

@@ -6,9 +6,12 @@
 //! measure: a task's CPU and memory are its group's, sampled from `/proc`.
 //!
 //! A task starts with a clean environment, not the worker's: its own `env`, on top of a
-//! minimal `PATH`, `HOME` and `LANG`, plus `CLOUDAI_TASK_ID` and `CUDA_VISIBLE_DEVICES`.
+//! minimal `PATH`, `LANG`, `HOME`, `USER` and `LOGNAME`, plus `CLOUDAI_TASK_ID` and
+//! `CUDA_VISIBLE_DEVICES`. It runs as the driver's [`TaskUser`], in a working folder only
+//! that user can open.
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -23,6 +26,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::user::{TaskUser, TaskUserError};
 use super::{Driver, DriverError, Execution, ExitStatus, Launch, OutputChunk, TaskControl, Usage};
 use cloudai_domain::LogStream;
 use cloudai_domain::time::unix_ms;
@@ -41,12 +45,21 @@ const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 const BASE_LANG: &str = "C.UTF-8";
 
 /// The `process` driver: `command` as argv (no shell), stdin null.
-#[derive(Clone, Debug, Default)]
-pub struct ProcessDriver;
+#[derive(Clone, Debug)]
+pub struct ProcessDriver {
+    user: TaskUser,
+}
 
 impl ProcessDriver {
-    pub fn new() -> Self {
-        Self
+    /// Runs tasks as `user` in working folders under `tasks_dir`, which is created here and
+    /// checked to be reachable by `user` (so a worker that could start no task says so now).
+    pub fn new(user: TaskUser, tasks_dir: &Path) -> Result<Self, TaskUserError> {
+        user.prepare_tasks_dir(tasks_dir)?;
+        Ok(Self { user })
+    }
+
+    pub fn user(&self) -> &TaskUser {
+        &self.user
     }
 }
 
@@ -55,14 +68,20 @@ impl Driver for ProcessDriver {
     async fn start(&self, launch: &Launch) -> Result<Execution, DriverError> {
         let (program, args) = launch.command.split_first().ok_or(DriverError::EmptyCommand)?;
         let path = launch.env.get("PATH").map_or(BASE_PATH, String::as_str);
+        // The supervisor just created it; nothing of the task runs yet to race with.
+        self.user
+            .own_workdir(&launch.workdir)
+            .map_err(|e| DriverError::Workdir { dir: launch.workdir.clone(), source: plain_io_error(e) })?;
+        let user = &self.user;
         let mut command = Command::new(find_program(program, path));
         // The worker's own variables (its credentials, its paths) are not the task's.
-        let home = std::env::var_os("HOME").unwrap_or_else(|| launch.workdir.clone().into_os_string());
         command
             .args(args)
             .env_clear()
             .env("PATH", BASE_PATH)
-            .env("HOME", home)
+            .env("HOME", user.home().unwrap_or(&launch.workdir))
+            .env("USER", user.name())
+            .env("LOGNAME", user.name())
             .env("LANG", BASE_LANG)
             .envs(&launch.env)
             .env("CUDA_VISIBLE_DEVICES", launch.cuda_visible_devices())
@@ -73,6 +92,11 @@ impl Driver for ProcessDriver {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        if user.switches() {
+            // std also drops the worker's supplementary groups (setgroups(0)) before setuid.
+            // Switching makes std fork the worker rather than use posix_spawn.
+            command.uid(user.uid()).gid(user.gid());
+        }
         let spawn_error = |source| DriverError::Spawn { program: program.clone(), source };
         let mut child = command.spawn().map_err(|e| spawn_error(plain_io_error(e)))?;
         // A freshly spawned, unreaped child always has an id; the group id equals it (process_group(0)).

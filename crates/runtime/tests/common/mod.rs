@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use cloudai_domain::{
     Driver, LogBatch, LogChunk, TaskCancel, TaskId, TaskLaunch, TaskReport, TaskUpdate, WorkerId,
 };
-use cloudai_runtime::{MasterLink, ProcessDriver, ReportAck, RuntimeConfig, TaskRuntime};
+use cloudai_runtime::{MasterLink, ProcessDriver, ReportAck, RuntimeConfig, TaskRuntime, TaskUser};
 use nix::errno::Errno;
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
@@ -196,9 +196,17 @@ impl Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         // The canonical path, so it compares equal to what `pwd` prints.
         let data_dir = dir.path().canonicalize().expect("canonical temp dir");
+        // Tasks run as the production default (`nobody` when the tests run as root), who
+        // must pass through the data folder to reach their own.
+        set_mode(&data_dir, 0o711);
+        let scratch = data_dir.join("scratch");
+        std::fs::create_dir(&scratch).expect("scratch folder");
+        set_mode(&scratch, 0o1777);
         let worker_id = WorkerId::parse("w1").expect("worker id");
-        let mut config = RuntimeConfig::new(worker_id, &data_dir)
-            .with_driver(Driver::Process, Arc::new(ProcessDriver::new()));
+        let mut config = RuntimeConfig::new(worker_id, &data_dir);
+        let user = TaskUser::resolve(None).expect("the default task user");
+        let process = ProcessDriver::new(user, &config.tasks_dir()).expect("process driver");
+        config = config.with_driver(Driver::Process, Arc::new(process));
         config.default_grace = Duration::from_secs(5);
         config.log_batch_interval = Duration::from_millis(20);
         config.max_retry_backoff = Duration::from_millis(100);
@@ -216,9 +224,10 @@ impl Harness {
         self.data_dir.join("tasks").join(task_id)
     }
 
-    /// A path in the data folder but outside any task's working folder.
+    /// A path in the data folder but outside any task's working folder, that tasks may
+    /// write (a folder like `/tmp`).
     pub fn scratch(&self, name: &str) -> PathBuf {
-        self.data_dir.join(name)
+        self.data_dir.join("scratch").join(name)
     }
 
     /// Waits for the task's final report and returns it.
@@ -286,4 +295,9 @@ pub async fn wait_until_within(deadline: Duration, what: &str, mut condition: im
         assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
