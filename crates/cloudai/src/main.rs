@@ -193,7 +193,8 @@ fn announce_cluster(args: &MasterArgs, master: &cloudai_master::Master) -> anyho
         "To join a worker to this cluster, run on it:\n\n    CLOUDAI_JOIN_TOKEN={token} cloudai worker --master https://{host}:{}\n",
         master.grpc_addr.port()
     );
-    let admin_token = std::fs::read_to_string(args.data_dir.join("admin.token")).ok().map(|t| t.trim().to_string());
+    let admin_token =
+        std::fs::read_to_string(args.data_dir.join("admin.token")).ok().map(|t| t.trim().to_string());
     let ca_cert = std::path::absolute(args.data_dir.join("pki/ca.crt"))?;
     let profile = cloudai::profile::Profile {
         addr: format!("https://localhost:{}", master.http_addr.port()),
@@ -208,7 +209,10 @@ fn announce_cluster(args: &MasterArgs, master: &cloudai_master::Master) -> anyho
 }
 
 fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 fn start_console(

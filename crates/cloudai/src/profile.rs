@@ -15,10 +15,10 @@ pub struct Profile {
 
 /// Where the profile lives, if there is a home to put it in.
 pub fn path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config")))?;
+    let base =
+        std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
+            std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config"))
+        })?;
     Some(base.join("cloudai").join("config"))
 }
 
@@ -51,7 +51,10 @@ impl Profile {
     /// Writes it to `path()`, readable by its owner only. Returns where.
     pub fn write(&self) -> anyhow::Result<PathBuf> {
         let path = path().ok_or_else(|| anyhow::anyhow!("neither XDG_CONFIG_HOME nor HOME is set"))?;
-        let mut text = format!("# Written by `cloudai master`: the address, CA and admin token of this cluster.\nCLOUDAI_ADDR={}\n", self.addr);
+        let mut text = format!(
+            "# Written by `cloudai master`: the address, CA and admin token of this cluster.\nCLOUDAI_ADDR={}\n",
+            self.addr
+        );
         if let Some(ca) = &self.ca_cert {
             text.push_str(&format!("CLOUDAI_CA_CERT={}\n", ca.display()));
         }
