@@ -149,7 +149,10 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
     let master_args = master_args.loopback_only().map_err(anyhow::Error::msg)?;
     let master = master_args.start_master().await?;
     let grpc = cloudai::config::dialable(master.grpc_addr);
-    let data_dir = master_args.data_dir.join("worker");
+    let mut data_dir = master_args.data_dir.join("worker");
+    if worker_args.worker_data_dir.is_none() && worker_args.task_user.is_none() {
+        data_dir = reachable_task_folders(data_dir)?;
+    }
     let config =
         worker_args.worker_config(format!("http://{grpc}"), &[Driver::Process, Driver::Docker], data_dir)?;
     let shutdown = CancellationToken::new();
@@ -182,6 +185,41 @@ async fn run_dev(master_args: MasterArgs, worker_args: WorkerArgs) -> anyhow::Re
         Err(e) => tracing::warn!(error = %e, "local worker task failed"),
     }
     Ok(())
+}
+
+/// `cloudai dev` as root runs its tasks as `nobody`, who cannot pass a data folder under a
+/// closed one (`/root` is 0700). Only task folders live in the worker's data folder, so
+/// there it uses a root-owned folder in the temp dir instead, and says so.
+fn reachable_task_folders(wanted: std::path::PathBuf) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(wanted);
+    }
+    let absolute = std::path::absolute(&wanted)?;
+    // Others' execute bit: what nobody, neither owner nor group, needs on each folder.
+    let closed =
+        absolute.ancestors().skip(1).find(|dir| std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o001 == 0));
+    let Some(closed) = closed else { return Ok(wanted) };
+    let fallback = std::env::temp_dir().join("cloudai-dev-tasks");
+    match std::fs::DirBuilder::new().mode(0o711).create(&fallback) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => anyhow::bail!("cannot create {}: {e}", fallback.display()),
+    }
+    // Someone else's folder of that name is not ours to put tasks in.
+    let meta = std::fs::symlink_metadata(&fallback)?;
+    if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "{} is not a folder only root can write; remove it, or set WORKER_DATA_DIR",
+            fallback.display()
+        );
+    }
+    tracing::info!(
+        closed = %closed.display(),
+        tasks = %fallback.display(),
+        "tasks run as nobody, who cannot enter the data folder: their folders go to the temp dir"
+    );
+    Ok(fallback)
 }
 
 /// Prints the command that joins a worker (as `docker swarm init` does) and writes the

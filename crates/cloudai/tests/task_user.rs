@@ -110,3 +110,29 @@ async fn a_worker_that_is_not_root_cannot_run_tasks_as_someone_else() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("CLOUDAI_TASK_USER=root needs a worker running as root"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudai_dev_in_a_folder_nobody_cannot_enter_still_runs_tasks_as_nobody() {
+    if !is_root() {
+        eprintln!("skipped: only a root cloudai dev switches tasks to nobody");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // As `cloudai dev` run as root from a checkout under /root (0700).
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let data = home.path().join("cloudai-data").display().to_string();
+    let dev = Proc::spawn(
+        &["dev", "--no-console", "--http-port", "127.0.0.1:0", "--grpc-port", "127.0.0.1:0"],
+        &[("CLOUDAI_DATA_DIR", data.as_str())],
+        None,
+    );
+    let line = dev.wait_for_line("HTTP API listening on").await;
+    let api = format!("http://{}", line.split_whitespace().last().expect("address"));
+    dev.wait_for_line("registered with master").await;
+    let task = submit(&api, shell_task("id -u")).await;
+    let id = task["task_id"].as_str().expect("id");
+    wait_status(&api, id, "completed").await;
+    assert_eq!(task_output(&api, id).await, format!("{}\n", id_of_nobody("-u")));
+    assert!(dev.output().contains("their folders go to the temp dir"), "{}", dev.output());
+}
