@@ -42,6 +42,12 @@ impl ListenAddr {
         tokio::net::TcpListener::bind((self.host.as_str(), self.port)).await
     }
 
+    /// Serves this machine only: `localhost` or a loopback IP (not all interfaces).
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
     pub fn loopback(port: u16) -> Self {
         Self { host: "127.0.0.1".into(), port }
     }
@@ -298,6 +304,19 @@ pub struct MasterArgs {
     /// lost its tasks) and start with an empty store.
     #[arg(long)]
     pub init: bool,
+
+    /// Serve the API without tokens (every caller is admin). Allowed only when both
+    /// listen addresses are loopback; `cloudai dev` always runs so.
+    #[arg(long, env = "CLOUDAI_INSECURE")]
+    pub insecure: bool,
+
+    /// Serve /metrics without a token (for a Prometheus that has none).
+    #[arg(long, env = "METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// Most pending tasks one submitter (token name) may have; past it, submissions get 429.
+    #[arg(long, env = "MAX_PENDING_PER_SUBMITTER", value_name = "MAX_PENDING_PER_SUBMITTER", default_value = "1000", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_per_submitter: u32,
 }
 
 /// A history span: whole minutes from 1 minute to 30 days.
@@ -390,12 +409,40 @@ pub struct MasterAddrArg {
     pub master_addr: String,
 }
 
-/// The address client commands send requests to.
-#[derive(Args, Clone, Debug)]
+/// The address client commands send requests to, and the token they send.
+#[derive(Args, Clone)]
 pub struct ClientArgs {
     /// The master's HTTP API.
     #[arg(long = "addr", env = "CLOUDAI_ADDR", value_name = "CLOUDAI_ADDR", default_value = "http://127.0.0.1:8080", value_parser = parse_url, global = true)]
     pub addr: String,
+
+    /// API token (`cai_…`): from `cloudai token create`, or the master's admin.token.
+    #[arg(
+        long = "token",
+        env = "CLOUDAI_TOKEN",
+        value_name = "CLOUDAI_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientArgs {
+    // Never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs").field("addr", &self.addr).field("token", &self.token.is_some()).finish()
+    }
+}
+
+impl ClientArgs {
+    /// A client for the address, sending the token when one is given.
+    pub fn client(&self) -> anyhow::Result<cloudai_api::ApiClient> {
+        let client = cloudai_api::ApiClient::new(&self.addr);
+        match self.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            Some(token) => Ok(client.with_token(token)?),
+            None => Ok(client),
+        }
+    }
 }
 
 /// Resolves a bound listener's address to something a local client can dial
@@ -409,11 +456,30 @@ pub fn dialable(addr: SocketAddr) -> SocketAddr {
 }
 
 impl MasterArgs {
-    /// The master half of `cloudai dev`: both listeners on loopback.
+    /// The master half of `cloudai dev`: both listeners on loopback, without tokens.
     pub fn loopback_only(mut self) -> Result<Self, String> {
         self.http_addr = self.http_addr.this_machine_only("HTTP_PORT")?;
         self.grpc_addr = self.grpc_addr.this_machine_only("GRPC_PORT")?;
+        self.insecure = true;
         Ok(self)
+    }
+
+    /// `--insecure` on an address other machines reach would hand them an admin's API.
+    pub fn check_insecure(&self) -> Result<(), String> {
+        if !self.insecure {
+            return Ok(());
+        }
+        for (setting, addr) in [("HTTP_PORT", &self.http_addr), ("GRPC_PORT", &self.grpc_addr)] {
+            if !addr.is_loopback() {
+                return Err(format!(
+                    "--insecure (CLOUDAI_INSECURE) serves the API without tokens, so it is allowed only on \
+                     loopback addresses, and {setting} {addr} is reachable from other machines: listen on \
+                     127.0.0.1 (e.g. {setting}=127.0.0.1:{}) or drop --insecure",
+                    addr.port
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The master's configuration from these flags.
@@ -450,6 +516,13 @@ impl MasterArgs {
                 .clone()
                 .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cloudai.db").display())),
             init_store: self.init,
+            data_dir: self.data_dir.clone(),
+            auth: cloudai_master::auth::AuthConfig {
+                required: !self.insecure,
+                metrics_public: self.metrics_public,
+                max_pending_per_submitter: self.max_pending_per_submitter as usize,
+                ..cloudai_master::auth::AuthConfig::default()
+            },
             http: cloudai_master::HttpLimits {
                 header_timeout: self.http_header_timeout,
                 max_connections: self.http_max_connections as usize,
@@ -472,6 +545,7 @@ impl MasterArgs {
     /// Binds the configured addresses and starts a master.
     pub async fn start_master(&self) -> anyhow::Result<Master> {
         use anyhow::Context;
+        self.check_insecure().map_err(anyhow::Error::msg)?;
         let http = self
             .http_addr
             .bind()
@@ -545,6 +619,29 @@ mod tests {
         assert!(parse_webhook_url("http://127.0.0.1:9000/hook").is_ok());
         assert!(parse_webhook_url("https://hooks.example/x").is_err());
         assert!(parse_webhook_url("not a url").is_err());
+    }
+
+    #[test]
+    fn insecure_only_on_loopback() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            master: MasterArgs,
+        }
+        let parse =
+            |args: &[&str]| Cli::try_parse_from([&["cloudai"], args].concat()).expect("parses").master;
+        let local = parse(&["--insecure", "--http-port", "127.0.0.1:0", "--grpc-port", "localhost:0"]);
+        assert_eq!(local.check_insecure(), Ok(()));
+        assert!(!local.master_config().auth.required);
+        let open = parse(&["--insecure", "--http-port", ":8080", "--grpc-port", "127.0.0.1:0"]);
+        let why = open.check_insecure().expect_err("all interfaces");
+        assert!(why.contains("HTTP_PORT 0.0.0.0:8080") && why.contains("loopback"), "{why}");
+        let secure = parse(&["--http-port", ":8080"]);
+        assert_eq!(secure.check_insecure(), Ok(()));
+        assert!(secure.master_config().auth.required, "tokens unless --insecure");
+        let dev = secure.loopback_only().expect("dev");
+        assert_eq!((dev.insecure, dev.check_insecure()), (true, Ok(())));
     }
 
     #[test]

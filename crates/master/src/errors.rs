@@ -40,6 +40,7 @@ impl Coded for TaskError {
             // FAILED_PRECONDITION: a worker's shipper drops such output instead of retrying.
             TaskError::Finished { .. } | TaskError::NotShippedHere { .. } => ErrorCode::Conflict,
             TaskError::DiskFull(_) => ErrorCode::InsufficientStorage,
+            TaskError::TooManyPending { .. } => ErrorCode::ResourceExhausted,
             TaskError::ShuttingDown | TaskError::Store(_) => ErrorCode::Unavailable,
         }
     }

@@ -32,6 +32,9 @@ pub struct MasterConfig {
     pub init_store: bool,
     pub http: HttpLimits,
     pub workers: WorkerLimits,
+    /// The master's data folder (`admin.token` lives here).
+    pub data_dir: std::path::PathBuf,
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// How many workers the master keeps, and for how long after they go silent.
@@ -67,6 +70,9 @@ impl MasterConfig {
             init_store: false,
             http: HttpLimits::default(),
             workers: WorkerLimits::default(),
+            data_dir: data_dir.to_path_buf(),
+            // Tests talk plain HTTP without tokens; `cloudai master` turns this on.
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -98,6 +104,8 @@ pub enum MasterError {
     Io(#[from] std::io::Error),
     #[error("cannot start the alert webhook")]
     Webhook(#[from] cloudai_alerts::WebhookError),
+    #[error("cannot set up the admin token")]
+    Bootstrap(#[from] crate::auth::BootstrapError),
 }
 
 /// A running master.
@@ -109,6 +117,12 @@ pub struct Master {
     pub tasks: TaskService,
     pub events: EventBus,
     pub alerts: AlertService,
+    pub tokens: crate::auth::TokenService,
+    /// Records changes made through the API (and worker revocations, join-token rotation).
+    pub audit: crate::auth::AuditLog,
+    /// An admin token living in this process only, for the console on the master's
+    /// terminal; `None` without authentication.
+    pub console_token: Option<String>,
     store: Arc<dyn Store>,
     shutdown: Shutdown,
 }
@@ -130,10 +144,16 @@ impl Master {
             .map_err(std::io::Error::other)?
             .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
         let store: Arc<dyn Store> = Arc::new(store);
+        let store_error = |source| MasterError::Store { url: config.database_url.clone(), source };
+        let tokens = crate::auth::TokenService::load(store.clone()).await.map_err(store_error)?;
+        if config.auth.required {
+            crate::auth::ensure_admin(&tokens, &config.data_dir).await?;
+        }
 
         // Stages in shutdown order: ingress first, storage last.
         let mut shutdown = Shutdown::new();
         let http_stage = shutdown.stage("http server");
+        let audit_stage = shutdown.stage("audit");
         let alerting_stage = shutdown.stage("alerting");
         let tasks_stage = shutdown.stage("task service");
         // The fleet's checker stops with the telemetry tasks: no liveness verdicts once they are gone.
@@ -201,17 +221,34 @@ impl Master {
         grpc_stage.spawn(server("grpc server", rpc::serve(grpc, rpc, grpc_stage.token())));
         info!("gRPC listening on {grpc_addr}");
 
+        let audit = crate::auth::AuditLog::start(store.clone(), audit_stage.tracker(), audit_stage.token());
+        let console_token =
+            config.auth.required.then(|| tokens.ephemeral("console", crate::auth::Role::Admin));
         let state = ApiState {
             telemetry: telemetry.clone(),
             tasks: tasks.clone(),
             metrics: metrics.clone(),
             alerts: alerts.clone(),
+            auth: crate::auth::Auth::new(config.auth.clone(), tokens.clone(), audit.clone()),
         };
         http_stage.spawn(server("http server", http::serve(http, state, config.http, http_stage.token())));
         info!("HTTP API listening on {http_addr}");
         info!(master_id, inactivity_timeout = ?config.telemetry.inactivity_timeout, "master started");
 
-        Ok(Self { http_addr, grpc_addr, fleet, telemetry, tasks, events, alerts, store, shutdown })
+        Ok(Self {
+            http_addr,
+            grpc_addr,
+            fleet,
+            telemetry,
+            tasks,
+            events,
+            alerts,
+            tokens,
+            audit,
+            console_token,
+            store,
+            shutdown,
+        })
     }
 
     /// Ordered shutdown under one deadline: HTTP server, alerting (queued webhook posts are
