@@ -1,15 +1,16 @@
 //! The audit trail: one record per mutating API call (who, when, what, of what, the answer).
 //!
-//! Calls on the hot path (task submit and cancel) hand their record to a bounded queue that
-//! one writer drains in batches into the store's group commit, so auditing adds no store
-//! round trip to the answer. Rare changes that must not be answered before they are on disk
-//! (tokens, worker revocations, join-token rotation) use [`AuditLog::record_durable`].
+//! Every record goes through one bounded queue that one writer drains in batches into the
+//! store's group commit, so the trail is in the order calls were recorded. Calls on the hot
+//! path (task submit and cancel) do not wait for the write ([`AuditLog::record`]); rare
+//! changes that must not be answered before their record is on disk (tokens, worker
+//! revocations, join-token rotation) wait for it ([`AuditLog::record_durable`]).
 
 use std::sync::Arc;
 
 use cloudai_domain::time::unix_ms;
 use cloudai_store::{AuditRecord, Store, StoreError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Principal;
@@ -54,11 +55,13 @@ impl AuditEvent {
     }
 }
 
+type Ack = oneshot::Sender<Result<(), Arc<StoreError>>>;
+
 /// Handle to the audit trail; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
     store: Arc<dyn Store>,
-    queue: mpsc::Sender<AuditRecord>,
+    queue: mpsc::Sender<(AuditRecord, Option<Ack>)>,
 }
 
 impl AuditLog {
@@ -76,23 +79,24 @@ impl AuditLog {
     /// Queues a record: written within a batch, soon. Waits only when the writer is
     /// [`QUEUE`] records behind.
     pub async fn record(&self, event: AuditEvent) {
-        if self.queue.send(event.clone().record()).await.is_err() {
-            // Shutting down: the writer has stopped; do not lose the record silently.
-            tracing::warn!(
-                actor = event.actor,
-                action = event.action,
-                target = event.target,
-                "audit writer stopped; record written directly"
-            );
-            if let Err(e) = self.store.append_audit(vec![event.record()]).await {
+        if let Err(mpsc::error::SendError((record, _))) = self.queue.send((event.record(), None)).await {
+            // Shutting down: the writer has stopped; do not lose the record.
+            if let Err(e) = self.store.append_audit(vec![record]).await {
                 tracing::error!(error = %format!("{e:#}"), "cannot record an audit event");
             }
         }
     }
 
-    /// Writes a record and returns once it is in the store.
-    pub async fn record_durable(&self, event: AuditEvent) -> Result<(), StoreError> {
-        self.store.append_audit(vec![event.record()]).await
+    /// Records an event and returns once it is in the store (after every record queued
+    /// before it).
+    pub async fn record_durable(&self, event: AuditEvent) -> Result<(), Arc<StoreError>> {
+        let (ack, written) = oneshot::channel();
+        match self.queue.send((event.record(), Some(ack))).await {
+            Ok(()) => written.await.unwrap_or_else(|_| Err(Arc::new(StoreError::Closed))),
+            Err(mpsc::error::SendError((record, _))) => {
+                self.store.append_audit(vec![record]).await.map_err(Arc::new)
+            }
+        }
     }
 
     /// A page of the trail, newest first, below `before` when given.
@@ -101,7 +105,11 @@ impl AuditLog {
     }
 }
 
-async fn write(store: Arc<dyn Store>, mut rx: mpsc::Receiver<AuditRecord>, shutdown: CancellationToken) {
+async fn write(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<(AuditRecord, Option<Ack>)>,
+    shutdown: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let received = tokio::select! {
@@ -123,10 +131,14 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::Receiver<AuditRecord>, shutd
     tracing::debug!("audit writer stopped");
 }
 
-async fn flush(store: &dyn Store, batch: &mut Vec<AuditRecord>) {
-    let records = std::mem::take(batch);
+async fn flush(store: &dyn Store, batch: &mut Vec<(AuditRecord, Option<Ack>)>) {
+    let (records, acks): (Vec<_>, Vec<_>) = std::mem::take(batch).into_iter().unzip();
     let n = records.len();
-    if let Err(e) = store.append_audit(records).await {
-        tracing::error!(error = %format!("{e:#}"), records = n, "cannot write audit records; they are lost");
+    let result = store.append_audit(records).await.map_err(Arc::new);
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), records = n, "cannot write audit records");
+    }
+    for ack in acks.into_iter().flatten() {
+        let _ = ack.send(result.clone());
     }
 }
