@@ -251,7 +251,8 @@ impl Master {
         })
     }
 
-    /// Ordered shutdown under one deadline: HTTP server, alerting (queued webhook posts are
+    /// Ordered shutdown under one deadline: HTTP server, audit writer (the records the API
+    /// queued are written; later ones are written directly), alerting (queued webhook posts are
     /// abandoned), task actor (transitions flushed), fleet and TelemetryManager (every worker
     /// task joined, then every open history minute queued), history writer (minutes stored),
     /// gRPC server, then the store. Returns how each stage stopped.
