@@ -8,6 +8,7 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 
 use crate::alerts::{AlertList, AlertStatus};
+use crate::auth::{AuditList, CreateToken, CreatedToken, Role, TokenInfo};
 use crate::error::{ApiErrorBody, ErrorCode};
 use crate::history::HistoryQuery;
 use crate::logs::{LogChunk, TaskLogs};
@@ -29,6 +30,8 @@ pub enum ClientError {
     /// The master answered with an error status; `message` is its `error` text.
     #[error("the master says ({status}): {message}")]
     Refused { status: u16, message: String },
+    #[error("the API token holds characters that cannot be sent in a header")]
+    BadToken,
     /// The answer is not what this client expects; `path` is where in the JSON it differs
     /// (`.` for the whole body, `[0].telemetry` for a field of the first item's `telemetry`).
     #[error("unexpected answer from the master to {request}: {}", describe(.path, .message))]
@@ -49,10 +52,19 @@ impl ClientError {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApiClient {
     addr: String,
     http: reqwest::Client,
+    /// `Authorization` value sent with every request, when given a token.
+    bearer: Option<reqwest::header::HeaderValue>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    // Never the token: clients end up in logs and panic messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient").field("addr", &self.addr).field("token", &self.bearer.is_some()).finish()
+    }
 }
 
 impl ApiClient {
@@ -63,7 +75,17 @@ impl ApiClient {
             .pool_max_idle_per_host(64)
             .build()
             .unwrap_or_default();
-        Self { addr: addr.trim_end_matches('/').to_string(), http }
+        Self { addr: addr.trim_end_matches('/').to_string(), http, bearer: None }
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>` with every request. A token
+    /// that cannot be a header value (a control character) is refused.
+    pub fn with_token(mut self, token: &str) -> Result<Self, ClientError> {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| ClientError::BadToken)?;
+        value.set_sensitive(true);
+        self.bearer = Some(value);
+        Ok(self)
     }
 
     pub fn addr(&self) -> &str {
@@ -227,10 +249,40 @@ impl ApiClient {
         resp.text().await.map_err(|e| self.unreachable(e))
     }
 
+    // ---- tokens and audit ----
+
+    /// Every token (admin): never their secrets.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        self.call(Method::GET, "/api/tokens".into(), &[]).await
+    }
+
+    /// Creates a token (admin); the answer holds it, the only time it is shown.
+    pub async fn create_token(&self, name: &str, role: Role) -> Result<CreatedToken, ClientError> {
+        let body = CreateToken { name: name.to_string(), role };
+        let request = self.request(Method::POST, "/api/tokens", &[]).json(&body);
+        self.send("POST /api/tokens".into(), request).await
+    }
+
+    /// Revokes a token by id (admin).
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ClientError> {
+        self.call(Method::DELETE, format!("/api/tokens/{id}"), &[]).await
+    }
+
+    /// A page of the audit trail (admin), newest first; `before` is a previous page's `next`.
+    pub async fn audit(&self, before: Option<i64>, limit: Option<usize>) -> Result<AuditList, ClientError> {
+        let mut query = Vec::new();
+        query.extend(before.map(|b| ("before", b.to_string())));
+        query.extend(limit.map(|l| ("limit", l.to_string())));
+        self.call(Method::GET, "/api/audit".into(), &query).await
+    }
+
     // ---- plumbing ----
 
     fn request(&self, method: Method, path: &str, query: &[(&str, String)]) -> RequestBuilder {
-        let request = self.http.request(method, format!("{}{path}", self.addr));
+        let mut request = self.http.request(method, format!("{}{path}", self.addr));
+        if let Some(bearer) = &self.bearer {
+            request = request.header(reqwest::header::AUTHORIZATION, bearer.clone());
+        }
         if query.is_empty() { request } else { request.query(query) }
     }
 

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod history;
@@ -21,6 +22,7 @@ pub mod telemetry;
 pub mod workers;
 
 pub use alerts::{Alert, AlertList, AlertStatus, Severity};
+pub use auth::{AuditEntry, AuditList, CreateToken, CreatedToken, HIDDEN_VALUE, Role, TokenInfo};
 pub use client::{ApiClient, ClientError};
 pub use error::{ApiErrorBody, ErrorCode};
 pub use history::{History, HistoryQuery, Point};

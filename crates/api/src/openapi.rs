@@ -9,6 +9,7 @@
 use utoipa::OpenApi;
 
 use crate::alerts::{Alert, AlertList, AlertStatus, Severity};
+use crate::auth::{AuditEntry, AuditList, CreateToken, CreatedToken, Role, TokenInfo};
 use crate::error::ApiErrorBody;
 use crate::history::{History, Point};
 use crate::logs::{LogChunk, LogStream, TaskLogs};
@@ -36,6 +37,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/tasks/{id}/events"),
     ("GET", "/api/tasks/{id}/logs"),
     ("GET", "/api/alerts"),
+    ("GET", "/api/tokens"),
+    ("POST", "/api/tokens"),
+    ("DELETE", "/api/tokens/{id}"),
+    ("GET", "/api/audit"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
@@ -49,31 +54,52 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[openapi(
     info(
         title = "CloudAI HTTP API",
-        description = "The master's HTTP API: telemetry, workers, tasks, alerts. JSON with \
-            snake_case fields; every error is `{\"error\": \"...\"}` with a 4xx or 5xx status."
+        description = "The master's HTTP API: telemetry, workers, tasks, alerts, tokens, audit. JSON \
+            with snake_case fields; every error is `{\"error\": \"...\"}` with a 4xx or 5xx status. \
+            Unless the master runs with --insecure, every endpoint but /health and /openapi.json \
+            needs `Authorization: Bearer <token>` (401 without a valid one, 403 without the role; \
+            failed attempts are limited per client address, then 429)."
     ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     paths(
         health, telemetry, worker_telemetry, workers, api_workers, worker, worker_metrics,
         worker_tasks, list_tasks, submit_task, tasks_summary, task, cancel_task, task_events,
-        task_logs, alerts, metrics, openapi_json
+        task_logs, alerts, list_tokens, create_token, revoke_token, audit, metrics, openapi_json
     ),
     components(schemas(
         ApiErrorBody, Health, WorkerTelemetry, GpuStats, RunningTask, WorkerSummary, WorkerInfo,
         GpuInfo, WorkerDetail, WorkerMetrics, History, Point, WorkerTask, WorkerTaskList, TaskUsage, SubmitTask,
         TaskSpec, Task, TaskList, TaskEvent, TaskSummary, TaskLogs, LogChunk, LogStream, AlertList, Alert,
-        AlertStatus, Severity
+        AlertStatus, Severity, Role, CreateToken, CreatedToken, TokenInfo, AuditEntry, AuditList
     )),
     tags(
         (name = "telemetry", description = "The seeds' telemetry API"),
         (name = "workers", description = "Registered workers and their figures"),
         (name = "tasks", description = "Submit, inspect, follow and cancel tasks"),
         (name = "alerts", description = "Alerts from the rules the master evaluates"),
+        (name = "auth", description = "API tokens with roles, and the audit trail (admin)"),
         (name = "meta", description = "Prometheus metrics and this document"),
     )
 )]
 struct ApiDoc;
 
-#[utoipa::path(get, path = "/health", tag = "telemetry",
+/// The `bearer` security scheme every operation refers to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("An API token, `cai_<id>_<secret>` (`cloudai token create`)"))
+            .build();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+#[utoipa::path(get, path = "/health", tag = "telemetry", security(()),
     responses((status = 200, description = "The master is up", body = Health)))]
 fn health() {}
 
@@ -159,8 +185,10 @@ fn list_tasks() {}
     responses(
         (status = 201, description = "Accepted and durable", body = Task),
         (status = 400, description = "Bad field (named in the message), a key given twice, or more memory than the largest registered worker has", body = ApiErrorBody),
+        (status = 403, description = "The token's role cannot submit (reader)", body = ApiErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ApiErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ApiErrorBody),
+        (status = 429, description = "The submitter has as many pending tasks as allowed (MAX_PENDING_PER_SUBMITTER)", body = ApiErrorBody),
         (status = 507, description = "The master's disk is full: not accepted; retry once there is room", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
     ))]
@@ -186,6 +214,7 @@ fn task() {}
     responses(
         (status = 200, description = "Cancelled (it was pending)", body = Task),
         (status = 202, description = "Being stopped (SIGTERM, then SIGKILL after the grace period)", body = Task),
+        (status = 403, description = "A reader, or a submitter cancelling another's task", body = ApiErrorBody),
         (status = 404, description = "Unknown task", body = ApiErrorBody),
         (status = 409, description = "The task has already ended", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down: not cancelled; retry", body = ApiErrorBody),
@@ -227,18 +256,66 @@ fn task_logs() {}
     ))]
 fn alerts() {}
 
-#[utoipa::path(get, path = "/metrics", tag = "meta",
+#[utoipa::path(get, path = "/metrics", tag = "meta", security(("bearer" = []), ()),
     responses(
         (status = 200, description = "Prometheus text exposition; OpenMetrics when the Accept header asks for it",
             content(
                 (String = "text/plain; version=0.0.4; charset=utf-8"),
                 (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
             )),
+        (status = 401, description = "No valid token (unless the master runs with --metrics-public)", body = ApiErrorBody),
         (status = 500, description = "Encoding the metrics failed", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
     ))]
 fn metrics() {}
 
-#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", security(()),
     responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)))]
 fn openapi_json() {}
+
+#[utoipa::path(get, path = "/api/tokens", tag = "auth",
+    responses(
+        (status = 200, description = "Every token, revoked ones included, oldest first (never a secret)",
+            body = Vec<TokenInfo>),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "Not an admin token", body = ApiErrorBody),
+    ))]
+fn list_tokens() {}
+
+#[utoipa::path(post, path = "/api/tokens", tag = "auth",
+    request_body(content = CreateToken, description = "The new token's name and role"),
+    responses(
+        (status = 201, description = "Created and durable; `token` is shown this once", body = CreatedToken),
+        (status = 400, description = "Bad name or role (named in the message)", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "Not an admin token", body = ApiErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ApiErrorBody),
+        (status = 503, description = "Store unavailable or shutting down: not created", body = ApiErrorBody),
+    ))]
+fn create_token() {}
+
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "auth",
+    params(("id" = String, Path, description = "Token id (the part after `cai_`)")),
+    responses(
+        (status = 200, description = "Revoked (durable): requests with it now get 401", body = TokenInfo),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "Not an admin token", body = ApiErrorBody),
+        (status = 404, description = "Unknown token", body = ApiErrorBody),
+        (status = 409, description = "The last valid admin token cannot be revoked", body = ApiErrorBody),
+        (status = 503, description = "Store unavailable or shutting down: not revoked", body = ApiErrorBody),
+    ))]
+fn revoke_token() {}
+
+#[utoipa::path(get, path = "/api/audit", tag = "auth",
+    params(
+        ("before" = Option<i64>, Query, description = "A previous page's `next`: only older entries"),
+        ("limit" = Option<usize>, Query, description = "Page size: default 100, at most 1000"),
+    ),
+    responses(
+        (status = 200, description = "Audited calls, newest first", body = AuditList),
+        (status = 400, description = "Bad limit or cursor", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "Not an admin token", body = ApiErrorBody),
+        (status = 503, description = "Store unavailable or shutting down", body = ApiErrorBody),
+    ))]
+fn audit() {}

@@ -156,6 +156,11 @@ pub struct Task {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = i64)]
     pub finished_at_ms: Option<i64>,
+    /// The name of the token that submitted it (`local` on a master without authentication);
+    /// absent for tasks older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub submitted_by: Option<String>,
 }
 
 impl From<cloudai_domain::Task> for Task {
@@ -176,6 +181,19 @@ impl From<cloudai_domain::Task> for Task {
             updated_at_ms: t.updated_at_ms,
             started_at_ms: t.started_at_ms,
             finished_at_ms: t.finished_at_ms,
+            submitted_by: t.submitted_by,
+        }
+    }
+}
+
+impl Task {
+    /// Replaces every env value not already secret with [`crate::HIDDEN_VALUE`]: the answer
+    /// for a caller that is neither the submitter nor an operator.
+    pub fn hide_env(&mut self) {
+        for (name, value) in &mut self.spec.env {
+            if !self.spec.secret_env.contains(name) {
+                *value = crate::HIDDEN_VALUE.to_string();
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Client commands: `cloudai task …` and `cloudai worker ls|status`.
+//! Client commands: `cloudai task …`, `cloudai worker ls|status`, `cloudai token …` and
+//! `cloudai audit`.
 
 use std::io::Write;
 
@@ -6,7 +7,7 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use cloudai_api::{ApiClient, LogStream, SubmitTask};
+use cloudai_api::{ApiClient, LogStream, Role, SubmitTask};
 use cloudai_domain::{Driver, TaskId, TaskStatus, WorkerId};
 
 use crate::render;
@@ -97,6 +98,33 @@ fn parse_env(raw: &str) -> Result<(String, String), String> {
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("invalid --env {raw:?}: expected KEY=VALUE"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an API token; prints it (the only time it is shown).
+    Create {
+        /// Who or what uses it (recorded on the tasks it submits).
+        #[arg(long)]
+        name: String,
+        /// admin, operator, submitter or reader.
+        #[arg(long)]
+        role: Role,
+    },
+    /// List tokens (never their secrets).
+    Ls,
+    /// Revoke a token by its id (see `token ls`).
+    Revoke { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// How many of the newest entries to show (at most 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Only entries older than this seq (a previous page's last).
+    #[arg(long)]
+    pub before: Option<i64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -219,6 +247,55 @@ pub async fn run_worker(client: &ApiClient, output: Output, command: WorkerComma
             match output {
                 Output::Json => print_json(&worker)?,
                 Output::Table => println!("{}", render::worker_summary(&worker)),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_token(client: &ApiClient, output: Output, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { name, role } => {
+            let created = client.create_token(&name, role).await?;
+            match output {
+                Output::Json => print_json(&created)?,
+                Output::Table => {
+                    println!("{}", created.token);
+                    eprintln!(
+                        "token {} ({}, role {}): shown only now; send it as CLOUDAI_TOKEN or --token",
+                        created.info.id, created.info.name, created.info.role
+                    );
+                }
+            }
+        }
+        TokenCommand::Ls => {
+            let tokens = client.list_tokens().await?;
+            match output {
+                Output::Json => print_json(&tokens)?,
+                Output::Table => println!("{}", render::tokens_table(&tokens)),
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            // `cai_<id>_<secret>` pasted whole names the same token.
+            let id = id.strip_prefix("cai_").and_then(|rest| rest.split('_').next()).unwrap_or(&id);
+            let info = client.revoke_token(id).await?;
+            match output {
+                Output::Json => print_json(&info)?,
+                Output::Table => println!("{} ({}) revoked", info.id, info.name),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run_audit(client: &ApiClient, output: Output, args: AuditArgs) -> anyhow::Result<()> {
+    let page = client.audit(args.before, Some(args.limit)).await?;
+    match output {
+        Output::Json => print_json(&page.entries)?,
+        Output::Table => {
+            println!("{}", render::audit_table(&page.entries));
+            if let Some(next) = page.next {
+                eprintln!("older entries: cloudai audit --before {next}");
             }
         }
     }

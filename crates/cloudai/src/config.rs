@@ -42,18 +42,18 @@ impl ListenAddr {
         tokio::net::TcpListener::bind((self.host.as_str(), self.port)).await
     }
 
+    /// Serves this machine only: `localhost` or a loopback IP (not all interfaces).
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
     pub fn loopback(port: u16) -> Self {
         Self { host: "127.0.0.1".into(), port }
     }
 
     /// This address if it serves this machine only; all interfaces (`:PORT`, `0.0.0.0`, `::`)
     /// become 127.0.0.1; any other address is refused, naming `setting`.
-    /// A loopback address or `localhost` (not "all interfaces").
-    pub fn is_loopback(&self) -> bool {
-        self.host.eq_ignore_ascii_case("localhost")
-            || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-    }
-
     pub fn this_machine_only(&self, setting: &str) -> Result<Self, String> {
         let ip = self.host.parse::<std::net::IpAddr>().ok();
         if ip.is_some_and(|ip| ip.is_unspecified()) {
@@ -202,10 +202,6 @@ pub struct MasterArgs {
     #[arg(long, env = "CLOUDAI_DATA_DIR", value_name = "CLOUDAI_DATA_DIR", default_value = "./cloudai-data")]
     pub data_dir: PathBuf,
 
-    /// Plain text, no certificates, no tokens: allowed only when both addresses are loopback.
-    #[arg(long, env = "CLOUDAI_INSECURE")]
-    pub insecure: bool,
-
     /// Extra names or addresses for the master's certificate (comma-separated), e.g. the
     /// name workers dial.
     #[arg(long = "tls-san", env = "TLS_SAN", value_name = "TLS_SAN", value_delimiter = ',')]
@@ -325,6 +321,19 @@ pub struct MasterArgs {
     /// lost its tasks) and start with an empty store.
     #[arg(long)]
     pub init: bool,
+
+    /// Plain text: no TLS, no worker certificates, no API tokens (every caller is admin).
+    /// Allowed only when both listen addresses are loopback; `cloudai dev` always runs so.
+    #[arg(long, env = "CLOUDAI_INSECURE")]
+    pub insecure: bool,
+
+    /// Serve /metrics without a token (for a Prometheus that has none).
+    #[arg(long, env = "METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// Most pending tasks one submitter (token name) may have; past it, submissions get 429.
+    #[arg(long, env = "MAX_PENDING_PER_SUBMITTER", value_name = "MAX_PENDING_PER_SUBMITTER", default_value = "1000", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_per_submitter: u32,
 }
 
 /// A history span: whole minutes from 1 minute to 30 days.
@@ -435,12 +444,40 @@ pub struct MasterAddrArg {
     pub master_addr: String,
 }
 
-/// The address client commands send requests to.
-#[derive(Args, Clone, Debug)]
+/// The address client commands send requests to, and the token they send.
+#[derive(Args, Clone)]
 pub struct ClientArgs {
     /// The master's HTTP API.
     #[arg(long = "addr", env = "CLOUDAI_ADDR", value_name = "CLOUDAI_ADDR", default_value = "http://127.0.0.1:8080", value_parser = parse_url, global = true)]
     pub addr: String,
+
+    /// API token (`cai_…`): from `cloudai token create`, or the master's admin.token.
+    #[arg(
+        long = "token",
+        env = "CLOUDAI_TOKEN",
+        value_name = "CLOUDAI_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientArgs {
+    // Never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs").field("addr", &self.addr).field("token", &self.token.is_some()).finish()
+    }
+}
+
+impl ClientArgs {
+    /// A client for the address, sending the token when one is given.
+    pub fn client(&self) -> anyhow::Result<cloudai_api::ApiClient> {
+        let client = cloudai_api::ApiClient::new(&self.addr);
+        match self.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            Some(token) => Ok(client.with_token(token)?),
+            None => Ok(client),
+        }
+    }
 }
 
 /// Resolves a bound listener's address to something a local client can dial
@@ -454,7 +491,7 @@ pub fn dialable(addr: SocketAddr) -> SocketAddr {
 }
 
 impl MasterArgs {
-    /// The master half of `cloudai dev`: both listeners on loopback.
+    /// The master half of `cloudai dev`: both listeners on loopback, without tokens.
     pub fn loopback_only(mut self) -> Result<Self, String> {
         self.http_addr = self.http_addr.this_machine_only("HTTP_PORT")?;
         self.grpc_addr = self.grpc_addr.this_machine_only("GRPC_PORT")?;
@@ -462,16 +499,18 @@ impl MasterArgs {
         Ok(self)
     }
 
-    /// `--insecure` is for this machine only: anyone who reaches a plain-text master can
-    /// run commands on its workers.
+    /// `--insecure` on an address other machines reach would hand them an admin's API.
     pub fn check_insecure(&self) -> Result<(), String> {
         if !self.insecure {
             return Ok(());
         }
-        for (addr, setting) in [(&self.http_addr, "HTTP_PORT"), (&self.grpc_addr, "GRPC_PORT")] {
+        for (setting, addr) in [("HTTP_PORT", &self.http_addr), ("GRPC_PORT", &self.grpc_addr)] {
             if !addr.is_loopback() {
                 return Err(format!(
-                    "--insecure is allowed only on loopback addresses, and {setting} is {addr}: without TLS and tokens anyone who reaches it can run commands on every worker; listen on 127.0.0.1 or drop --insecure"
+                    "--insecure (CLOUDAI_INSECURE) serves the API without tokens, so it is allowed only on \
+                     loopback addresses, and {setting} {addr} is reachable from other machines: listen on \
+                     127.0.0.1 (e.g. {setting}=127.0.0.1:{}) or drop --insecure",
+                    addr.port
                 ));
             }
         }
@@ -512,6 +551,13 @@ impl MasterArgs {
                 .clone()
                 .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("cloudai.db").display())),
             init_store: self.init,
+            data_dir: self.data_dir.clone(),
+            auth: cloudai_master::auth::AuthConfig {
+                required: !self.insecure,
+                metrics_public: self.metrics_public,
+                max_pending_per_submitter: self.max_pending_per_submitter as usize,
+                ..cloudai_master::auth::AuthConfig::default()
+            },
             http: cloudai_master::HttpLimits {
                 header_timeout: self.http_header_timeout,
                 max_connections: self.http_max_connections as usize,
@@ -635,6 +681,29 @@ mod tests {
         assert!(parse_webhook_url("http://127.0.0.1:9000/hook").is_ok());
         assert!(parse_webhook_url("https://hooks.example/x").is_err());
         assert!(parse_webhook_url("not a url").is_err());
+    }
+
+    #[test]
+    fn insecure_only_on_loopback() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            master: MasterArgs,
+        }
+        let parse =
+            |args: &[&str]| Cli::try_parse_from([&["cloudai"], args].concat()).expect("parses").master;
+        let local = parse(&["--insecure", "--http-port", "127.0.0.1:0", "--grpc-port", "localhost:0"]);
+        assert_eq!(local.check_insecure(), Ok(()));
+        assert!(!local.master_config().auth.required);
+        let open = parse(&["--insecure", "--http-port", ":8080", "--grpc-port", "127.0.0.1:0"]);
+        let why = open.check_insecure().expect_err("all interfaces");
+        assert!(why.contains("HTTP_PORT 0.0.0.0:8080") && why.contains("loopback"), "{why}");
+        let secure = parse(&["--http-port", ":8080"]);
+        assert_eq!(secure.check_insecure(), Ok(()));
+        assert!(secure.master_config().auth.required, "tokens unless --insecure");
+        let dev = secure.loopback_only().expect("dev");
+        assert_eq!((dev.insecure, dev.check_insecure()), (true, Ok(())));
     }
 
     #[test]

@@ -47,7 +47,13 @@ impl Console {
     /// A console on a running master; call from within the master's runtime.
     pub fn for_master(master: &cloudai_master::Master) -> Self {
         let addr = crate::config::dialable(master.http_addr);
-        Self::new(ApiClient::new(&format!("http://{addr}")), tokio::runtime::Handle::current())
+        let client = ApiClient::new(&format!("http://{addr}"));
+        // The console is on the master's own terminal: it gets the master's in-process token.
+        let client = match master.console_token.as_deref().map(|t| client.clone().with_token(t)) {
+            Some(Ok(with_token)) => with_token,
+            _ => client,
+        };
+        Self::new(client, tokio::runtime::Handle::current())
     }
 
     /// Runs a client call to completion from the console's thread.

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use cloudai::cli::OutputArg;
 use cloudai::config::{ClientArgs, MasterAddrArg, MasterArgs, WorkerArgs};
 use cloudai::console::ConsoleThread;
-use cloudai_api::ApiClient;
 use cloudai_domain::Driver;
 use cloudai_worker as worker;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +54,24 @@ enum Command {
     Task {
         #[command(subcommand)]
         command: cloudai::cli::TaskCommand,
+        #[command(flatten)]
+        api: ClientArgs,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// API tokens with roles: create, list, revoke (admin).
+    Token {
+        #[command(subcommand)]
+        command: cloudai::cli::TokenCommand,
+        #[command(flatten)]
+        api: ClientArgs,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// The audit trail of changes made through the API, newest first (admin).
+    Audit {
+        #[command(flatten)]
+        args: cloudai::cli::AuditArgs,
         #[command(flatten)]
         api: ClientArgs,
         #[command(flatten)]
@@ -112,12 +129,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Master { master } => run_master(master).await,
         Command::Worker { client: Some(command), api, output, .. } => {
-            let client = ApiClient::new(&api.addr);
-            cloudai::cli::run_worker(&client, output.output, command).await
+            cloudai::cli::run_worker(&api.client()?, output.output, command).await
         }
         Command::Task { command, api, output } => {
-            let client = ApiClient::new(&api.addr);
-            cloudai::cli::run_task(&client, output.output, command).await
+            cloudai::cli::run_task(&api.client()?, output.output, command).await
+        }
+        Command::Token { command, api, output } => {
+            cloudai::cli::run_token(&api.client()?, output.output, command).await
+        }
+        Command::Audit { args, api, output } => {
+            cloudai::cli::run_audit(&api.client()?, output.output, args).await
         }
         Command::Worker { client: None, worker, master_addr, .. } => {
             let data_dir = std::path::PathBuf::from("cloudai-data/worker");

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use cloudai_api::history::Field;
-use cloudai_api::{Alert, History, Point, Task, TaskList, TaskListQuery, WorkerDetail};
+use cloudai_api::{
+    Alert, AuditEntry, History, Point, Task, TaskList, TaskListQuery, TokenInfo, WorkerDetail,
+};
 use cloudai_domain::TaskStatus;
 use cloudai_domain::time::{unix_ms, unix_secs};
 use serde::Serialize;
@@ -98,9 +100,10 @@ pub fn newest_tasks_table(page: TaskList) -> String {
 
 pub fn task_detail(t: &Task) -> String {
     let s = &t.spec;
-    let fields: [(&str, Option<String>); 16] = [
+    let fields: [(&str, Option<String>); 17] = [
         ("task_id", Some(t.task_id.to_string())),
         ("status", Some(t.status.to_string())),
+        ("submitted_by", t.submitted_by.clone()),
         ("pending_reason", t.pending_reason.clone()),
         ("worker_id", t.worker_id.as_ref().map(ToString::to_string)),
         ("driver", Some(s.driver.to_string())),
@@ -130,6 +133,41 @@ pub fn task_detail(t: &Task) -> String {
         }
     }
     out.join("\n")
+}
+
+/// `cloudai token ls`.
+pub fn tokens_table(tokens: &[TokenInfo]) -> String {
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.name.clone(),
+                t.role.to_string(),
+                ago_ms(t.created_at_ms),
+                t.revoked_at_ms.map_or_else(|| "-".into(), ago_ms),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "ROLE", "CREATED", "REVOKED"], rows)
+}
+
+/// `cloudai audit`.
+pub fn audit_table(entries: &[AuditEntry]) -> String {
+    let rows = entries
+        .iter()
+        .map(|e| {
+            vec![
+                ago_ms(e.at_ms),
+                e.actor.clone(),
+                e.action.clone(),
+                if e.target.is_empty() { "-".into() } else { e.target.clone() },
+                e.status.to_string(),
+                e.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["WHEN", "ACTOR", "ACTION", "TARGET", "STATUS", "DETAIL"], rows)
 }
 
 /// `cloudai worker ls`.

@@ -71,6 +71,8 @@ async fn workers_register_again_by_themselves_after_a_master_restart() {
         ("GRPC_PORT", format!("127.0.0.1:{grpc_port}")),
         ("INACTIVITY_TIMEOUT", "2s".to_string()),
         ("CLOUDAI_DATA_DIR", data.path().display().to_string()),
+        // Plain HTTP without tokens, on loopback.
+        ("CLOUDAI_INSECURE", "true".to_string()),
     ];
     let master_env: Vec<(&str, &str)> = master_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let api = format!("http://127.0.0.1:{http_port}");

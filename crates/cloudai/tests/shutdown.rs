@@ -18,8 +18,8 @@ async fn every_stage_stops_in_order_and_nothing_is_left_running() {
     let order: Vec<&str> = reports.iter().map(|r| r.name).collect();
     assert_eq!(
         order,
-        ["http server", "alerting", "task service", "telemetry manager", "history", "grpc server"],
-        "ingress first, storage last"
+        ["http server", "audit", "alerting", "task service", "telemetry manager", "history", "grpc server"],
+        "ingress first (then the audit records it queued), storage last"
     );
     for r in &reports {
         assert!(r.stopped && r.left_running == 0, "stage {} left tasks running: {r:?}", r.name);

@@ -78,6 +78,8 @@ async fn tasks_survive_a_master_killed_with_sigkill() {
         ("INACTIVITY_TIMEOUT", "2s".into()),
         ("TASK_LOSS_GRACE", "2s".into()),
         ("CLOUDAI_DATA_DIR", data.path().display().to_string()),
+        // Plain HTTP without tokens, on loopback.
+        ("CLOUDAI_INSECURE", "true".into()),
     ]);
     let api = format!("http://127.0.0.1:{http_port}");
     let master = Proc::spawn(&["master", "--no-console"], &as_refs(&env), None);

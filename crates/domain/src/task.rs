@@ -499,6 +499,9 @@ pub struct Task {
     /// Unix milliseconds.
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The name of the API token that submitted it (`local` without authentication);
+    /// `None` for tasks stored before submitters were recorded.
+    pub submitted_by: Option<String>,
     state: TaskState,
 }
 
@@ -527,6 +530,8 @@ pub struct TaskRecord {
     pub started_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 /// A record no task state can be made of.
@@ -553,6 +558,7 @@ impl From<Task> for TaskRecord {
             attempt: t.attempt,
             created_at_ms: t.created_at_ms,
             updated_at_ms: t.updated_at_ms,
+            submitted_by: t.submitted_by,
         };
         let mut placed = |p: Placement| {
             r.worker_id = Some(p.worker_id);
@@ -640,6 +646,7 @@ impl TryFrom<TaskRecord> for Task {
             attempt: r.attempt,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
+            submitted_by: r.submitted_by,
             state,
         })
     }
@@ -661,8 +668,15 @@ impl Task {
             attempt: 0,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
+            submitted_by: None,
             state: TaskState::Pending { reason: None },
         }
+    }
+
+    /// Records who submitted it.
+    pub fn with_submitter(mut self, name: impl Into<String>) -> Self {
+        self.submitted_by = Some(name.into());
+        self
     }
 
     pub fn state(&self) -> &TaskState {

@@ -42,6 +42,7 @@ impl Coded for TaskError {
             // The worker's copy stops (reports) or its output is dropped (logs), as for a stale copy.
             TaskError::NotPlacedHere { .. } => ErrorCode::PermissionDenied,
             TaskError::DiskFull(_) => ErrorCode::InsufficientStorage,
+            TaskError::TooManyPending { .. } => ErrorCode::ResourceExhausted,
             TaskError::ShuttingDown | TaskError::Store(_) => ErrorCode::Unavailable,
         }
     }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerting;
+pub mod auth;
 mod errors;
 pub mod events;
 pub mod fleet;

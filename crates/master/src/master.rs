@@ -34,6 +34,9 @@ pub struct MasterConfig {
     pub http: HttpLimits,
     pub workers: WorkerLimits,
     pub security: Security,
+    /// The master's data folder (`admin.token` lives here).
+    pub data_dir: std::path::PathBuf,
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// How the master proves who it is and knows who its workers are.
@@ -107,6 +110,9 @@ impl MasterConfig {
             http: HttpLimits::default(),
             workers: WorkerLimits::default(),
             security: Security::Insecure,
+            data_dir: data_dir.to_path_buf(),
+            // Tests talk plain HTTP without tokens; `cloudai master` turns this on.
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -142,6 +148,8 @@ pub enum MasterError {
     Tls(#[from] cloudai_pki::PkiError),
     #[error("cannot set up the gRPC server's TLS")]
     GrpcTls(#[from] tonic::transport::Error),
+    #[error("cannot set up the admin token")]
+    Bootstrap(#[from] crate::auth::BootstrapError),
 }
 
 /// What a TLS master serves with.
@@ -225,6 +233,12 @@ pub struct Master {
     pub trust: WorkerTrust,
     /// The cluster CA's certificate (PEM) on a TLS master.
     pub ca_pem: Option<String>,
+    pub tokens: crate::auth::TokenService,
+    /// Records changes made through the API (and worker revocations, join-token rotation).
+    pub audit: crate::auth::AuditLog,
+    /// An admin token living in this process only, for the console on the master's
+    /// terminal; `None` without authentication.
+    pub console_token: Option<String>,
     store: Arc<dyn Store>,
     shutdown: Shutdown,
 }
@@ -246,10 +260,16 @@ impl Master {
             .map_err(std::io::Error::other)?
             .map_err(|source| MasterError::Store { url: config.database_url.clone(), source })?;
         let store: Arc<dyn Store> = Arc::new(store);
+        let store_error = |source| MasterError::Store { url: config.database_url.clone(), source };
+        let tokens = crate::auth::TokenService::load(store.clone()).await.map_err(store_error)?;
+        if config.auth.required {
+            crate::auth::ensure_admin(&tokens, &config.data_dir).await?;
+        }
 
         // Stages in shutdown order: ingress first, storage last.
         let mut shutdown = Shutdown::new();
         let http_stage = shutdown.stage("http server");
+        let audit_stage = shutdown.stage("audit");
         let alerting_stage = shutdown.stage("alerting");
         let tasks_stage = shutdown.stage("task service");
         // The fleet's checker stops with the telemetry tasks: no liveness verdicts once they are gone.
@@ -319,11 +339,15 @@ impl Master {
         grpc_stage.spawn(server("grpc server", rpc::serve(grpc, rpc, served.grpc, grpc_stage.token())?));
         info!("gRPC listening on {grpc_addr}");
 
+        let audit = crate::auth::AuditLog::start(store.clone(), audit_stage.tracker(), audit_stage.token());
+        let console_token =
+            config.auth.required.then(|| tokens.ephemeral("console", crate::auth::Role::Admin));
         let state = ApiState {
             telemetry: telemetry.clone(),
             tasks: tasks.clone(),
             metrics: metrics.clone(),
             alerts: alerts.clone(),
+            auth: crate::auth::Auth::new(config.auth.clone(), tokens.clone(), audit.clone()),
         };
         http_stage.spawn(server(
             "http server",
@@ -342,12 +366,16 @@ impl Master {
             alerts,
             trust: served.trust,
             ca_pem: served.ca_pem,
+            tokens,
+            audit,
+            console_token,
             store,
             shutdown,
         })
     }
 
-    /// Ordered shutdown under one deadline: HTTP server, alerting (queued webhook posts are
+    /// Ordered shutdown under one deadline: HTTP server, audit writer (the records the API
+    /// queued are written; later ones are written directly), alerting (queued webhook posts are
     /// abandoned), task actor (transitions flushed), fleet and TelemetryManager (every worker
     /// task joined, then every open history minute queued), history writer (minutes stored),
     /// gRPC server, then the store. Returns how each stage stopped.

@@ -36,6 +36,10 @@ pub enum StoreError {
     NotFound(TaskId),
     #[error("task {0} already exists")]
     AlreadyExists(TaskId),
+    #[error("token {0} already exists")]
+    TokenExists(String),
+    #[error("token {0} does not exist")]
+    NoSuchToken(String),
     #[error("the store is closed")]
     Closed,
     /// Another process has the database open: two masters on one data folder would run

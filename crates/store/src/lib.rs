@@ -130,6 +130,36 @@ pub struct TelemetryMinute {
     pub data: Vec<u8>,
 }
 
+/// An API token as stored: never the secret, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    /// Public part of the token (listing, revoking).
+    pub id: String,
+    pub name: String,
+    /// `admin`, `operator`, `submitter` or `reader` (the API decides what they mean).
+    pub role: String,
+    pub secret_hash: Vec<u8>,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// One audited API call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Assigned by the store (ignored when appending): newer records have greater ones.
+    pub seq: i64,
+    pub at_ms: i64,
+    /// Who made the call (a token's name).
+    pub actor: String,
+    /// What was asked, e.g. `task.submit`.
+    pub action: String,
+    /// What it was asked of (a task id, a token id).
+    pub target: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    pub detail: Option<String>,
+}
+
 /// The master's persistent state. Every write is committed when its future resolves.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -169,6 +199,17 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_telemetry_minutes(&self, before_ms: i64) -> Result<(), StoreError>;
     /// Deletes every minute of a worker the master forgot.
     async fn forget_worker_minutes(&self, worker_id: &WorkerId) -> Result<(), StoreError>;
+
+    /// Records a new token. [`StoreError::TokenExists`] if the id is taken.
+    async fn insert_token(&self, token: &StoredToken) -> Result<(), StoreError>;
+    /// Marks a token revoked (the first time counts). [`StoreError::NoSuchToken`] if unknown.
+    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
+    /// Every token, revoked ones included, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
+    /// Appends audit records in the order given.
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
+    /// At most `limit` records, newest first, with a `seq` below `before` when given.
+    async fn list_audit(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Flushes queued writes and stops accepting new ones; later calls fail with
     /// [`StoreError::Closed`]. Calling it twice is harmless.

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_drop_unused.sql"),
     include_str!("../migrations/0004_list_order.sql"),
     include_str!("../migrations/0005_cancel_requested.sql"),
+    include_str!("../migrations/0006_auth.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -2,6 +2,7 @@
 //! OpenAPI document. Handlers answer with `cloudai_api`'s types, which the document is built from.
 
 mod alerts;
+mod auth;
 mod error;
 mod json_errors;
 mod same_host;
@@ -9,6 +10,7 @@ mod tasks;
 mod telemetry;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod workers;
 
 use std::sync::OnceLock;
@@ -41,6 +43,7 @@ pub struct ApiState {
     pub tasks: TaskService,
     pub metrics: crate::metrics::Metrics,
     pub alerts: crate::alerting::AlertService,
+    pub auth: crate::auth::Auth,
 }
 
 /// One served route. The method is written once, by the helper that mounts the handler
@@ -70,6 +73,7 @@ fn routes() -> Vec<Route> {
     routes.extend(workers::routes());
     routes.extend(tasks::routes());
     routes.extend(alerts::routes());
+    routes.extend(tokens::routes());
     routes.push(get("/metrics", metrics));
     routes.push(get("/openapi.json", openapi_json));
     routes
@@ -81,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .into_iter()
         .fold(Router::new(), |router, route| router.route(route.path, route.handler))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
@@ -177,8 +182,8 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors, or a connection reset before it was accepted: go on.
                 tracing::warn!(error = %e, "cannot accept an HTTP connection");
@@ -195,10 +200,10 @@ pub async fn serve(
         connections.spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_connection(stream, app, limits, shutdown).await,
+                None => serve_connection(stream, peer, app, limits, shutdown).await,
                 // The handshake is held to the same deadline as a request head.
                 Some(tls) => match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(stream, app, limits, shutdown).await,
+                    Ok(Ok(stream)) => serve_connection(stream, peer, app, limits, shutdown).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
@@ -210,12 +215,22 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection<IO>(io: IO, app: Router, limits: HttpLimits, shutdown: CancellationToken)
-where
+async fn serve_connection<IO>(
+    io: IO,
+    peer: std::net::SocketAddr,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let service = hyper_util::service::TowerToHyperService::new(app);
+    // The peer's address, for the limit on failed token attempts.
+    let with_peer = tower::ServiceExt::map_request(app, move |mut request: axum::http::Request<_>| {
+        request.extensions_mut().insert(auth::PeerAddr(peer));
+        request
+    });
+    let service = hyper_util::service::TowerToHyperService::new(with_peer);
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)

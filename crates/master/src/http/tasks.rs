@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use cloudai_api::{
     DEFAULT_PAGE, ErrorCode, LogChunk, MAX_PAGE, Task, TaskEvent, TaskList, TaskLogs, TaskSummary,
 };
@@ -17,6 +17,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use super::{ApiError, ApiState, Route, delete, get, post};
+use crate::auth::{AuditEvent, Principal};
 use crate::errors::Coded;
 use crate::tasks::{TaskError, TaskPage};
 
@@ -45,7 +46,7 @@ fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 
 /// A body must say it is JSON: a web page can send a "simple" cross-site POST of
 /// `text/plain` or a form without the browser asking first, never one of `application/json`.
-fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
     let essence = content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
     if essence.as_deref() == Some("application/json") {
@@ -58,12 +59,43 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     ))
 }
 
+/// The status an answer has, for the audit trail.
+fn status_of(answer: &Result<Response, ApiError>) -> u16 {
+    match answer {
+        Ok(response) => response.status().as_u16(),
+        Err(e) => e.status().as_u16(),
+    }
+}
+
 async fn submit(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_json(&headers)?;
+    let (answer, task_id) = match accept(&state, &principal, &headers, body).await {
+        Ok(task) => {
+            let id = task.task_id.to_string();
+            (Ok((StatusCode::CREATED, Json(Task::from(task))).into_response()), id)
+        }
+        Err(e) => (Err(e), String::new()),
+    };
+    let event = AuditEvent::new(&principal, "task.submit", task_id, status_of(&answer));
+    let event = match &answer {
+        Err(e) => event.detail(e.message()),
+        Ok(_) => event,
+    };
+    state.auth.audit.record(event).await;
+    answer
+}
+
+async fn accept(
+    state: &ApiState,
+    principal: &Principal,
+    headers: &axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<cloudai_domain::Task, ApiError> {
+    require_json(headers)?;
     let body = body.map_err(|r| match ErrorCode::from_http_status(r.status().as_u16()) {
         Some(ErrorCode::PayloadTooLarge) => {
             ApiError::new(ErrorCode::PayloadTooLarge, super::json_errors::too_large())
@@ -82,8 +114,8 @@ async fn submit(
             spec.memory_required
         )));
     }
-    let task = state.tasks.submit(spec).await?;
-    Ok((StatusCode::CREATED, Json(Task::from(task))).into_response())
+    let max_pending = state.auth.config.max_pending_per_submitter;
+    Ok(state.tasks.submit(spec, &principal.name, max_pending).await?)
 }
 
 /// The query of a task listing, as sent: every value is checked here so a bad one gets a
@@ -181,9 +213,19 @@ pub(super) fn fit_page(page: &mut TaskPage, brief: bool) {
     }
 }
 
-/// The API's task, without `env` and `command` when `brief`.
-pub(super) fn listed(task: cloudai_domain::Task, brief: bool) -> Task {
+/// The API's task as `viewer` may see it: env values only for its submitter and operators.
+pub(super) fn shown(task: cloudai_domain::Task, viewer: &Principal) -> Task {
+    let mine = viewer.owns_or_operates(task.submitted_by.as_deref());
     let mut task = Task::from(task);
+    if !mine {
+        task.hide_env();
+    }
+    task
+}
+
+/// The API's task as `viewer` may see it, without `env` and `command` when `brief`.
+pub(super) fn listed(task: cloudai_domain::Task, brief: bool, viewer: &Principal) -> Task {
+    let mut task = shown(task, viewer);
     if brief {
         task.spec.env.clear();
         task.spec.command.clear();
@@ -206,12 +248,16 @@ pub(super) fn page_json<T: serde::Serialize>(answer: &T, brief: bool) -> Result<
     Ok(Json(value).into_response())
 }
 
-async fn list(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+async fn list(
+    State(state): State<ApiState>,
+    Extension(viewer): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let PageQuery { filter, after, brief } = q.parse()?;
     let mut page = state.tasks.list(filter, after.as_ref()).await?;
     fit_page(&mut page, brief);
-    let answer =
-        TaskList { tasks: page.tasks.into_iter().map(|t| listed(t, brief)).collect(), next: page.next };
+    let tasks = page.tasks.into_iter().map(|t| listed(t, brief, &viewer)).collect();
+    let answer = TaskList { tasks, next: page.next };
     page_json(&answer, brief)
 }
 
@@ -220,8 +266,12 @@ async fn summary(State(state): State<ApiState>) -> Result<Json<TaskSummary>, Api
     Ok(Json(state.tasks.count_by_status().await?.into()))
 }
 
-async fn one(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Json<Task>, ApiError> {
-    Ok(Json(state.tasks.get(&task_id(&raw)?).await?.into()))
+async fn one(
+    State(state): State<ApiState>,
+    Extension(viewer): Extension<Principal>,
+    Path(raw): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(shown(state.tasks.get(&task_id(&raw)?).await?, &viewer)))
 }
 
 async fn events(
@@ -234,8 +284,36 @@ async fn events(
     Ok(Json(events.into_iter().map(TaskEvent::from).collect()))
 }
 
-async fn cancel(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let id = task_id(&raw)?;
+async fn cancel(
+    State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let answer = stop(&state, &principal, &raw).await;
+    let event = AuditEvent::new(&principal, "task.cancel", raw, status_of(&answer));
+    let event = match &answer {
+        Err(e) => event.detail(e.message()),
+        Ok(_) => event,
+    };
+    state.auth.audit.record(event).await;
+    answer
+}
+
+async fn stop(state: &ApiState, principal: &Principal, raw: &str) -> Result<Response, ApiError> {
+    let id = task_id(raw)?;
+    if !principal.can(cloudai_api::Role::Operator) {
+        let task = state.tasks.get(&id).await?;
+        if task.submitted_by.as_deref() != Some(&*principal.name) {
+            let owner = task.submitted_by.as_deref().unwrap_or("an unrecorded submitter");
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "task {id} was submitted by {owner:?}: the {} role cancels only its own tasks (operator cancels any)",
+                    principal.role
+                ),
+            ));
+        }
+    }
     match state.tasks.cancel(id).await {
         Ok(task) if task.status() == TaskStatus::Cancelled => Ok(Json(Task::from(task)).into_response()),
         // Running: the worker stops it (SIGTERM, then SIGKILL after the grace period).

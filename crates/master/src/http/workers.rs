@@ -180,6 +180,7 @@ async fn metrics(
 
 async fn tasks(
     State(state): State<ApiState>,
+    axum::Extension(viewer): axum::Extension<crate::auth::Principal>,
     Path(raw): Path<String>,
     Query(q): Query<super::tasks::ListQuery>,
 ) -> Result<Response, ApiError> {
@@ -204,7 +205,7 @@ async fn tasks(
                 .iter()
                 .find(|r| r.task_id == task.task_id.as_str() && task.status().is_placed())
                 .map(|r| TaskUsage { cpu_percent: r.cpu_percent, memory_bytes: r.memory_bytes });
-            WorkerTask { task: super::tasks::listed(task, brief), usage }
+            WorkerTask { task: super::tasks::listed(task, brief, &viewer), usage }
         })
         .collect();
     super::tasks::page_json(&WorkerTaskList { tasks, next: page.next }, brief)

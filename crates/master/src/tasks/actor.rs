@@ -45,8 +45,17 @@ pub(super) struct Unfinished {
     pub cancelling: HashSet<TaskId>,
 }
 
+/// Where the actor's changes go besides its own state.
+pub(super) struct Channels {
+    pub persist: mpsc::Sender<PersistOp>,
+    pub live: LiveTasks,
+    pub logs: LogWatch,
+    pub pending: super::quota::PendingQuota,
+}
+
 pub(super) struct Actor {
     config: TaskConfig,
+    pending: super::quota::PendingQuota,
     commands: CommandHub,
     metrics: crate::metrics::Metrics,
     events: EventBus,
@@ -69,16 +78,11 @@ const STALE_RESEND: Duration = Duration::from_secs(10);
 const END_RETRY: Duration = Duration::from_secs(1);
 
 impl Actor {
-    pub fn new(
-        config: TaskConfig,
-        parts: &TaskParts,
-        persist: mpsc::Sender<PersistOp>,
-        live: LiveTasks,
-        logs: LogWatch,
-        unfinished: Unfinished,
-    ) -> Self {
+    pub fn new(config: TaskConfig, parts: &TaskParts, channels: Channels, unfinished: Unfinished) -> Self {
         let fleet = parts.fleet.clone();
+        let Channels { persist, live, logs, pending } = channels;
         let mut actor = Self {
+            pending,
             scheduler: Scheduler::new(config.policy),
             config,
             commands: parts.commands.clone(),
@@ -118,7 +122,10 @@ impl Actor {
                         active.cancel_requested = true;
                     }
                 }
-                TaskState::Pending { .. } => self.enqueue(task),
+                TaskState::Pending { .. } => {
+                    self.pending.add(task.submitted_by.as_deref());
+                    self.enqueue(task);
+                }
                 // The store hands over unfinished tasks only; an ended one has nothing to resume.
                 TaskState::Completed { .. } | TaskState::Failed { .. } | TaskState::Cancelled { .. } => {
                     let status = task.status();
@@ -235,6 +242,12 @@ impl Actor {
     /// Records a transition (in memory now, in the store in order, soon).
     async fn persist(&mut self, task: &Task, event: cloudai_domain::TaskEvent) {
         self.live.changed(task, event.from.unwrap_or(task.status()));
+        let was_pending = event.from == Some(TaskStatus::Pending);
+        match (was_pending, event.to == TaskStatus::Pending) {
+            (true, false) => self.pending.release(task.submitted_by.as_deref()),
+            (false, true) => self.pending.add(task.submitted_by.as_deref()),
+            _ => {}
+        }
         let op = PersistOp { task: task.clone(), event, settle: false };
         if self.persist.send(op).await.is_err() {
             warn!(task_id = %task.task_id, "persistence stopped; transition not recorded");
@@ -298,6 +311,9 @@ impl Actor {
         let Some(ending) = active.ending.take() else { return };
         match settled.result {
             Ok(()) => {
+                if active.task.status() == TaskStatus::Pending {
+                    self.pending.release(active.task.submitted_by.as_deref());
+                }
                 let task = ending.task;
                 let to = task.status();
                 self.tasks.remove(&task_id);

@@ -7,6 +7,7 @@ mod commands;
 mod ending;
 mod live;
 mod persist;
+mod quota;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +71,10 @@ pub enum TaskError {
     /// A report or output for a task placed on another worker: a worker speaks only for its own.
     #[error("task {task_id} is placed on worker {placed}, not on worker {worker_id}")]
     NotPlacedHere { task_id: TaskId, worker_id: WorkerId, placed: WorkerId },
+    #[error(
+        "{submitter} already has {limit} pending tasks, the most allowed (MAX_PENDING_PER_SUBMITTER); retry once some have started"
+    )]
+    TooManyPending { submitter: String, limit: usize },
     #[error("the master is shutting down")]
     ShuttingDown,
     /// Nothing was saved, so nothing changed: the same request succeeds once there is room.
@@ -157,6 +162,7 @@ pub struct TaskService {
     logs: LogWatch,
     limits: SpecLimits,
     late_output: Duration,
+    pending: quota::PendingQuota,
 }
 
 /// Extra rows a listing asks the store for, at most, to make up for tasks in flight.
@@ -182,9 +188,16 @@ impl TaskService {
         // Subscribed before the restored tasks' workers can register.
         let events = parts.fleet.subscribe("task actor");
         let limits = config.limits;
-        let actor = actor::Actor::new(config, &parts, persist_tx, live.clone(), logs.clone(), unfinished);
+        let pending = quota::PendingQuota::default();
+        let channels = actor::Channels {
+            persist: persist_tx,
+            live: live.clone(),
+            logs: logs.clone(),
+            pending: pending.clone(),
+        };
+        let actor = actor::Actor::new(config, &parts, channels, unfinished);
         stage.spawn(actor.run(rx, settled_rx, events, stage.token()));
-        Ok(Self { tx, store: parts.store, live, logs, limits, late_output })
+        Ok(Self { tx, store: parts.store, live, logs, limits, late_output, pending })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, TaskError> {
@@ -198,11 +211,26 @@ impl TaskService {
         &self.limits
     }
 
-    /// Accepts a task: durable when this returns, then queued for placement.
-    pub async fn submit(&self, spec: TaskSpec) -> Result<Task, TaskError> {
-        let task = Task::new(TaskId::generate(), spec, unix_ms());
-        self.store.insert_task(&task, &task.created_event()).await?;
-        self.tx.send(Request::Enqueue(task.clone())).await.map_err(|_| TaskError::ShuttingDown)?;
+    /// Accepts a task from `submitter`, unless it already has `max_pending` pending tasks:
+    /// durable when this returns, then queued for placement.
+    pub async fn submit(
+        &self,
+        spec: TaskSpec,
+        submitter: &str,
+        max_pending: usize,
+    ) -> Result<Task, TaskError> {
+        if !self.pending.try_reserve(submitter, max_pending) {
+            return Err(TaskError::TooManyPending { submitter: submitter.to_string(), limit: max_pending });
+        }
+        let task = Task::new(TaskId::generate(), spec, unix_ms()).with_submitter(submitter);
+        let queued = match self.store.insert_task(&task, &task.created_event()).await {
+            Ok(()) => self.tx.send(Request::Enqueue(task.clone())).await.map_err(|_| TaskError::ShuttingDown),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = queued {
+            self.pending.release(Some(submitter));
+            return Err(e);
+        }
         Ok(task)
     }
 

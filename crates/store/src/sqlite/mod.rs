@@ -1,5 +1,6 @@
 //! The embedded store: one SQLite file in WAL mode, one writer thread, a few read connections.
 
+mod auth;
 mod logs;
 mod read;
 mod rows;
@@ -21,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use self::rows::TaskRow;
 use self::writer::{Msg, WriteOp, WriterConfig};
 use crate::{
-    LogChunk, LogPage, LogQuery, Store, StoreConfig, StoreError, TaskFilter, TelemetryMinute, migrations,
+    AuditRecord, LogChunk, LogPage, LogQuery, Store, StoreConfig, StoreError, StoredToken, TaskFilter,
+    TelemetryMinute, migrations,
 };
 
 /// The SQLite [`Store`]. Dropping it finishes the queued writes and stops the writer thread
@@ -310,6 +312,29 @@ impl Store for SqliteStore {
 
     async fn forget_worker_minutes(&self, worker_id: &WorkerId) -> Result<(), StoreError> {
         self.write(WriteOp::ForgetWorkerMinutes(worker_id.clone())).await
+    }
+
+    async fn insert_token(&self, token: &StoredToken) -> Result<(), StoreError> {
+        self.write(WriteOp::InsertToken(token.clone())).await
+    }
+
+    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.write(WriteOp::RevokeToken { id: id.to_string(), at_ms }).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        self.read(|c| auth::list_tokens(c)).await
+    }
+
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write(WriteOp::AppendAudit(records)).await
+    }
+
+    async fn list_audit(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(move |c| auth::list_audit(c, before, limit)).await
     }
 
     async fn close(&self) {

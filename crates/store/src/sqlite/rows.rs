@@ -24,10 +24,11 @@ pub(crate) struct TaskRow {
     pub updated_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    pub submitted_by: Option<String>,
 }
 
 impl TaskRow {
-    /// Calls `f` with the row as `?1`..`?14`, in `tasks` column order (`task_id` first), for
+    /// Calls `f` with the row as `?1`..`?15`, in `tasks` column order (`task_id` first), for
     /// INSERT and UPDATE alike.
     pub fn with_params<T>(&self, f: impl FnOnce(&[&dyn ToSql]) -> T) -> T {
         let task_id = self.task_id.as_str();
@@ -46,6 +47,7 @@ impl TaskRow {
             &self.updated_at_ms,
             &self.started_at_ms,
             &self.finished_at_ms,
+            &self.submitted_by,
         ])
     }
 
@@ -66,6 +68,7 @@ impl TaskRow {
             updated_at_ms: t.updated_at_ms,
             started_at_ms: t.started_at_ms,
             finished_at_ms: t.finished_at_ms,
+            submitted_by: t.submitted_by,
             task_id: t.task_id,
         })
     }
@@ -107,7 +110,8 @@ fn worker_id(s: Option<String>, table: &'static str, id: &str) -> Result<Option<
 
 /// Columns of `tasks` in the order [`decode_task`] reads them.
 pub(crate) const TASK_COLUMNS: &str = "task_id, status, worker_id, spec, gpu_indices, attempt, \
-     pending_reason, exit_code, error, created_at_ms, updated_at_ms, started_at_ms, finished_at_ms";
+     pending_reason, exit_code, error, created_at_ms, updated_at_ms, started_at_ms, finished_at_ms, \
+     submitted_by";
 
 pub(crate) fn decode_task(row: &Row<'_>) -> Result<Task, StoreError> {
     const T: &str = "tasks";
@@ -135,6 +139,7 @@ pub(crate) fn decode_task(row: &Row<'_>) -> Result<Task, StoreError> {
         updated_at_ms: col(row, 10, T, id)?,
         started_at_ms: col(row, 11, T, id)?,
         finished_at_ms: col(row, 12, T, id)?,
+        submitted_by: col(row, 13, T, id)?,
         task_id,
     };
     Task::try_from(record).map_err(|e| StoreError::corrupt(T, id, e.message))

@@ -17,9 +17,9 @@ use cloudai_domain::{TaskEvent, TaskId, WorkerId};
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::logs;
 use super::rows::TaskRow;
-use crate::{LogChunk, StoreError, TelemetryMinute};
+use super::{auth, logs};
+use crate::{AuditRecord, LogChunk, StoreError, StoredToken, TelemetryMinute};
 
 pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
 
@@ -31,6 +31,9 @@ pub(crate) enum WriteOp {
     PruneMinutes { before_ms: i64 },
     ForgetWorkerMinutes(WorkerId),
     RequestCancel(TaskId),
+    InsertToken(StoredToken),
+    RevokeToken { id: String, at_ms: i64 },
+    AppendAudit(Vec<AuditRecord>),
 }
 
 pub(crate) enum Msg {
@@ -154,7 +157,12 @@ fn apply_in_tx(
     for op in ops {
         match apply(&tx, op, config) {
             Ok(()) => results.push(Ok(())),
-            Err(e @ (StoreError::NotFound(_) | StoreError::AlreadyExists(_))) => results.push(Err(e)),
+            Err(
+                e @ (StoreError::NotFound(_)
+                | StoreError::AlreadyExists(_)
+                | StoreError::TokenExists(_)
+                | StoreError::NoSuchToken(_)),
+            ) => results.push(Err(e)),
             // Dropping `tx` rolls back.
             Err(e) => return Err(TxError::Op(e)),
         }
@@ -170,7 +178,8 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<()
                 tx.prepare_cached(
                     "INSERT INTO tasks (task_id, status, worker_id, priority, spec, gpu_indices, attempt, \
                      pending_reason, exit_code, error, created_at_ms, updated_at_ms, started_at_ms, \
-                     finished_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                     finished_at_ms, submitted_by) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
                      ON CONFLICT (task_id) DO NOTHING",
                 )?
                 .execute(params)
@@ -185,7 +194,8 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<()
                 tx.prepare_cached(
                     "UPDATE tasks SET status = ?2, worker_id = ?3, priority = ?4, spec = ?5, gpu_indices = ?6, \
                      attempt = ?7, pending_reason = ?8, exit_code = ?9, error = ?10, created_at_ms = ?11, \
-                     updated_at_ms = ?12, started_at_ms = ?13, finished_at_ms = ?14 WHERE task_id = ?1",
+                     updated_at_ms = ?12, started_at_ms = ?13, finished_at_ms = ?14, submitted_by = ?15 \
+                     WHERE task_id = ?1",
                 )?
                 .execute(params)
             })?;
@@ -230,6 +240,9 @@ fn apply(tx: &Transaction<'_>, op: &WriteOp, config: &WriterConfig) -> Result<()
             }
             Ok(())
         }
+        WriteOp::InsertToken(token) => auth::insert_token(tx, token),
+        WriteOp::RevokeToken { id, at_ms } => auth::revoke_token(tx, id, *at_ms),
+        WriteOp::AppendAudit(records) => auth::append_audit(tx, records),
         WriteOp::ForgetWorkerMinutes(worker_id) => {
             tx.prepare_cached("DELETE FROM telemetry_minutes WHERE worker_id = ?1")?
                 .execute(params![worker_id.as_str()])?;
