@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::alerts::{AlertList, AlertStatus};
 use crate::auth::{AuditList, CreateToken, CreatedToken, Role, TokenInfo};
+use crate::cluster::{JoinTokenInfo, RevokedWorker};
 use crate::error::{ApiErrorBody, ErrorCode};
 use crate::history::HistoryQuery;
 use crate::logs::{LogChunk, TaskLogs};
@@ -32,6 +33,8 @@ pub enum ClientError {
     Refused { status: u16, message: String },
     #[error("the API token holds characters that cannot be sent in a header")]
     BadToken,
+    #[error("the CA certificate (CLOUDAI_CA_CERT) is not a PEM certificate: {0}")]
+    BadCa(String),
     /// The answer is not what this client expects; `path` is where in the JSON it differs
     /// (`.` for the whole body, `[0].telemetry` for a field of the first item's `telemetry`).
     #[error("unexpected answer from the master to {request}: {}", describe(.path, .message))]
@@ -70,12 +73,25 @@ impl std::fmt::Debug for ApiClient {
 impl ApiClient {
     /// A client for the master at `addr` (`http://HOST:PORT`).
     pub fn new(addr: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap_or_default();
+        let http = Self::builder().build().unwrap_or_default();
         Self { addr: addr.trim_end_matches('/').to_string(), http, bearer: None }
+    }
+
+    fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).pool_max_idle_per_host(64)
+    }
+
+    /// The same client trusting only `ca_pem` (the cluster CA, `<data dir>/pki/ca.crt`) for
+    /// an `https://` master, and never following it to plain text.
+    pub fn with_ca_cert(mut self, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        let ca = reqwest::Certificate::from_pem(ca_pem).map_err(|e| ClientError::BadCa(e.to_string()))?;
+        self.http = Self::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .https_only(true)
+            .build()
+            .map_err(|e| ClientError::BadCa(e.to_string()))?;
+        Ok(self)
     }
 
     /// The same client, sending `Authorization: Bearer <token>` with every request. A token
@@ -266,6 +282,20 @@ impl ApiClient {
     /// Revokes a token by id (admin).
     pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ClientError> {
         self.call(Method::DELETE, format!("/api/tokens/{id}"), &[]).await
+    }
+
+    // ---- cluster trust (admin) ----
+
+    pub async fn join_token(&self) -> Result<JoinTokenInfo, ClientError> {
+        self.call(Method::GET, "/api/cluster/join-token".into(), &[]).await
+    }
+
+    pub async fn rotate_join_token(&self) -> Result<JoinTokenInfo, ClientError> {
+        self.call(Method::POST, "/api/cluster/join-token/rotate".into(), &[]).await
+    }
+
+    pub async fn revoke_worker(&self, id: &WorkerId) -> Result<RevokedWorker, ClientError> {
+        self.call(Method::POST, format!("/api/workers/{id}/revoke"), &[]).await
     }
 
     /// A page of the audit trail (admin), newest first; `before` is a previous page's `next`.

@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod history;
 pub mod logs;
@@ -24,6 +25,7 @@ pub mod workers;
 pub use alerts::{Alert, AlertList, AlertStatus, Severity};
 pub use auth::{AuditEntry, AuditList, CreateToken, CreatedToken, HIDDEN_VALUE, Role, TokenInfo};
 pub use client::{ApiClient, ClientError};
+pub use cluster::{JoinTokenInfo, RevokedWorker};
 pub use error::{ApiErrorBody, ErrorCode};
 pub use history::{History, HistoryQuery, Point};
 pub use logs::{LogChunk, LogStream, TaskLogs};

@@ -10,6 +10,7 @@ use utoipa::OpenApi;
 
 use crate::alerts::{Alert, AlertList, AlertStatus, Severity};
 use crate::auth::{AuditEntry, AuditList, CreateToken, CreatedToken, Role, TokenInfo};
+use crate::cluster::{JoinTokenInfo, RevokedWorker};
 use crate::error::ApiErrorBody;
 use crate::history::{History, Point};
 use crate::logs::{LogChunk, LogStream, TaskLogs};
@@ -41,6 +42,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tokens"),
     ("DELETE", "/api/tokens/{id}"),
     ("GET", "/api/audit"),
+    ("GET", "/api/cluster/join-token"),
+    ("POST", "/api/cluster/join-token/rotate"),
+    ("POST", "/api/workers/{worker_id}/revoke"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
@@ -65,13 +69,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     paths(
         health, telemetry, worker_telemetry, workers, api_workers, worker, worker_metrics,
         worker_tasks, list_tasks, submit_task, tasks_summary, task, cancel_task, task_events,
-        task_logs, alerts, list_tokens, create_token, revoke_token, audit, metrics, openapi_json
+        task_logs, alerts, list_tokens, create_token, revoke_token, audit, join_token, rotate_join_token,
+        revoke_worker, metrics, openapi_json
     ),
     components(schemas(
         ApiErrorBody, Health, WorkerTelemetry, GpuStats, RunningTask, WorkerSummary, WorkerInfo,
         GpuInfo, WorkerDetail, WorkerMetrics, History, Point, WorkerTask, WorkerTaskList, TaskUsage, SubmitTask,
         TaskSpec, Task, TaskList, TaskEvent, TaskSummary, TaskLogs, LogChunk, LogStream, AlertList, Alert,
-        AlertStatus, Severity, Role, CreateToken, CreatedToken, TokenInfo, AuditEntry, AuditList
+        AlertStatus, Severity, Role, CreateToken, CreatedToken, TokenInfo, AuditEntry, AuditList,
+        JoinTokenInfo, RevokedWorker
     )),
     tags(
         (name = "telemetry", description = "The seeds' telemetry API"),
@@ -79,6 +85,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (name = "tasks", description = "Submit, inspect, follow and cancel tasks"),
         (name = "alerts", description = "Alerts from the rules the master evaluates"),
         (name = "auth", description = "API tokens with roles, and the audit trail (admin)"),
+        (name = "cluster", description = "Workers' trust: the join token, revocation (admin)"),
         (name = "meta", description = "Prometheus metrics and this document"),
     )
 )]
@@ -305,6 +312,37 @@ fn create_token() {}
         (status = 503, description = "Store unavailable or shutting down: not revoked", body = ApiErrorBody),
     ))]
 fn revoke_token() {}
+
+#[utoipa::path(get, path = "/api/cluster/join-token", tag = "cluster",
+    responses(
+        (status = 200, description = "The current join token", body = JoinTokenInfo),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "Not an admin token", body = ApiErrorBody),
+        (status = 409, description = "The master runs without TLS (--insecure): no join token", body = ApiErrorBody),
+    ))]
+fn join_token() {}
+
+#[utoipa::path(post, path = "/api/cluster/join-token/rotate", tag = "cluster",
+    responses(
+        (status = 200, description = "A new join token (durable); the old one admits no one", body = JoinTokenInfo),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "Not an admin token", body = ApiErrorBody),
+        (status = 409, description = "The master runs without TLS (--insecure): no join token", body = ApiErrorBody),
+        (status = 503, description = "Cannot write the new token: not rotated", body = ApiErrorBody),
+    ))]
+fn rotate_join_token() {}
+
+#[utoipa::path(post, path = "/api/workers/{worker_id}/revoke", tag = "cluster",
+    params(("worker_id" = String, Path, description = "Worker id")),
+    responses(
+        (status = 200, description = "Revoked (durable): its certificates are refused from now on", body = RevokedWorker),
+        (status = 400, description = "Not a valid worker id", body = ApiErrorBody),
+        (status = 401, description = "No valid token", body = ApiErrorBody),
+        (status = 403, description = "Not an admin token", body = ApiErrorBody),
+        (status = 409, description = "The master runs without TLS (--insecure): nothing to revoke", body = ApiErrorBody),
+        (status = 503, description = "Cannot write the revocation: not revoked", body = ApiErrorBody),
+    ))]
+fn revoke_worker() {}
 
 #[utoipa::path(get, path = "/api/audit", tag = "auth",
     params(

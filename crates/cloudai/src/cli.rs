@@ -115,6 +115,12 @@ pub enum TokenCommand {
     Ls,
     /// Revoke a token by its id (see `token ls`).
     Revoke { id: String },
+    /// Print the join token workers need once (CLOUDAI_JOIN_TOKEN); --rotate replaces it.
+    Join {
+        /// Make a new one: the old one admits no one from now on.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +139,8 @@ pub enum WorkerCommand {
     Ls,
     /// Show one worker.
     Status { id: String },
+    /// Refuse a worker's certificates from now on, and its joining again (admin).
+    Revoke { id: String },
 }
 
 /// The typed answer, written back as JSON (figures exactly as the master sent them).
@@ -249,6 +257,16 @@ pub async fn run_worker(client: &ApiClient, output: Output, command: WorkerComma
                 Output::Table => println!("{}", render::worker_summary(&worker)),
             }
         }
+        WorkerCommand::Revoke { id } => {
+            let revoked = client.revoke_worker(&worker_id(&id)?).await?;
+            match output {
+                Output::Json => print_json(&revoked)?,
+                Output::Table if revoked.newly_revoked => {
+                    println!("worker {} revoked: its certificates are refused from now on", revoked.worker_id)
+                }
+                Output::Table => println!("worker {} was revoked already", revoked.worker_id),
+            }
+        }
     }
     Ok(())
 }
@@ -264,6 +282,19 @@ pub async fn run_token(client: &ApiClient, output: Output, command: TokenCommand
                     eprintln!(
                         "token {} ({}, role {}): shown only now; send it as CLOUDAI_TOKEN or --token",
                         created.info.id, created.info.name, created.info.role
+                    );
+                }
+            }
+        }
+        TokenCommand::Join { rotate } => {
+            let join = if rotate { client.rotate_join_token().await? } else { client.join_token().await? };
+            match output {
+                Output::Json => print_json(&join)?,
+                Output::Table => {
+                    println!("{}", join.token);
+                    eprintln!(
+                        "join a worker with: CLOUDAI_JOIN_TOKEN=<this token> cloudai worker --master https://<master>:{}",
+                        join.grpc_port
                     );
                 }
             }

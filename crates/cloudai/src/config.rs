@@ -444,12 +444,19 @@ pub struct MasterAddrArg {
     pub master_addr: String,
 }
 
+/// Where client commands go when nothing says otherwise: a `cloudai dev` on this machine.
+const DEFAULT_API: &str = "http://127.0.0.1:8080";
+
 /// The address client commands send requests to, and the token they send.
 #[derive(Args, Clone)]
 pub struct ClientArgs {
-    /// The master's HTTP API.
-    #[arg(long = "addr", env = "CLOUDAI_ADDR", value_name = "CLOUDAI_ADDR", default_value = "http://127.0.0.1:8080", value_parser = parse_url, global = true)]
-    pub addr: String,
+    /// The master's HTTP API (default: the client profile's, else http://127.0.0.1:8080).
+    #[arg(long = "addr", env = "CLOUDAI_ADDR", value_name = "CLOUDAI_ADDR", value_parser = parse_url, global = true)]
+    pub addr: Option<String>,
+
+    /// The cluster CA (PEM) to trust for an https:// master: its `<data dir>/pki/ca.crt`.
+    #[arg(long = "ca-cert", env = "CLOUDAI_CA_CERT", value_name = "CLOUDAI_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
 
     /// API token (`cai_…`): from `cloudai token create`, or the master's admin.token.
     #[arg(
@@ -470,10 +477,30 @@ impl std::fmt::Debug for ClientArgs {
 }
 
 impl ClientArgs {
-    /// A client for the address, sending the token when one is given.
+    /// A client for the address, trusting the CA and sending the token given. With none of
+    /// them given, the client profile a secure master wrote says all three (like a kubeconfig).
     pub fn client(&self) -> anyhow::Result<cloudai_api::ApiClient> {
-        let client = cloudai_api::ApiClient::new(&self.addr);
-        match self.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        let given = self.addr.is_some() || self.token.is_some() || self.ca_cert.is_some();
+        let profile = if given { None } else { crate::profile::Profile::read()? };
+        let (addr, ca_cert, token) = match profile {
+            Some(p) => (p.addr, p.ca_cert, p.token),
+            None => (
+                self.addr.clone().unwrap_or_else(|| DEFAULT_API.to_string()),
+                self.ca_cert.clone(),
+                self.token.clone(),
+            ),
+        };
+        let mut client = cloudai_api::ApiClient::new(&addr);
+        if let Some(path) = &ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("CLOUDAI_CA_CERT {}: {e}", path.display()))?;
+            client = client.with_ca_cert(&pem)?;
+        } else if addr.starts_with("https://") {
+            anyhow::bail!(
+                "{addr} is https: give the cluster CA with CLOUDAI_CA_CERT (the master's <data dir>/pki/ca.crt)"
+            );
+        }
+        match token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             Some(token) => Ok(client.with_token(token)?),
             None => Ok(client),
         }

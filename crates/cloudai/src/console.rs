@@ -47,7 +47,19 @@ impl Console {
     /// A console on a running master; call from within the master's runtime.
     pub fn for_master(master: &cloudai_master::Master) -> Self {
         let addr = crate::config::dialable(master.http_addr);
-        let client = ApiClient::new(&format!("http://{addr}"));
+        // A TLS master's certificate names localhost (and loopback), never 0.0.0.0.
+        let client = match &master.ca_pem {
+            Some(ca) => match ApiClient::new(&format!("https://localhost:{}", addr.port()))
+                .with_ca_cert(ca.as_bytes())
+            {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!(error = %e, "console: the cluster CA is unusable");
+                    ApiClient::new(&format!("https://localhost:{}", addr.port()))
+                }
+            },
+            None => ApiClient::new(&format!("http://{addr}")),
+        };
         // The console is on the master's own terminal: it gets the master's in-process token.
         let client = match master.console_token.as_deref().map(|t| client.clone().with_token(t)) {
             Some(Ok(with_token)) => with_token,

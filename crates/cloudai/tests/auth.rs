@@ -7,24 +7,37 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use cloudai_master::{Master, MasterConfig};
+use cloudai_master::{Master, MasterConfig, Security, TlsConfig};
 use common::*;
 use serde_json::{Value, json};
 
-/// The one place the tests build their HTTP client and the API's base address: switching
-/// them to https is a change here.
-fn https_ready_client() -> reqwest::Client {
-    http_client()
+/// The tests' HTTP client and the API's base address: https trusting the cluster CA on a
+/// TLS master (as every secured one here is), plain HTTP on an insecure one.
+fn https_ready_client(master: &Master) -> reqwest::Client {
+    match &master.ca_pem {
+        Some(ca) => tls_client(ca),
+        None => http_client(),
+    }
 }
 
 fn base(master: &Master) -> String {
-    format!("http://{}", master.http_addr)
+    match master.ca_pem {
+        Some(_) => format!("https://localhost:{}", master.http_addr.port()),
+        None => format!("http://{}", master.http_addr),
+    }
+}
+
+/// A master as `cloudai master` runs by default: TLS, and tokens required.
+fn secure_config() -> MasterConfig {
+    let mut config = master_config(Duration::from_secs(5));
+    config.auth.required = true;
+    config.security = Security::Tls(TlsConfig::new(&config.data_dir));
+    config
 }
 
 /// A master that requires tokens, and the admin token it wrote to its data folder.
 async fn secured(tune: impl FnOnce(&mut MasterConfig)) -> (Master, String) {
-    let mut config = master_config(Duration::from_secs(5));
-    config.auth.required = true;
+    let mut config = secure_config();
     tune(&mut config);
     let token_file = config.data_dir.join("admin.token");
     let master = start_master(config).await;
@@ -52,7 +65,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Answer {
-    let mut request = https_ready_client().request(method.clone(), format!("{}{path}", base(master)));
+    let mut request = https_ready_client(master).request(method.clone(), format!("{}{path}", base(master)));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -125,8 +138,7 @@ async fn without_a_valid_token_the_api_answers_401_and_health_stays_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_is_private_and_kept_across_restarts() {
     use std::os::unix::fs::PermissionsExt;
-    let mut config = master_config(Duration::from_secs(5));
-    config.auth.required = true;
+    let config = secure_config();
     let file = config.data_dir.join("admin.token");
     let master = start_master(config.clone()).await;
     let mode = std::fs::metadata(&file).expect("admin.token").permissions().mode();
@@ -147,7 +159,7 @@ async fn the_admin_token_is_private_and_kept_across_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_decide_who_submits_and_whose_tasks_they_cancel() {
     let (master, admin) = secured(|_| {}).await;
-    let worker = InProcessWorker::start(worker_config(master.grpc_addr, "auth-worker"));
+    let worker = InProcessWorker::start(worker_for(&master, "auth-worker"));
     let (_, reader) = token(&master, &admin, "dashboard", "reader").await;
     let (_, alice) = token(&master, &admin, "alice", "submitter").await;
     let (_, bob) = token(&master, &admin, "bob", "submitter").await;
@@ -265,7 +277,7 @@ async fn the_audit_trail_says_who_did_what_and_how_it_ended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_values_are_shown_to_their_submitter_and_operators_only() {
     let (master, admin) = secured(|_| {}).await;
-    let worker = InProcessWorker::start(worker_config(master.grpc_addr, "env-worker"));
+    let worker = InProcessWorker::start(worker_for(&master, "env-worker"));
     let (_, alice) = token(&master, &admin, "alice", "submitter").await;
     let (_, bob) = token(&master, &admin, "bob", "submitter").await;
     let (_, reader) = token(&master, &admin, "reader", "reader").await;
@@ -325,7 +337,7 @@ async fn metrics_need_a_reader_token_unless_public() {
     let (master, admin) = secured(|_| {}).await;
     let (_, reader) = token(&master, &admin, "prometheus", "reader").await;
     assert_eq!(get(&master, "/metrics", None).await.status, 401);
-    let scrape = https_ready_client()
+    let scrape = https_ready_client(&master)
         .get(format!("{}/metrics", base(&master)))
         .bearer_auth(&reader)
         .send()
@@ -336,7 +348,8 @@ async fn metrics_need_a_reader_token_unless_public() {
     master.shutdown().await;
 
     let (public, _) = secured(|c| c.auth.metrics_public = true).await;
-    let open = https_ready_client().get(format!("{}/metrics", base(&public))).send().await.expect("GET");
+    let open =
+        https_ready_client(&public).get(format!("{}/metrics", base(&public))).send().await.expect("GET");
     assert_eq!(open.status(), 200);
     assert_eq!(get(&public, "/api/tasks", None).await.status, 401, "only /metrics is public");
     public.shutdown().await;
@@ -378,9 +391,15 @@ async fn without_authentication_every_caller_is_local() {
     master.shutdown().await;
 }
 
+/// The CA a CLI run trusts (`CLOUDAI_CA_CERT`), set by the session test.
+static CA_CERT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn cloudai(api: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
     let mut command = Command::new(bin());
     command.args(args).env("CLOUDAI_ADDR", api).env_remove("RUST_LOG").env_remove("CLOUDAI_TOKEN");
+    if let Some(ca) = CA_CERT.get() {
+        command.env("CLOUDAI_CA_CERT", ca);
+    }
     if let Some(token) = token {
         command.env("CLOUDAI_TOKEN", token);
     }
@@ -406,12 +425,17 @@ async fn cli(api: &str, token: Option<&str>, args: &[&str]) -> (i32, String, Str
 async fn a_token_session_with_the_cli_against_a_master_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().display().to_string();
+    let config_home = dir.path().join("config").display().to_string();
+    // As `cloudai master` runs by default: TLS and tokens (its client profile kept out of ~).
     let master = Proc::spawn(
         &["master", "--no-console", "--http-port", "127.0.0.1:0", "--grpc-port", "127.0.0.1:0"],
-        &[("CLOUDAI_DATA_DIR", &data)],
+        &[("CLOUDAI_DATA_DIR", &data), ("XDG_CONFIG_HOME", &config_home)],
         None,
     );
-    let api = format!("http://{}", master.wait_for_line("HTTP API listening on").await);
+    let addr = master.wait_for_line("HTTP API listening on").await;
+    let port = addr.rsplit(':').next().expect("port");
+    let api = format!("https://localhost:{port}");
+    let _ = CA_CERT.set(dir.path().join("pki/ca.crt").display().to_string());
     let admin = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token");
     let admin = admin.trim();
 

@@ -34,10 +34,7 @@ fn api(master: &Master) -> String {
 
 /// A real worker agent dialling the master over https with the join token.
 fn tls_worker(master: &Master, id: &str) -> cloudai_worker::WorkerConfig {
-    let mut config = worker_config(master.grpc_addr, id);
-    config.master_addr = format!("https://localhost:{}", master.grpc_addr.port());
-    config.join_token = master.trust.join_token();
-    config
+    worker_for(master, id)
 }
 
 fn endpoint(master: &Master) -> Endpoint {
@@ -304,4 +301,109 @@ async fn certificates_renew_while_tasks_run() {
     assert!(logs.to_string().contains("survived"), "{logs}");
     worker.stop().await;
     master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_token_and_revocation_are_an_admins_over_the_api() {
+    let dir = tempfile::tempdir().expect("tmp").keep();
+    let mut config = MasterConfig::new(&dir);
+    config.telemetry.inactivity_timeout = Duration::from_secs(2);
+    config.auth.required = true;
+    config.security = Security::Tls(TlsConfig::new(&dir));
+    let master = start_master(config).await;
+    let admin = std::fs::read_to_string(dir.join("admin.token")).expect("admin token");
+    let admin = admin.trim();
+    let (client, api) = (tls_client(&ca_of(&master)), api(&master));
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        client.request(method, format!("{api}{path}")).bearer_auth(token.to_string()).send()
+    };
+    let reader: serde_json::Value = client
+        .post(format!("{api}/api/tokens"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": "ops", "role": "reader"}))
+        .send()
+        .await
+        .expect("create reader")
+        .json()
+        .await
+        .expect("json");
+    let reader = reader["token"].as_str().expect("token").to_string();
+
+    // Only an admin sees the join token.
+    let refused = call(reqwest::Method::GET, "/api/cluster/join-token", &reader).await.expect("get");
+    assert_eq!(refused.status().as_u16(), 403);
+    let shown: serde_json::Value = call(reqwest::Method::GET, "/api/cluster/join-token", admin)
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let old = master.trust.join_token().expect("token");
+    assert_eq!(shown["token"], old.to_string());
+    assert_eq!(shown["grpc_port"], master.grpc_addr.port());
+
+    // Rotated, the old token admits no one; the new one does.
+    let rotated: serde_json::Value = call(reqwest::Method::POST, "/api/cluster/join-token/rotate", admin)
+        .await
+        .expect("rotate")
+        .json()
+        .await
+        .expect("json");
+    assert_ne!(rotated["token"], old.to_string());
+    let mut stale = worker_for(&master, "w1");
+    stale.join_token = Some(old);
+    let err = cloudai_worker::run(stale, Default::default()).await.expect_err("old token");
+    assert!(err.to_string().contains("not this cluster's"), "{err}");
+    let worker = std::thread::spawn({
+        let config = worker_for(&master, "w1");
+        move || {
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(cloudai_worker::run(config, Default::default()))
+        }
+    });
+    wait_until(DEADLINE, "w1 joined with the new token", || async {
+        let (_, workers) = https_json_as(&client, &format!("{api}/workers"), admin).await;
+        workers.get("w1").cloned()
+    })
+    .await;
+
+    // Revoked through the API: the worker stops; a second revoke says it was already.
+    let revoked: serde_json::Value = call(reqwest::Method::POST, "/api/workers/w1/revoke", admin)
+        .await
+        .expect("revoke")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(revoked, serde_json::json!({"worker_id": "w1", "newly_revoked": true}));
+    let ended = tokio::task::spawn_blocking(move || worker.join()).await.expect("join").expect("thread");
+    assert!(ended.is_err(), "a revoked worker stops");
+    let again: serde_json::Value = call(reqwest::Method::POST, "/api/workers/w1/revoke", admin)
+        .await
+        .expect("revoke")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["newly_revoked"], false);
+    let no = call(reqwest::Method::POST, "/api/workers/w2/revoke", &reader).await.expect("revoke");
+    assert_eq!(no.status().as_u16(), 403, "a reader revokes nothing");
+
+    // Both changes are in the audit trail, with who made them.
+    let audit: serde_json::Value =
+        call(reqwest::Method::GET, "/api/audit", admin).await.expect("audit").json().await.expect("json");
+    let actions: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| Some((e["action"].as_str()?, e["actor"].as_str()?)))
+        .collect();
+    assert!(actions.contains(&("worker.revoke", "bootstrap")), "{audit}");
+    assert!(actions.contains(&("cluster.join_token.rotate", "bootstrap")), "{audit}");
+    master.shutdown().await;
+}
+
+async fn https_json_as(client: &reqwest::Client, url: &str, token: &str) -> (u16, serde_json::Value) {
+    let resp = client.get(url).bearer_auth(token).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }

@@ -348,6 +348,8 @@ impl Master {
             metrics: metrics.clone(),
             alerts: alerts.clone(),
             auth: crate::auth::Auth::new(config.auth.clone(), tokens.clone(), audit.clone()),
+            trust: served.trust.clone(),
+            grpc_port: grpc_addr.port(),
         };
         http_stage.spawn(server(
             "http server",

@@ -92,6 +92,17 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
     }
 }
 
+/// A worker for `master` as a user would start it: over mTLS with the join token when the
+/// master runs TLS, plain text otherwise.
+pub fn worker_for(master: &Master, id: &str) -> WorkerConfig {
+    let mut config = worker_config(master.grpc_addr, id);
+    if master.ca_pem.is_some() {
+        config.master_addr = format!("https://localhost:{}", master.grpc_addr.port());
+        config.join_token = master.trust.join_token();
+    }
+    config
+}
+
 /// A worker agent running in this process, on its own thread and runtime so that `kill`
 /// ends every one of its tasks at once, as when a worker process dies.
 pub struct InProcessWorker {

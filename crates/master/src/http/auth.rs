@@ -26,7 +26,7 @@ fn needed_role(method: &Method, path: &str, metrics_public: bool) -> Option<Role
         "/metrics" => return (!metrics_public).then_some(Role::Reader),
         _ => {}
     }
-    if path.starts_with("/api/tokens") || path.starts_with("/api/audit") {
+    if path.starts_with("/api/tokens") || path.starts_with("/api/audit") || path.starts_with("/api/cluster") {
         return Some(Role::Admin);
     }
     if method == Method::GET || method == Method::HEAD {

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod auth;
+mod cluster;
 mod error;
 mod json_errors;
 mod same_host;
@@ -44,6 +45,10 @@ pub struct ApiState {
     pub metrics: crate::metrics::Metrics,
     pub alerts: crate::alerting::AlertService,
     pub auth: crate::auth::Auth,
+    /// Workers' trust: the join token, revocation.
+    pub trust: crate::identity::WorkerTrust,
+    /// Where workers dial, for the join token's answer.
+    pub grpc_port: u16,
 }
 
 /// One served route. The method is written once, by the helper that mounts the handler
@@ -73,6 +78,7 @@ fn routes() -> Vec<Route> {
     routes.extend(workers::routes());
     routes.extend(tasks::routes());
     routes.extend(alerts::routes());
+    routes.extend(cluster::routes());
     routes.extend(tokens::routes());
     routes.push(get("/metrics", metrics));
     routes.push(get("/openapi.json", openapi_json));
