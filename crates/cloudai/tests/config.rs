@@ -63,7 +63,7 @@ async fn dotenv_is_read_and_the_environment_wins() {
     let data = data.display().to_string();
     let master = Proc::spawn(
         &["master", "--no-console"],
-        &[("INACTIVITY_TIMEOUT", "3s"), ("CLOUDAI_DATA_DIR", &data)],
+        &[("INACTIVITY_TIMEOUT", "3s"), ("CLOUDAI_DATA_DIR", &data), ("CLOUDAI_INSECURE", "true")],
         Some(dir.path()),
     );
     let http = master.wait_for_line("HTTP API listening on").await;
@@ -82,7 +82,7 @@ async fn sigterm_shuts_the_master_down_in_order_and_exits_0() {
     let data = dir.path().display().to_string();
     let mut master = Proc::spawn(
         &["master", "--no-console", "--http-port", "127.0.0.1:0", "--grpc-port", "127.0.0.1:0"],
-        &[("CLOUDAI_DATA_DIR", &data)],
+        &[("CLOUDAI_DATA_DIR", &data), ("CLOUDAI_INSECURE", "true")],
         None,
     );
     let grpc = master.wait_for_line("gRPC listening on").await;

@@ -187,6 +187,8 @@ fn body() -> impl Strategy<Value = Option<Vec<u8>>> {
     prop_oneof![
         3 => Just(None),
         6 => task_json().prop_map(Some),
+        // A valid submission, so acceptance (201) is reached by design, not by luck.
+        2 => Just(Some(br#"{"command":["true"],"cpu_required":0.1,"memory_required":16}"#.to_vec())),
         2 => prop::collection::vec(any::<u8>(), 0..200).prop_map(Some),
         1 => (1usize..5000).prop_map(|d| Some(format!("{}{}", "[".repeat(d), "]".repeat(d)).into_bytes())),
         1 => (1usize..5000).prop_map(|d| Some(format!("{{\"env\":{}", "{\"a\":".repeat(d)).into_bytes())),

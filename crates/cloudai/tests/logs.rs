@@ -32,10 +32,10 @@ async fn output_is_taken_only_from_the_worker_running_the_task() {
 
     w1.ship(&task_id, b"hello\n").await.expect("the task's own worker ships its output");
 
-    // Another worker: refused, saying where the task is.
+    // Another worker: refused, saying where the task is (a worker speaks only for its own tasks).
     let err = w2.ship(&task_id, b"forged\n").await.expect_err("not w2's task");
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("running on worker w1"), "{}", err.message());
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("placed on worker w1"), "{}", err.message());
 
     // A task that does not exist: refused, and a flood of it takes no room.
     let unknown = TaskId::generate();

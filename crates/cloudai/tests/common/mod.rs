@@ -186,6 +186,9 @@ impl Proc {
         let mut cmd = Command::new(bin());
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         cmd.env_remove("RUST_LOG");
+        // A secure master writes a client profile: never into the home of whoever runs the tests.
+        let profile_home = tempfile::tempdir().expect("tempdir").keep();
+        cmd.env("XDG_CONFIG_HOME", profile_home);
         for (k, v) in env {
             cmd.env(k, v);
         }
