@@ -232,6 +232,10 @@ pub async fn compare(args: HeartbeatArgs) -> anyhow::Result<Value> {
     let Some(master_pid) = args.master_pid else {
         bail!("--against-bare-server needs --master-pid to measure the master's CPU");
     };
+    if args.join_token.is_some() || args.join_token_file.is_some() {
+        // The bare server speaks plain text: the ratio would mix TLS into the handler's cost.
+        bail!("--against-bare-server compares plain-text servers: leave out --join-token");
+    }
     let cpus = args.bare.bare_server_cpus.clone().or_else(|| {
         let master = cpus_allowed(master_pid)?;
         // Inheriting our own affinity needs no taskset.

@@ -3,15 +3,19 @@
 //! Each simulated worker registers, then heartbeats at its interval (phases spread
 //! evenly) with changing figures, a few GPUs and a few running tasks. Workers share
 //! `--connections` HTTP/2 connections (`--connection-per-worker` gives each its own,
-//! as real workers have). With `--master-pid` the master's resident memory is read
-//! before and after registration to give bytes per idle registered worker.
+//! as real workers have). Against an `https://` master with its join token, each worker
+//! first joins for a certificate of its own and then speaks over an mTLS connection of its
+//! own (see [`crate::mtls`]). With `--master-pid` the master's resident memory is read
+//! before and after registration to give bytes per idle registered worker, and its CPU
+//! time over the heartbeats (and the joins) to give µs per heartbeat (and per join).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use cloudai_pki::JoinToken;
 use cloudai_proto::v1 as pb;
 use cloudai_proto::v1::master_service_client::MasterServiceClient;
 use futures::StreamExt;
@@ -20,6 +24,9 @@ use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{cpu_seconds, resident_bytes};
+use crate::mtls::{self, MtlsTarget};
+use crate::phases::{Phase, PhaseGuard, Phases};
+use crate::proxy::counting_proxy;
 use cloudai_api::parse::{parse_duration, parse_url};
 use cloudai_domain::time::unix_ms;
 use cloudai_proto::Compression;
@@ -27,7 +34,7 @@ use cloudai_worker::gpu::{GpuSource, SimulatedGpus};
 
 #[derive(Args, Debug, Clone)]
 pub struct HeartbeatArgs {
-    /// The master's gRPC address.
+    /// The master's gRPC address: http://HOST:PORT, or https://HOST:PORT with --join-token.
     #[arg(long, value_parser = parse_url)]
     pub master: String,
     /// Simulated workers.
@@ -39,12 +46,25 @@ pub struct HeartbeatArgs {
     /// How long to heartbeat.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// HTTP/2 connections shared by the simulated workers.
+    /// HTTP/2 connections shared by the simulated workers (plain text only).
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
-    /// One connection per worker (overrides --connections).
+    /// One connection per worker (overrides --connections; always so over mTLS).
     #[arg(long)]
     pub connection_per_worker: bool,
+    /// The join token of an https:// master (`cloudai-join.<CA sha256>.<secret>`): each
+    /// simulated worker joins for a certificate of its own, then heartbeats over an mTLS
+    /// connection of its own, since the master knows a worker by its connection's
+    /// certificate (--connections does not apply).
+    #[arg(long, value_parser = parse_join_token, conflicts_with = "join_token_file")]
+    pub join_token: Option<JoinToken>,
+    /// A file holding the join token; the master's own `<data dir>/pki/join.token` (the secret
+    /// alone) works too, the CA fingerprint then read from the `ca.crt` beside it.
+    #[arg(long)]
+    pub join_token_file: Option<PathBuf>,
+    /// Joins in flight at once, over all threads (each on a TLS connection of its own).
+    #[arg(long, default_value_t = 64)]
+    pub join_concurrency: usize,
     /// GPUs per simulated worker.
     #[arg(long, default_value_t = 4)]
     pub gpus: u32,
@@ -77,59 +97,19 @@ pub struct HeartbeatArgs {
     pub bare: super::bare::AgainstBareArgs,
 }
 
-/// Bytes seen by the counting proxy, each way.
-#[derive(Default)]
-struct WireBytes {
-    up: AtomicU64,
-    down: AtomicU64,
+fn parse_join_token(raw: &str) -> Result<JoinToken, String> {
+    JoinToken::parse(raw).map_err(|e| e.to_string())
 }
 
-impl WireBytes {
-    fn snapshot(&self) -> (u64, u64) {
-        (self.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed))
-    }
-}
-
-/// Accepts loopback connections and forwards each to `target`, counting bytes.
-async fn counting_proxy(target: String) -> anyhow::Result<(String, Arc<WireBytes>)> {
-    let authority =
-        target.split_once("://").map_or(target.as_str(), |(_, rest)| rest).trim_end_matches('/').to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let bytes = Arc::new(WireBytes::default());
-    let counters = bytes.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let (authority, counters) = (authority.clone(), counters.clone());
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&authority).await else { return };
-                let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::join!(
-                    pump(client_read, server_write, &counters.up),
-                    pump(server_read, client_write, &counters.down)
-                );
-            });
+impl HeartbeatArgs {
+    /// The join token given, read from its file if need be.
+    pub fn token(&self) -> anyhow::Result<Option<JoinToken>> {
+        match (&self.join_token, &self.join_token_file) {
+            (Some(token), _) => Ok(Some(token.clone())),
+            (None, Some(path)) => mtls::token_from_file(path).map(Some),
+            (None, None) => Ok(None),
         }
-    });
-    Ok((format!("http://{addr}"), bytes))
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    counter: &AtomicU64,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 64 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
-    let _ = to.shutdown().await;
 }
 
 /// One load-generator thread: its own runtime, connections and simulated workers.
@@ -137,6 +117,7 @@ struct Shard {
     index: usize,
     workers: Vec<usize>,
     connections: usize,
+    join_concurrency: usize,
 }
 
 struct ShardResult {
@@ -144,21 +125,73 @@ struct ShardResult {
     errors: u64,
     register_errors: usize,
     histogram: Histogram<u64>,
+    join_errors: usize,
+    first_join_error: Option<String>,
+    join_histogram: Histogram<u64>,
 }
 
-/// Phase boundaries shared by the shards and the coordinator.
-struct Phases {
-    registered: Barrier,
-    go: Barrier,
-    done: Barrier,
+impl ShardResult {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            sent: 0,
+            errors: 0,
+            register_errors: 0,
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            join_errors: 0,
+            first_join_error: None,
+            join_histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        })
+    }
+
+    fn add(&mut self, other: Self) -> anyhow::Result<()> {
+        self.sent += other.sent;
+        self.errors += other.errors;
+        self.register_errors += other.register_errors;
+        self.histogram.add(&other.histogram)?;
+        self.join_errors += other.join_errors;
+        self.first_join_error = self.first_join_error.take().or(other.first_join_error);
+        self.join_histogram.add(&other.join_histogram)?;
+        Ok(())
+    }
+}
+
+/// What the coordinator reads of the master and the clock between phases.
+struct Readings {
+    rss_before: Option<u64>,
+    rss_registered: Option<u64>,
+    rss_end: Option<u64>,
+    join_cpu: Option<f64>,
+    join_seconds: f64,
+    connect_seconds: f64,
+    cpu_used: Option<f64>,
+    elapsed: f64,
+    wire_bytes: Option<(u64, u64)>,
 }
 
 pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let connections =
-        if args.connection_per_worker { args.workers } else { args.connections.clamp(1, args.workers) };
+    let token = args.token()?;
+    let https = args.master.starts_with("https://");
+    match (https, &token) {
+        (true, None) => bail!(
+            "--master {} is https://: give the master's join token with --join-token or --join-token-file",
+            args.master
+        ),
+        (false, Some(_)) => {
+            bail!(
+                "--join-token is for a TLS master: give its https:// address (got --master {})",
+                args.master
+            )
+        }
+        _ => {}
+    }
+    let connections = if args.connection_per_worker || token.is_some() {
+        args.workers
+    } else {
+        args.connections.clamp(1, args.workers)
+    };
     let threads = args.threads.clamp(1, 64).min(connections);
     let (master, wire) = if args.count_bytes {
         let (proxy, wire) = counting_proxy(args.master.clone()).await?;
@@ -167,31 +200,34 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
         (args.master.clone(), None)
     };
     let target = args.master.clone();
+    let tls = token.map(|t| MtlsTarget::new(&target, &master, t)).transpose()?.map(Arc::new);
     let args = Arc::new(HeartbeatArgs { connections, threads, master, ..args });
     let prefix =
         args.prefix.clone().unwrap_or_else(|| format!("sim-{:06x}", rand::random::<u32>() & 0xff_ffff));
     eprintln!(
-        "{} workers over {connections} connection(s) from {threads} thread(s) to {target}{}",
+        "{} workers over {connections} {}connection(s) from {threads} thread(s) to {target}{}",
         args.workers,
+        if tls.is_some() { "mTLS " } else { "" },
         if wire.is_some() { " (through a byte-counting proxy)" } else { "" }
     );
 
-    let phases = Arc::new(Phases {
-        registered: Barrier::new(threads + 1),
-        go: Barrier::new(threads + 1),
-        done: Barrier::new(threads + 1),
-    });
+    let phases = Arc::new(Phases::new(threads + 1));
+    let rss_before = args.master_pid.and_then(resident_bytes);
+    let join_cpu_start = args.master_pid.and_then(cpu_seconds);
+    let started = Instant::now();
+    let join_concurrency = args.join_concurrency.max(1);
     let mut handles = Vec::new();
     for index in 0..threads {
         let shard = Shard {
             index,
             workers: (index..args.workers).step_by(threads).collect(),
             connections: connections / threads + usize::from(index < connections % threads),
+            join_concurrency: join_concurrency / threads + usize::from(index < join_concurrency % threads),
         };
-        let (args, phases, prefix) = (args.clone(), phases.clone(), prefix.clone());
+        let (args, phases, prefix, tls) = (args.clone(), phases.clone(), prefix.clone(), tls.clone());
         handles.push(std::thread::Builder::new().name(format!("bench-{index}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(run_shard(&args, shard, &prefix, &phases))
+            runtime.block_on(run_shard(&args, tls.as_deref(), shard, &prefix, &phases))
         })?);
     }
 
@@ -199,11 +235,15 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
     let coordinator = {
         let (args, phases, wire) = (args.clone(), phases.clone(), wire.clone());
         tokio::task::spawn_blocking(move || {
-            let rss_before = args.master_pid.and_then(resident_bytes);
-            phases.registered.wait();
+            let cpu = || args.master_pid.and_then(cpu_seconds);
+            phases.wait(Phase::Joined);
+            let join_seconds = started.elapsed().as_secs_f64();
+            let join_cpu = join_cpu_start.zip(cpu()).map(|(a, b)| b - a);
+            phases.wait(Phase::Registered);
+            let connect_seconds = started.elapsed().as_secs_f64() - join_seconds;
             std::thread::sleep(args.settle);
             let rss_registered = args.master_pid.and_then(resident_bytes);
-            let cpu_start = args.master_pid.and_then(cpu_seconds);
+            let cpu_start = cpu();
             eprintln!(
                 "heartbeating every {:?} for {:?} ({:.0}/s expected)",
                 args.interval,
@@ -212,111 +252,114 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
             );
             let start = Instant::now();
             let wire_start = wire.as_ref().map(|w| w.snapshot());
-            phases.go.wait();
-            phases.done.wait();
+            phases.wait(Phase::Go);
+            phases.wait(Phase::Done);
             let elapsed = start.elapsed().as_secs_f64();
             let wire_bytes = wire.zip(wire_start).map(|(w, (up0, down0))| {
                 let (up, down) = w.snapshot();
                 (up - up0, down - down0)
             });
-            let cpu_used = cpu_start.zip(args.master_pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+            let cpu_used = cpu_start.zip(cpu()).map(|(a, b)| b - a);
             let rss_end = args.master_pid.and_then(resident_bytes);
-            (rss_before, rss_registered, rss_end, cpu_used, elapsed, wire_bytes)
+            Readings {
+                rss_before,
+                rss_registered,
+                rss_end,
+                join_cpu,
+                join_seconds,
+                connect_seconds,
+                cpu_used,
+                elapsed,
+                wire_bytes,
+            }
         })
     };
-    let (rss_before, rss_registered, rss_end, cpu_used, elapsed, wire_bytes) = coordinator.await?;
-    let mut total = ShardResult {
-        sent: 0,
-        errors: 0,
-        register_errors: 0,
-        histogram: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
-    };
+    let r = coordinator.await?;
+    let mut total = ShardResult::new()?;
     for handle in handles {
-        let r = handle.join().map_err(|_| anyhow::anyhow!("a load-generator thread panicked"))??;
-        total.sent += r.sent;
-        total.errors += r.errors;
-        total.register_errors += r.register_errors;
-        total.histogram.add(&r.histogram)?;
+        let shard = handle.join().map_err(|_| anyhow::anyhow!("a load-generator thread panicked"))??;
+        total.add(shard)?;
     }
 
     let h = &total.histogram;
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let per_worker = match (rss_before, rss_registered) {
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let per_worker = match (r.rss_before, r.rss_registered) {
         (Some(b), Some(a)) => Some((a.saturating_sub(b)) / args.workers as u64),
         _ => None,
     };
+    let joined = (!total.join_histogram.is_empty()).then_some(&total.join_histogram);
+    let join_count = joined.map_or(0, |j| j.len());
+    let sent = total.sent.max(1) as f64;
+    let join_cpu_us = r.join_cpu.filter(|_| tls.is_some()).map(|c| c * 1e6 / join_count.max(1) as f64);
     Ok(json!({
         "bench": "heartbeats",
+        "tls": tls.is_some(),
         "workers": args.workers,
         "connections": connections,
         "threads": threads,
         "interval_ms": args.interval.as_millis() as u64,
-        "duration_s": elapsed,
+        "duration_s": r.elapsed,
         "heartbeats_sent": total.sent,
-        "heartbeats_per_sec": total.sent as f64 / elapsed,
-        "p50_ms": ms(0.50),
-        "p90_ms": ms(0.90),
-        "p99_ms": ms(0.99),
+        "heartbeats_per_sec": total.sent as f64 / r.elapsed,
+        "p50_ms": ms(h, 0.50),
+        "p90_ms": ms(h, 0.90),
+        "p99_ms": ms(h, 0.99),
         "max_ms": h.max() as f64 / 1000.0,
         "errors": total.errors,
         "register_errors": total.register_errors,
-        "master_rss_before_bytes": rss_before,
-        "master_rss_registered_bytes": rss_registered,
-        "master_rss_end_bytes": rss_end,
+        // Joining: each worker's CSR signed over a TLS connection of its own (TLS only).
+        "join_seconds": tls.as_ref().map(|_| r.join_seconds),
+        "joins_per_sec": tls.as_ref().map(|_| join_count as f64 / r.join_seconds.max(1e-9)),
+        "join_p50_ms": joined.map(|j| ms(j, 0.50)),
+        "join_p99_ms": joined.map(|j| ms(j, 0.99)),
+        "join_errors": tls.as_ref().map(|_| total.join_errors),
+        "first_join_error": total.first_join_error,
+        "master_cpu_us_per_join": join_cpu_us,
+        // Opening the connections (mTLS handshakes over TLS) and registering every worker.
+        "connect_register_seconds": r.connect_seconds,
+        "master_rss_before_bytes": r.rss_before,
+        "master_rss_registered_bytes": r.rss_registered,
+        "master_rss_end_bytes": r.rss_end,
         "master_rss_per_idle_worker_bytes": per_worker,
-        "master_cpu_seconds": cpu_used,
-        "master_cpu_us_per_heartbeat": cpu_used.map(|c| c * 1e6 / total.sent.max(1) as f64),
+        "master_cpu_seconds": r.cpu_used,
+        "master_cpu_us_per_heartbeat": r.cpu_used.map(|c| c * 1e6 / sent),
         "compression": args.compression.as_str(),
-        "wire_bytes_per_heartbeat_up": wire_bytes.map(|(up, _)| up as f64 / total.sent.max(1) as f64),
-        "wire_bytes_per_heartbeat_down": wire_bytes.map(|(_, down)| down as f64 / total.sent.max(1) as f64),
+        "wire_bytes_per_heartbeat_up": r.wire_bytes.map(|(up, _)| up as f64 / sent),
+        "wire_bytes_per_heartbeat_down": r.wire_bytes.map(|(_, down)| down as f64 / sent),
     }))
 }
 
+/// A simulated worker: its index (for its phase), id and client.
+type Sim = (usize, String, MasterServiceClient<Channel>);
+
 async fn run_shard(
     args: &HeartbeatArgs,
+    tls: Option<&MtlsTarget>,
     shard: Shard,
     prefix: &str,
     phases: &Phases,
 ) -> anyhow::Result<ShardResult> {
-    let mut result = ShardResult {
-        sent: 0,
-        errors: 0,
-        register_errors: 0,
-        histogram: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
-    };
-    let endpoint = Endpoint::from_shared(args.master.clone())
-        .context("bad --master")?
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true);
-    let connected: Result<Vec<Channel>, _> = futures::stream::iter(0..shard.connections.max(1))
-        .map(|_| {
-            let e = endpoint.clone();
-            async move { e.connect().await }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect();
-    let channels = match connected {
-        Ok(c) => c,
-        Err(e) => {
-            // Release the other threads before failing.
-            phases.registered.wait();
-            phases.go.wait();
-            phases.done.wait();
-            return Err(anyhow::Error::new(e).context(format!("cannot connect to {}", args.master)));
+    let mut phase = PhaseGuard::new(phases);
+    let mut result = ShardResult::new()?;
+    let ids: Vec<(usize, String)> = shard.workers.iter().map(|&i| (i, format!("{prefix}-{i:05}"))).collect();
+    let sims = match tls {
+        Some(tls) => {
+            let joins = tls.join_all(ids, shard.join_concurrency).await?;
+            result.join_errors = joins.errors;
+            result.first_join_error = joins.first_error;
+            result.join_histogram = joins.latencies;
+            phase.reach(Phase::Joined);
+            tls.connect_all(joins.joined)
+                .await?
+                .into_iter()
+                .map(|(i, id, channel)| (i, id, MasterServiceClient::new(channel)))
+                .collect()
+        }
+        None => {
+            phase.reach(Phase::Joined);
+            connect_plain(args, ids, shard.connections).await?
         }
     };
-    let sims: Vec<(usize, String, MasterServiceClient<Channel>)> = shard
-        .workers
-        .iter()
-        .enumerate()
-        .map(|(j, &i)| {
-            (i, format!("{prefix}-{i:05}"), MasterServiceClient::new(channels[j % channels.len()].clone()))
-        })
-        .collect();
 
     let gpus = SimulatedGpus::new(args.gpus);
     let inventory: Vec<pb::GpuInfo> = gpus.inventory().into_iter().map(Into::into).collect();
@@ -344,8 +387,7 @@ async fn run_shard(
     if shard.index == 0 {
         eprintln!("registered; settling");
     }
-    phases.registered.wait();
-    phases.go.wait();
+    phase.reach(Phase::Go);
 
     let deadline = tokio::time::Instant::now() + args.duration;
     // As a real worker sends them: GPU uuids and models only at registration.
@@ -368,7 +410,7 @@ async fn run_shard(
         local.spawn_local(heartbeat_loop(client, hb, interval, offset, deadline, stats));
     }
     local.await;
-    phases.done.wait();
+    phase.reach(Phase::Done);
     let stats = std::mem::take(&mut *stats.borrow_mut());
     result.sent = stats.sent;
     result.errors = stats.errors;
@@ -388,6 +430,35 @@ async fn run_shard(
             .await;
     }
     Ok(result)
+}
+
+/// Plain text: `connections` shared HTTP/2 connections, the workers spread over them.
+async fn connect_plain(
+    args: &HeartbeatArgs,
+    ids: Vec<(usize, String)>,
+    connections: usize,
+) -> anyhow::Result<Vec<Sim>> {
+    let endpoint = Endpoint::from_shared(args.master.clone())
+        .context("bad --master")?
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true);
+    let channels: Vec<Channel> = futures::stream::iter(0..connections.max(1))
+        .map(|_| {
+            let e = endpoint.clone();
+            async move { e.connect().await }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot connect to {}", args.master))?;
+    Ok(ids
+        .into_iter()
+        .enumerate()
+        .map(|(j, (i, id))| (i, id, MasterServiceClient::new(channels[j % channels.len()].clone())))
+        .collect())
 }
 
 #[derive(Default)]

@@ -4,6 +4,9 @@
 
 pub mod bare;
 pub mod heartbeats;
+pub mod mtls;
+mod phases;
+mod proxy;
 pub mod scheduler;
 pub mod tasks;
 

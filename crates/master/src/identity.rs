@@ -25,6 +25,8 @@ const JOIN_WINDOW: Duration = Duration::from_secs(60);
 const JOIN_PEERS: usize = 4096;
 /// Largest CSR accepted (a P-256 one is ~400 bytes).
 const MAX_CSR_BYTES: usize = 16 * 1024;
+/// Certificates whose worker id is remembered (~550 bytes each); past it the map starts empty.
+const KNOWN_CERTS: usize = 65_536;
 
 /// How workers prove who they are.
 #[derive(Clone)]
@@ -40,6 +42,10 @@ struct Secure {
     revoked: RwLock<BTreeSet<String>>,
     cert_lifetime: Duration,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Worker id by certificate (its whole DER, so two certificates never share an entry):
+    /// every RPC of a connection presents the same certificate, and parsing it was ~6 % of
+    /// the master's CPU at 2,000 mTLS workers heartbeating.
+    known: RwLock<HashMap<Box<[u8]>, String>>,
 }
 
 /// The worker a request comes from, when its certificate says so.
@@ -74,6 +80,7 @@ impl WorkerTrust {
             dir,
             cert_lifetime,
             failures: Mutex::new(HashMap::new()),
+            known: RwLock::new(HashMap::new()),
         };
         Ok(Self { secure: Some(Arc::new(secure)), metrics })
     }
@@ -153,10 +160,23 @@ impl WorkerTrust {
                 "a worker certificate is required: join with CLOUDAI_JOIN_TOKEN first",
             ));
         };
-        let worker = cloudai_pki::worker_id_of(cert).map_err(|e| {
-            self.metrics.deny(Denied::NoCertificate);
-            Status::unauthenticated(e.to_string())
-        })?;
+        let known = secure.known.read().get(cert.as_ref()).cloned();
+        let worker = match known {
+            Some(worker) => worker,
+            None => {
+                let worker = cloudai_pki::worker_id_of(cert).map_err(|e| {
+                    self.metrics.deny(Denied::NoCertificate);
+                    Status::unauthenticated(e.to_string())
+                })?;
+                let mut known = secure.known.write();
+                if known.len() >= KNOWN_CERTS {
+                    known.clear();
+                }
+                known.insert(cert.as_ref().into(), worker.clone());
+                worker
+            }
+        };
+        // Revocation is checked on every RPC: only the parsing is remembered.
         if secure.revoked.read().contains(&worker) {
             self.metrics.deny(Denied::Revoked);
             return Err(Status::permission_denied(format!("worker {worker} is revoked")));
