@@ -1,0 +1,476 @@
+//! One scenario's cluster: a master and its workers, each in its own container, on a private
+//! network of the scenario's own, with TLS and tokens on as in production.
+//!
+//! The master is also on a second network, `ctl`, that only the test uses to reach its API, so
+//! the test can watch while the master is cut off from every worker. Addresses are fixed
+//! (master `.2`, workers `.11`, `.12`, …) so a container that is restarted or reconnected comes
+//! back where it was.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use super::docker::{LABEL, docker};
+use super::ledger::{Ledger, task_script};
+
+/// The master's failure detection, short so the suite is quick: a silent worker is inactive
+/// after 10 s and lost (its tasks re-queued) 15 s later.
+pub const INACTIVITY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const TASK_LOSS_GRACE: Duration = Duration::from_secs(15);
+/// The workers' heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Retries every task gets.
+pub const MAX_RETRIES: u32 = 3;
+
+/// Picks /24 subnets in 10.213.0.0/16 that no other network of the engine uses.
+static NEXT_SUBNET: AtomicU32 = AtomicU32::new(0);
+
+pub struct Cluster {
+    /// Container and network name prefix: `cloudai-chaos-<pid>-<scenario>`.
+    pub name: String,
+    pub image: String,
+    pub net: String,
+    pub subnet: String,
+    pub ctl_subnet: String,
+    pub dir: tempfile::TempDir,
+    pub api: String,
+    pub client: reqwest::Client,
+    pub token: String,
+    /// Extra `docker create` arguments for the master (the NAT scenario's port mapping).
+    pub master_extra: Vec<String>,
+    /// Extra names for the master's certificate (the NAT scenario's mapped address).
+    pub extra_san: Vec<String>,
+}
+
+/// A worker container to start.
+pub struct WorkerSpec {
+    pub id: String,
+    /// `None`: on the scenario network at `.11 + index`; `Some(network)`: elsewhere.
+    pub network: Option<String>,
+    pub master_addr: Option<String>,
+    /// Bind-mount this host folder read-only as the worker's data folder.
+    pub read_only_data: Option<PathBuf>,
+}
+
+impl WorkerSpec {
+    pub fn plain(id: &str) -> Self {
+        Self { id: id.to_owned(), network: None, master_addr: None, read_only_data: None }
+    }
+}
+
+impl Cluster {
+    /// Creates the scenario's networks and folders (nothing runs yet).
+    pub async fn create(scenario: &str, image: &str) -> anyhow::Result<Self> {
+        let name = format!("cloudai-chaos-{}-{scenario}", std::process::id());
+        let net = name.clone();
+        let subnet = create_network(&net).await?;
+        let ctl_subnet = create_network(&format!("{name}-ctl")).await?;
+        let dir = tempfile::Builder::new().prefix(&format!("{name}-")).tempdir()?;
+        for sub in ["master", "shared", "join"] {
+            std::fs::create_dir(dir.path().join(sub))?;
+        }
+        let shared = dir.path().join("shared");
+        let log = shared.join("events.log");
+        std::fs::write(&log, "")?;
+        // Tasks run as nobody in the workers' containers.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777))?;
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666))?;
+        Ok(Self {
+            name,
+            image: image.to_owned(),
+            net,
+            api: format!("https://{ctl_subnet}.2:8080"),
+            subnet,
+            ctl_subnet,
+            dir,
+            client: reqwest::Client::new(),
+            token: String::new(),
+            master_extra: Vec::new(),
+            extra_san: Vec::new(),
+        })
+    }
+
+    pub fn master(&self) -> String {
+        format!("{}-master", self.name)
+    }
+
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}-{id}", self.name)
+    }
+
+    pub fn worker_ip(&self, index: usize) -> String {
+        format!("{}.{}", self.subnet, 11 + index)
+    }
+
+    pub fn master_ip(&self) -> String {
+        format!("{}.2", self.subnet)
+    }
+
+    fn data(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// Starts the master and waits until its API answers over TLS with its admin token.
+    pub async fn start_master(&mut self) -> anyhow::Result<()> {
+        let master = self.master();
+        let mount = format!("{}:/var/lib/cloudai", self.data("master").display());
+        let mut names = vec!["master".to_owned(), self.master_ip(), format!("{}.2", self.ctl_subnet)];
+        names.extend(self.extra_san.iter().cloned());
+        let san = format!("TLS_SAN={}", names.join(","));
+        let label = format!("{LABEL}={}", std::process::id());
+        let ip = self.master_ip();
+        let mut args: Vec<&str> = vec![
+            "create", "--name", &master, "--label", &label, "--hostname", "master", "--network", &self.net,
+            "--network-alias", "master", "--ip", &ip, "-v", &mount, "-e", &san,
+            "-e", "INACTIVITY_TIMEOUT=10s", "-e", "TASK_LOSS_GRACE=15s", "-e", "CANCEL_GRACE=3s",
+            "-e", "PLACEMENT_POLICY=spread", "-e", "ALERT_EVAL_INTERVAL=1s", "-e", "RUST_LOG=info",
+        ];
+        args.extend(self.master_extra.iter().map(String::as_str));
+        args.extend([self.image.as_str(), "master", "--no-console"]);
+        docker(&args).await?;
+        let ctl_ip = format!("{}.2", self.ctl_subnet);
+        docker(&["network", "connect", "--ip", &ctl_ip, &format!("{}-ctl", self.name), &master]).await?;
+        docker(&["start", &master]).await?;
+        let pki = self.data("master").join("pki");
+        let (ca, token) = poll(Duration::from_secs(30), "the master's CA and admin token", || {
+            let ca = std::fs::read_to_string(pki.join("ca.crt")).ok()?;
+            let token = std::fs::read_to_string(self.data("master").join("admin.token")).ok()?;
+            let join = std::fs::read_to_string(pki.join("join.token")).ok()?;
+            (!ca.is_empty() && !token.trim().is_empty() && !join.trim().is_empty()).then_some((ca, token))
+        })
+        .await
+        .with_context(|| self.logs_hint(&master))?;
+        std::fs::copy(pki.join("join.token"), self.data("join").join("join.token"))?;
+        let cert = reqwest::Certificate::from_pem(ca.as_bytes())?;
+        self.client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert)
+            .timeout(Duration::from_secs(3))
+            .build()?;
+        self.token = token.trim().to_owned();
+        self.wait_healthy(Duration::from_secs(30)).await.with_context(|| self.logs_hint(&master))?;
+        Ok(())
+    }
+
+    /// Waits until `/health` answers; returns when it did.
+    pub async fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self.client.get(format!("{}/health", self.api)).send().await.is_ok_and(|r| r.status().is_success());
+            if ok {
+                return Ok(Instant::now());
+            }
+            if Instant::now() > deadline {
+                bail!("the master's /health did not answer within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts a worker container (process driver, tasks as nobody).
+    pub async fn start_worker(&self, index: usize, spec: &WorkerSpec) -> anyhow::Result<()> {
+        let container = self.worker(&spec.id);
+        let label = format!("{LABEL}={}", std::process::id());
+        let ip = self.worker_ip(index);
+        let shared = format!("{}:/chaos", self.data("shared").display());
+        let join = format!("{}:/run/cloudai-join:ro", self.data("join").display());
+        let id = format!("WORKER_ID={}", spec.id);
+        let addr = format!("MASTER_ADDR={}", spec.master_addr.clone().unwrap_or_else(|| "https://master:50051".into()));
+        let network = spec.network.clone().unwrap_or_else(|| self.net.clone());
+        let mut args: Vec<String> = ["run", "-d", "--name", &container, "--label", &label, "--hostname", &spec.id, "--network", &network]
+            .map(String::from)
+            .into();
+        if spec.network.is_none() {
+            args.extend(["--ip".into(), ip]);
+        }
+        if let Some(dir) = &spec.read_only_data {
+            args.extend(["-v".into(), format!("{}:/var/lib/cloudai:ro", dir.display())]);
+        }
+        args.extend(
+            [
+                "-v", &shared, "-v", &join, "-e", &id, "-e", &addr,
+                "-e", "CLOUDAI_JOIN_TOKEN_FILE=/run/cloudai-join/join.token", "-e", "HEARTBEAT_INTERVAL=1s",
+                "-e", "CLOUDAI_DRIVERS=process", "-e", "WORKER_CPUS=2", "-e", "WORKER_MEMORY_MB=2048",
+                "-e", "TASK_STOP_GRACE=3s", "-e", "RUST_LOG=info", &self.image, "worker",
+            ]
+            .map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&args).await?;
+        Ok(())
+    }
+
+    /// Starts workers `w1..=wN` on the scenario network and waits until all are active.
+    pub async fn start_workers(&self, ids: &[&str]) -> anyhow::Result<()> {
+        for (i, id) in ids.iter().enumerate() {
+            self.start_worker(i, &WorkerSpec::plain(id)).await?;
+        }
+        self.wait_workers_active(ids, Duration::from_secs(40)).await
+    }
+
+    pub async fn wait_workers_active(&self, ids: &[&str], timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let workers = self.workers().await.unwrap_or_default();
+            let active = ids.iter().all(|id| workers.iter().any(|w| w["worker_id"] == *id && w["is_active"] == true));
+            if active {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let hints: Vec<String> = ids.iter().map(|id| self.logs_hint(&self.worker(id))).collect();
+                bail!("workers {ids:?} not all active within {timeout:?}: {workers:?}\n{}", hints.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn logs_hint(&self, container: &str) -> String {
+        let out = std::process::Command::new("docker").args(["logs", "--tail", "15", container]).output();
+        let text = out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
+        format!("last lines of {container}:\n{}", text.unwrap_or_default())
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self.client.get(format!("{}{path}", self.api)).bearer_auth(&self.token).send().await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    pub async fn workers(&self) -> anyhow::Result<Vec<Value>> {
+        let body = self.get("/api/workers").await?;
+        Ok(body.as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn telemetry(&self, id: &str) -> anyhow::Result<Value> {
+        self.get(&format!("/telemetry/{id}")).await
+    }
+
+    pub async fn alerts(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self.get("/api/alerts").await?["alerts"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn events(&self, task: &str) -> anyhow::Result<Vec<Value>> {
+        Ok(self.get(&format!("/api/tasks/{task}/events")).await?.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Every task, by one page (the suite submits far fewer than 1000).
+    pub async fn tasks(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self.get("/api/tasks?limit=1000&brief=true").await?["tasks"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Submits a task; its answer's id.
+    pub async fn submit(&self, body: &Value) -> anyhow::Result<String> {
+        let resp = self.client.post(format!("{}/api/tasks", self.api)).bearer_auth(&self.token).json(body).send().await?;
+        let status = resp.status();
+        let answer: Value = resp.json().await?;
+        if status.as_u16() != 201 {
+            bail!("POST /api/tasks: {status}: {answer}");
+        }
+        answer["task_id"].as_str().map(str::to_owned).context("task_id in the answer")
+    }
+
+    /// Submits `n` ledger tasks; `seconds(i)` and `keep(i)` shape task `i`.
+    pub async fn submit_work(
+        &self,
+        n: usize,
+        seconds: impl Fn(usize) -> u32,
+        keep: impl Fn(usize) -> bool,
+    ) -> anyhow::Result<Submitted> {
+        let mut submitted = Submitted::default();
+        for i in 0..n {
+            let mut body = json!({
+                "driver": "process", "command": ["sh", "-c", task_script(seconds(i))],
+                "cpu_required": 0.1, "memory_required": 16, "max_retries": MAX_RETRIES,
+            });
+            if keep(i) {
+                body["on_disconnect"] = json!("keep");
+                body["max_disconnect_secs"] = json!(120);
+                match self.submit(&body).await {
+                    Ok(id) => {
+                        submitted.keep.push(id.clone());
+                        submitted.ids.push(id);
+                        continue;
+                    }
+                    // A master without the field: the rest of the scenario still tells something.
+                    Err(e) if format!("{e:#}").contains("on_disconnect") => {
+                        submitted.refused_keep = Some(format!("{e:#}"));
+                        if let Some(fields) = body.as_object_mut() {
+                            fields.remove("on_disconnect");
+                            fields.remove("max_disconnect_secs");
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            submitted.ids.push(self.submit(&body).await?);
+        }
+        Ok(submitted)
+    }
+
+    /// Waits until every task in `ids` runs (status `running`).
+    pub async fn wait_running(&self, ids: &[String], timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let tasks = self.tasks().await.unwrap_or_default();
+            let running = ids.iter().filter(|id| tasks.iter().any(|t| t["task_id"] == id.as_str() && t["status"] == "running")).count();
+            if running == ids.len() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{running} of {} tasks running after {timeout:?}", ids.len());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until every task in `ids` has ended, or `timeout`; the tasks as last seen.
+    pub async fn wait_final(&self, ids: &[String], timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Vec::new();
+        loop {
+            if let Ok(tasks) = self.tasks().await {
+                last = tasks;
+            }
+            let ended = ids.iter().all(|id| last.iter().any(|t| t["task_id"] == id.as_str() && is_final(t)));
+            if ended || Instant::now() > deadline {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        Ledger::parse(&std::fs::read_to_string(self.data("shared").join("events.log")).unwrap_or_default())
+    }
+
+    pub async fn disconnect(&self, container: &str) -> anyhow::Result<()> {
+        docker(&["network", "disconnect", &self.net, container]).await.map(drop)
+    }
+
+    pub async fn connect(&self, container: &str, ip: &str) -> anyhow::Result<()> {
+        let alias: &[&str] = if container == self.master() { &["--alias", "master"] } else { &[] };
+        let mut args = vec!["network", "connect", "--ip", ip];
+        args.extend(alias);
+        args.extend([self.net.as_str(), container]);
+        docker(&args).await.map(drop)
+    }
+
+    /// The worker's telemetry counters: `(heartbeats_received, sample_time_ms)`.
+    pub async fn heartbeat_mark(&self, id: &str) -> Option<(u64, u64)> {
+        let t = self.telemetry(id).await.ok()?;
+        Some((t["heartbeats_received"].as_u64()?, t["sample_time_ms"].as_u64().unwrap_or(0)))
+    }
+
+    /// Seconds from `since` until every worker in `ids` has a heartbeat applied after its
+    /// `marks` (read while it could not get through), polled every 50 ms, or `None` by `timeout`.
+    pub async fn heartbeats_back(&self, ids: &[&str], marks: &[Option<(u64, u64)>], since: Instant, timeout: Duration) -> Option<f64> {
+        let mut pending: Vec<(&str, Option<(u64, u64)>)> = ids.iter().copied().zip(marks.iter().copied()).collect();
+        while since.elapsed() < timeout {
+            let mut still = Vec::new();
+            for (id, mark) in pending {
+                let now = self.heartbeat_mark(id).await;
+                let back = match (mark, now) {
+                    (Some((count, _)), Some((c, _))) => c != count,
+                    (None, Some(_)) => true,
+                    (_, None) => false,
+                };
+                if !back {
+                    still.push((id, mark));
+                }
+            }
+            if still.is_empty() {
+                return Some(since.elapsed().as_secs_f64());
+            }
+            pending = still;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    pub fn host_path(&self, sub: &str) -> PathBuf {
+        self.data(sub)
+    }
+}
+
+impl Drop for Cluster {
+    /// Removes the scenario's containers (with their volumes) and networks as soon as it ends,
+    /// so the next scenarios get the CPU. The run's guard removes anything left at the end.
+    fn drop(&mut self) {
+        let list = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let label = format!("label={LABEL}={}", std::process::id());
+        let name = format!("name={}-", self.name);
+        let containers = list(&["ps", "-aq", "--filter", &label, "--filter", &name]);
+        if !containers.is_empty() {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", "-v"]).args(&containers).output();
+        }
+        let name = format!("name={}", self.name);
+        let networks = list(&["network", "ls", "-q", "--filter", &label, "--filter", &name]);
+        if !networks.is_empty() {
+            let _ = std::process::Command::new("docker").args(["network", "rm"]).args(&networks).output();
+        }
+    }
+}
+
+/// The ledger tasks a scenario submitted.
+#[derive(Debug, Default)]
+pub struct Submitted {
+    pub ids: Vec<String>,
+    /// Those submitted with `on_disconnect: keep`.
+    pub keep: Vec<String>,
+    /// Why the master refused `on_disconnect: keep`, if it did (they were submitted without).
+    pub refused_keep: Option<String>,
+}
+
+pub fn is_final(task: &Value) -> bool {
+    matches!(task["status"].as_str(), Some("completed" | "failed" | "cancelled"))
+}
+
+/// Creates a labelled network on a free 10.213.X.0/24; its `10.213.X` prefix.
+pub async fn create_network(name: &str) -> anyhow::Result<String> {
+    let label = format!("{LABEL}={}", std::process::id());
+    let base = std::process::id() % 200;
+    for _ in 0..250 {
+        let x = 20 + (base + NEXT_SUBNET.fetch_add(1, Ordering::Relaxed)) % 230;
+        let prefix = format!("10.213.{x}");
+        let subnet = format!("{prefix}.0/24");
+        match docker(&["network", "create", "--label", &label, "--subnet", &subnet, name]).await {
+            Ok(_) => return Ok(prefix),
+            Err(e) if format!("{e:#}").contains("overlap") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    bail!("no free 10.213.X.0/24 subnet for network {name}")
+}
+
+/// Polls a synchronous check every 100 ms.
+async fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The path inside the shared host folder (for the table file).
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_cloudai")).parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+}
