@@ -51,13 +51,17 @@ pub struct WorkerSpec {
     /// `None`: on the scenario network at `.11 + index`; `Some(network)`: elsewhere.
     pub network: Option<String>,
     pub master_addr: Option<String>,
-    /// Bind-mount this host folder read-only as the worker's data folder.
-    pub read_only_data: Option<PathBuf>,
+    /// Bind-mount this host folder as the worker's data folder, read-only if `true`
+    /// (otherwise the container has a volume of its own).
+    pub data: Option<(PathBuf, bool)>,
+    /// Set `WORKER_DATA_DIR=/var/lib/cloudai/worker`; without it the worker must find its
+    /// folder from `CLOUDAI_DATA_DIR` (the image's `/var/lib/cloudai`) alone.
+    pub worker_data_dir: bool,
 }
 
 impl WorkerSpec {
     pub fn plain(id: &str) -> Self {
-        Self { id: id.to_owned(), network: None, master_addr: None, read_only_data: None }
+        Self { id: id.to_owned(), network: None, master_addr: None, data: None, worker_data_dir: true }
     }
 }
 
@@ -136,7 +140,7 @@ impl Cluster {
         docker(&["network", "connect", "--ip", &ctl_ip, &format!("{}-ctl", self.name), &master]).await?;
         docker(&["start", &master]).await?;
         let pki = self.data("master").join("pki");
-        let (ca, token) = poll(Duration::from_secs(30), "the master's CA and admin token", || {
+        let (ca, admin) = poll(Duration::from_secs(30), "the master's CA and admin token", || {
             let ca = std::fs::read_to_string(pki.join("ca.crt")).ok()?;
             let token = std::fs::read_to_string(self.data("master").join("admin.token")).ok()?;
             let join = std::fs::read_to_string(pki.join("join.token")).ok()?;
@@ -144,14 +148,20 @@ impl Cluster {
         })
         .await
         .with_context(|| self.logs_hint(&master))?;
-        std::fs::copy(pki.join("join.token"), self.data("join").join("join.token"))?;
+        // `pki/join.token` holds the secret; a worker is given the whole token, which pins the CA.
+        let secret = std::fs::read_to_string(pki.join("join.token"))?;
+        let token = match secret.trim() {
+            whole if whole.starts_with("cloudai-join.") => whole.to_owned(),
+            secret => format!("cloudai-join.{}.{secret}", cloudai_pki::fingerprint_of_pem(&ca)?),
+        };
+        std::fs::write(self.data("join").join("join.token"), format!("{token}\n"))?;
         let cert = reqwest::Certificate::from_pem(ca.as_bytes())?;
         self.client = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
             .add_root_certificate(cert)
             .timeout(Duration::from_secs(3))
             .build()?;
-        self.token = token.trim().to_owned();
+        self.token = admin.trim().to_owned();
         self.wait_healthy(Duration::from_secs(30)).await.with_context(|| self.logs_hint(&master))?;
         Ok(())
     }
@@ -187,8 +197,12 @@ impl Cluster {
         if spec.network.is_none() {
             args.extend(["--ip".into(), ip]);
         }
-        if let Some(dir) = &spec.read_only_data {
-            args.extend(["-v".into(), format!("{}:/var/lib/cloudai:ro", dir.display())]);
+        if spec.worker_data_dir {
+            args.extend(["-e".into(), "WORKER_DATA_DIR=/var/lib/cloudai/worker".into()]);
+        }
+        if let Some((dir, read_only)) = &spec.data {
+            let mode = if *read_only { ":ro" } else { "" };
+            args.extend(["-v".into(), format!("{}:/var/lib/cloudai{mode}", dir.display())]);
         }
         args.extend(
             [
@@ -300,7 +314,7 @@ impl Cluster {
                         continue;
                     }
                     // A master without the field: the rest of the scenario still tells something.
-                    Err(e) if format!("{e:#}").contains("on_disconnect") => {
+                    Err(e) if format!("{e:#}").contains("unknown field") => {
                         submitted.refused_keep = Some(format!("{e:#}"));
                         if let Some(fields) = body.as_object_mut() {
                             fields.remove("on_disconnect");
@@ -363,27 +377,18 @@ impl Cluster {
         docker(&args).await.map(drop)
     }
 
-    /// The worker's telemetry counters: `(heartbeats_received, sample_time_ms)`.
-    pub async fn heartbeat_mark(&self, id: &str) -> Option<(u64, u64)> {
-        let t = self.telemetry(id).await.ok()?;
-        Some((t["heartbeats_received"].as_u64()?, t["sample_time_ms"].as_u64().unwrap_or(0)))
-    }
-
-    /// Seconds from `since` until every worker in `ids` has a heartbeat applied after its
-    /// `marks` (read while it could not get through), polled every 50 ms, or `None` by `timeout`.
-    pub async fn heartbeats_back(&self, ids: &[&str], marks: &[Option<(u64, u64)>], since: Instant, timeout: Duration) -> Option<f64> {
-        let mut pending: Vec<(&str, Option<(u64, u64)>)> = ids.iter().copied().zip(marks.iter().copied()).collect();
+    /// Seconds from `since` until every worker in `ids` has had a heartbeat applied that it
+    /// sent at or after `since_ms` (unix ms: the containers share this machine's clock), so a
+    /// heartbeat queued during the fault and delivered late does not count; polled every
+    /// 50 ms, or `None` by `timeout`.
+    pub async fn heartbeats_back(&self, ids: &[&str], since: Instant, since_ms: u64, timeout: Duration) -> Option<f64> {
+        let mut pending: Vec<&str> = ids.to_vec();
         while since.elapsed() < timeout {
             let mut still = Vec::new();
-            for (id, mark) in pending {
-                let now = self.heartbeat_mark(id).await;
-                let back = match (mark, now) {
-                    (Some((count, _)), Some((c, _))) => c != count,
-                    (None, Some(_)) => true,
-                    (_, None) => false,
-                };
-                if !back {
-                    still.push((id, mark));
+            for id in pending {
+                let fresh = self.telemetry(id).await.ok().and_then(|t| t["sample_time_ms"].as_u64()).is_some_and(|ms| ms >= since_ms);
+                if !fresh {
+                    still.push(id);
                 }
             }
             if still.is_empty() {
@@ -433,6 +438,11 @@ pub struct Submitted {
     pub keep: Vec<String>,
     /// Why the master refused `on_disconnect: keep`, if it did (they were submitted without).
     pub refused_keep: Option<String>,
+}
+
+/// This machine's wall clock in unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub fn is_final(task: &Value) -> bool {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::cluster::{Cluster, HEARTBEAT_INTERVAL, INACTIVITY_TIMEOUT, TASK_LOSS_GRACE, WorkerSpec, create_network};
+use super::cluster::{Cluster, HEARTBEAT_INTERVAL, INACTIVITY_TIMEOUT, TASK_LOSS_GRACE, WorkerSpec, create_network, unix_ms};
 use super::docker::docker;
 use super::ledger::{Ledger, uptime};
 use super::verdict::Outcome;
@@ -133,11 +133,9 @@ pub async fn worker_partition(image: String, secs: u64) -> Outcome {
         let from = uptime();
         c.disconnect(&w1).await?;
         tokio::time::sleep(Duration::from_secs(secs)).await;
-        let mark = c.heartbeat_mark("w1").await;
         c.connect(&w1, &c.worker_ip(0)).await?;
-        let healed = Instant::now();
-        let to = uptime();
-        let back = c.heartbeats_back(&["w1"], &[mark], healed, Duration::from_secs(30)).await;
+        let (healed, healed_ms, to) = (Instant::now(), unix_ms(), uptime());
+        let back = c.heartbeats_back(&["w1"], healed, healed_ms, Duration::from_secs(30)).await;
         o.recovery("heartbeats after the heal", back, HEARTBEATS_BACK);
         let tasks = c.wait_final(&work.ids, SETTLE).await;
         let ledger = c.ledger();
@@ -236,20 +234,17 @@ pub async fn master_pause(image: String) -> Outcome {
         c.wait_running(&work.ids, START).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let master = c.master();
-        let mut marks = Vec::new();
-        for id in WORKERS {
-            marks.push(c.heartbeat_mark(id).await);
-        }
         docker(&["pause", &master]).await?;
         tokio::time::sleep(Duration::from_secs(18)).await;
         docker(&["unpause", &master]).await?;
-        let resumed = Instant::now();
-        let back = c.heartbeats_back(&WORKERS, &marks, resumed, Duration::from_secs(30)).await;
+        let (resumed, resumed_ms) = (Instant::now(), unix_ms());
+        let back = c.heartbeats_back(&WORKERS, resumed, resumed_ms, Duration::from_secs(30)).await;
         o.recovery("heartbeats after the pause", back, HEARTBEATS_BACK);
         let mut inactive = std::collections::BTreeSet::new();
         while resumed.elapsed() < Duration::from_secs(8) {
             for w in c.workers().await.unwrap_or_default() {
-                if w["is_active"] != true || w.get("state").is_some_and(|s| s != "active") {
+                let state = w.get("state").and_then(Value::as_str);
+                if w["is_active"] != true || matches!(state, Some("inactive" | "lost" | "unhealthy")) {
                     inactive.insert(format!("{} ({})", w["worker_id"], w.get("state").unwrap_or(&w["is_active"])));
                 }
             }
@@ -278,21 +273,17 @@ pub async fn master_pause(image: String) -> Outcome {
 pub async fn master_cut(image: String) -> Outcome {
     scenario("master cut from all 40 s", async |o: &mut Outcome| {
         let c = cluster("mcut", &image).await?;
-        let work = c.submit_work(TASKS, |i| 20 + (i as u32 % 6) * 4, |_| false).await?;
+        // 20–60 s: some finish during the cut (kept), the others outlive the loss deadline.
+        let work = c.submit_work(TASKS, |i| 20 + (i as u32 % 6) * 8, |_| false).await?;
         c.wait_running(&work.ids, START).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let master = c.master();
         let from = uptime();
         c.disconnect(&master).await?;
         tokio::time::sleep(Duration::from_secs(40)).await;
-        let mut marks = Vec::new();
-        for id in WORKERS {
-            marks.push(c.heartbeat_mark(id).await);
-        }
         c.connect(&master, &c.master_ip()).await?;
-        let healed = Instant::now();
-        let to = uptime();
-        let back = c.heartbeats_back(&WORKERS, &marks, healed, Duration::from_secs(30)).await;
+        let (healed, healed_ms, to) = (Instant::now(), unix_ms(), uptime());
+        let back = c.heartbeats_back(&WORKERS, healed, healed_ms, Duration::from_secs(30)).await;
         o.recovery("heartbeats after the heal", back, HEARTBEATS_BACK);
         let tasks = c.wait_final(&work.ids, SETTLE).await;
         let ledger = c.ledger();
@@ -308,31 +299,40 @@ pub async fn master_cut(image: String) -> Outcome {
     .await
 }
 
-/// A worker whose data folder is read-only: it refuses to start, or is marked unhealthy, and
-/// gets few tasks (at most 2 of 30); every task completes on the others.
+/// A worker whose data folder turns read-only (it joined, then its disk was remounted
+/// read-only and it restarted): it refuses to start, or is marked unhealthy, and gets few
+/// tasks (at most 2 of 30); every task completes on the others.
 pub async fn read_only_worker(image: String) -> Outcome {
     scenario("worker with read-only data", async |o: &mut Outcome| {
         let mut c = Cluster::create("rodata", &image).await?;
         c.start_master().await?;
         c.start_workers(&["w1", "w2"]).await?;
-        let ro = c.host_path("ro-data");
-        std::fs::create_dir(&ro)?;
-        c.start_worker(2, &WorkerSpec { read_only_data: Some(ro), ..WorkerSpec::plain("w3") }).await?;
-        // Let it register (or refuse to start) before the work arrives, as the trial did.
+        let data = c.host_path("w3-data");
+        std::fs::create_dir_all(data.join("worker"))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join("worker"), std::fs::Permissions::from_mode(0o711))?;
+        let w3 = WorkerSpec { data: Some((data.clone(), false)), ..WorkerSpec::plain("w3") };
+        c.start_worker(2, &w3).await?;
+        c.wait_workers_active(&["w3"], Duration::from_secs(40)).await?;
+        docker(&["rm", "-f", "-v", &c.worker("w3")]).await?;
+        let w3 = WorkerSpec { data: Some((data, true)), ..WorkerSpec::plain("w3") };
+        c.start_worker(2, &w3).await?;
+        // Let it register again (or refuse to start) before the work arrives.
         let seen = Instant::now();
-        let mut state = String::from("never registered");
+        let mut state = String::from("never registered again");
         while seen.elapsed() < Duration::from_secs(10) {
             let running = docker(&["inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", &c.worker("w3")]).await?;
             if running.starts_with("false") {
                 state = format!("refused to start (exit {})", running.split(' ').nth(1).unwrap_or("?"));
                 break;
             }
-            if let Some(w) = c.workers().await.unwrap_or_default().into_iter().find(|w| w["worker_id"] == "w3") {
+            let workers = c.workers().await.unwrap_or_default();
+            if let Some(w) = workers.iter().find(|w| w["worker_id"] == "w3" && w["is_active"] == true) {
                 state = match w.get("state") {
                     Some(s) => format!("registered, {s}"),
-                    None => format!("registered, active={}", w["is_active"]),
+                    None => "registered, active".to_owned(),
                 };
-                if w.get("state").is_some_and(|s| s == "unhealthy") {
+                if w.get("state").is_some_and(|s| s == "unhealthy") || seen.elapsed() > Duration::from_secs(3) {
                     break;
                 }
             }
@@ -374,21 +374,27 @@ pub async fn nat_worker(image: String) -> Outcome {
         c.start_master().await?;
         let mapped = docker(&["port", &c.master(), "50051/tcp"]).await?;
         let mapped = mapped.lines().next().context("a mapped gRPC port")?.to_owned();
-        let spec = WorkerSpec {
-            network: Some(outside),
+        let nat = |id: &str| WorkerSpec {
+            network: Some(outside.clone()),
             master_addr: Some(format!("https://{mapped}")),
-            ..WorkerSpec::plain("nat1")
+            ..WorkerSpec::plain(id)
         };
         let started = Instant::now();
-        c.start_worker(0, &spec).await?;
+        c.start_worker(0, &nat("nat1")).await?;
+        // The one worker that finds its data folder from CLOUDAI_DATA_DIR alone.
+        c.start_worker(1, &WorkerSpec { worker_data_dir: false, ..nat("nat2") }).await?;
         c.wait_workers_active(&["nat1"], Duration::from_secs(40)).await?;
         o.recovery.push(format!("registered through {mapped} in {:.1} s", started.elapsed().as_secs_f64()));
+        if let Err(e) = c.wait_workers_active(&["nat2"], Duration::from_secs(5)).await {
+            o.fail(format!("nat2, given only CLOUDAI_DATA_DIR: {e:#}"));
+        }
         let work = c.submit_work(10, |_| 3, |_| false).await?;
         let tasks = c.wait_final(&work.ids, SETTLE).await;
-        o.judge(&work.ids, &tasks, &c.ledger(), true);
-        let elsewhere = work.ids.iter().filter(|id| c.ledger().runs_of(id).iter().any(|r| r.worker != "nat1")).count();
+        let ledger = c.ledger();
+        o.judge(&work.ids, &tasks, &ledger, true);
+        let elsewhere = work.ids.iter().filter(|id| ledger.runs_of(id).iter().any(|r| !r.worker.starts_with("nat"))).count();
         if elsewhere > 0 {
-            o.fail(format!("{elsewhere} tasks ran on a worker other than nat1"));
+            o.fail(format!("{elsewhere} tasks ran on a worker not behind NAT"));
         }
         Ok(())
     })
