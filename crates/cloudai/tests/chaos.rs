@@ -38,7 +38,9 @@ async fn chaos() {
     let started = Instant::now();
     docker::remove_runs(None);
     let _guard = docker::RunGuard;
-    let image = docker::build_image(std::path::Path::new(env!("CARGO_BIN_EXE_cloudai"))).await.expect("build the image");
+    let image = docker::build_image(std::path::Path::new(env!("CARGO_BIN_EXE_cloudai")))
+        .await
+        .expect("build the image");
     let size = docker::docker(&["image", "inspect", "-f", "{{.Size}}", &image]).await.expect("image size");
     let size_mb = size.parse::<f64>().unwrap_or(0.0) / 1e6;
     eprintln!("chaos: image {image} ({size_mb:.0} MB) built in {:.0} s", started.elapsed().as_secs_f64());
@@ -62,7 +64,12 @@ async fn chaos() {
         handles.push(tokio::spawn(async move {
             let _slot = slots.acquire_owned().await.expect("semaphore");
             let outcome = run.await;
-            eprintln!("chaos: {} done in {:.0} s: {} failures", outcome.scenario, outcome.seconds, outcome.failures.len());
+            eprintln!(
+                "chaos: {} done in {:.0} s: {} failures",
+                outcome.scenario,
+                outcome.seconds,
+                outcome.failures.len()
+            );
             outcome
         }));
     }
@@ -86,7 +93,9 @@ async fn chaos() {
     if let Err(e) = std::fs::write(&path, &table) {
         eprintln!("chaos: cannot write {}: {e}", path.display());
     }
-    let failures: Vec<String> =
-        outcomes.iter().flat_map(|o| o.failures.iter().map(move |f| format!("{}: {f}", o.scenario))).collect();
+    let failures: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| o.failures.iter().map(move |f| format!("{}: {f}", o.scenario)))
+        .collect();
     assert!(failures.is_empty(), "{} assertions did not hold:\n{}", failures.len(), failures.join("\n"));
 }

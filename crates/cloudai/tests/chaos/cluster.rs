@@ -128,10 +128,35 @@ impl Cluster {
         let label = format!("{LABEL}={}", std::process::id());
         let ip = self.master_ip();
         let mut args: Vec<&str> = vec![
-            "create", "--name", &master, "--label", &label, "--hostname", "master", "--network", &self.net,
-            "--network-alias", "master", "--ip", &ip, "-v", &mount, "-e", &san,
-            "-e", "INACTIVITY_TIMEOUT=10s", "-e", "TASK_LOSS_GRACE=15s", "-e", "CANCEL_GRACE=3s",
-            "-e", "PLACEMENT_POLICY=spread", "-e", "ALERT_EVAL_INTERVAL=1s", "-e", "RUST_LOG=info",
+            "create",
+            "--name",
+            &master,
+            "--label",
+            &label,
+            "--hostname",
+            "master",
+            "--network",
+            &self.net,
+            "--network-alias",
+            "master",
+            "--ip",
+            &ip,
+            "-v",
+            &mount,
+            "-e",
+            &san,
+            "-e",
+            "INACTIVITY_TIMEOUT=10s",
+            "-e",
+            "TASK_LOSS_GRACE=15s",
+            "-e",
+            "CANCEL_GRACE=3s",
+            "-e",
+            "PLACEMENT_POLICY=spread",
+            "-e",
+            "ALERT_EVAL_INTERVAL=1s",
+            "-e",
+            "RUST_LOG=info",
         ];
         args.extend(self.master_extra.iter().map(String::as_str));
         args.extend([self.image.as_str(), "master", "--no-console"]);
@@ -170,7 +195,12 @@ impl Cluster {
     pub async fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<Instant> {
         let deadline = Instant::now() + timeout;
         loop {
-            let ok = self.client.get(format!("{}/health", self.api)).send().await.is_ok_and(|r| r.status().is_success());
+            let ok = self
+                .client
+                .get(format!("{}/health", self.api))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
             if ok {
                 return Ok(Instant::now());
             }
@@ -189,11 +219,25 @@ impl Cluster {
         let shared = format!("{}:/chaos", self.data("shared").display());
         let join = format!("{}:/run/cloudai-join:ro", self.data("join").display());
         let id = format!("WORKER_ID={}", spec.id);
-        let addr = format!("MASTER_ADDR={}", spec.master_addr.clone().unwrap_or_else(|| "https://master:50051".into()));
+        let addr = format!(
+            "MASTER_ADDR={}",
+            spec.master_addr.clone().unwrap_or_else(|| "https://master:50051".into())
+        );
         let network = spec.network.clone().unwrap_or_else(|| self.net.clone());
-        let mut args: Vec<String> = ["run", "-d", "--name", &container, "--label", &label, "--hostname", &spec.id, "--network", &network]
-            .map(String::from)
-            .into();
+        let mut args: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--label",
+            &label,
+            "--hostname",
+            &spec.id,
+            "--network",
+            &network,
+        ]
+        .map(String::from)
+        .into();
         if spec.network.is_none() {
             args.extend(["--ip".into(), ip]);
         }
@@ -206,10 +250,30 @@ impl Cluster {
         }
         args.extend(
             [
-                "-v", &shared, "-v", &join, "-e", &id, "-e", &addr,
-                "-e", "CLOUDAI_JOIN_TOKEN_FILE=/run/cloudai-join/join.token", "-e", "HEARTBEAT_INTERVAL=1s",
-                "-e", "CLOUDAI_DRIVERS=process", "-e", "WORKER_CPUS=2", "-e", "WORKER_MEMORY_MB=2048",
-                "-e", "TASK_STOP_GRACE=3s", "-e", "RUST_LOG=info", &self.image, "worker",
+                "-v",
+                &shared,
+                "-v",
+                &join,
+                "-e",
+                &id,
+                "-e",
+                &addr,
+                "-e",
+                "CLOUDAI_JOIN_TOKEN_FILE=/run/cloudai-join/join.token",
+                "-e",
+                "HEARTBEAT_INTERVAL=1s",
+                "-e",
+                "CLOUDAI_DRIVERS=process",
+                "-e",
+                "WORKER_CPUS=2",
+                "-e",
+                "WORKER_MEMORY_MB=2048",
+                "-e",
+                "TASK_STOP_GRACE=3s",
+                "-e",
+                "RUST_LOG=info",
+                &self.image,
+                "worker",
             ]
             .map(String::from),
         );
@@ -230,7 +294,8 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let workers = self.workers().await.unwrap_or_default();
-            let active = ids.iter().all(|id| workers.iter().any(|w| w["worker_id"] == *id && w["is_active"] == true));
+            let active =
+                ids.iter().all(|id| workers.iter().any(|w| w["worker_id"] == *id && w["is_active"] == true));
             if active {
                 return Ok(());
             }
@@ -244,7 +309,8 @@ impl Cluster {
 
     fn logs_hint(&self, container: &str) -> String {
         let out = std::process::Command::new("docker").args(["logs", "--tail", "15", container]).output();
-        let text = out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
+        let text = out
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
         format!("last lines of {container}:\n{}", text.unwrap_or_default())
     }
 
@@ -277,12 +343,21 @@ impl Cluster {
 
     /// Every task, by one page (the suite submits far fewer than 1000).
     pub async fn tasks(&self) -> anyhow::Result<Vec<Value>> {
-        Ok(self.get("/api/tasks?limit=1000&brief=true").await?["tasks"].as_array().cloned().unwrap_or_default())
+        Ok(self.get("/api/tasks?limit=1000&brief=true").await?["tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Submits a task; its answer's id.
     pub async fn submit(&self, body: &Value) -> anyhow::Result<String> {
-        let resp = self.client.post(format!("{}/api/tasks", self.api)).bearer_auth(&self.token).json(body).send().await?;
+        let resp = self
+            .client
+            .post(format!("{}/api/tasks", self.api))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
         let status = resp.status();
         let answer: Value = resp.json().await?;
         if status.as_u16() != 201 {
@@ -334,7 +409,10 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let tasks = self.tasks().await.unwrap_or_default();
-            let running = ids.iter().filter(|id| tasks.iter().any(|t| t["task_id"] == id.as_str() && t["status"] == "running")).count();
+            let running = ids
+                .iter()
+                .filter(|id| tasks.iter().any(|t| t["task_id"] == id.as_str() && t["status"] == "running"))
+                .count();
             if running == ids.len() {
                 return Ok(());
             }
@@ -381,12 +459,23 @@ impl Cluster {
     /// sent at or after `since_ms` (unix ms: the containers share this machine's clock), so a
     /// heartbeat queued during the fault and delivered late does not count; polled every
     /// 50 ms, or `None` by `timeout`.
-    pub async fn heartbeats_back(&self, ids: &[&str], since: Instant, since_ms: u64, timeout: Duration) -> Option<f64> {
+    pub async fn heartbeats_back(
+        &self,
+        ids: &[&str],
+        since: Instant,
+        since_ms: u64,
+        timeout: Duration,
+    ) -> Option<f64> {
         let mut pending: Vec<&str> = ids.to_vec();
         while since.elapsed() < timeout {
             let mut still = Vec::new();
             for id in pending {
-                let fresh = self.telemetry(id).await.ok().and_then(|t| t["sample_time_ms"].as_u64()).is_some_and(|ms| ms >= since_ms);
+                let fresh = self
+                    .telemetry(id)
+                    .await
+                    .ok()
+                    .and_then(|t| t["sample_time_ms"].as_u64())
+                    .is_some_and(|ms| ms >= since_ms);
                 if !fresh {
                     still.push(id);
                 }
@@ -413,7 +502,12 @@ impl Drop for Cluster {
             std::process::Command::new("docker")
                 .args(args)
                 .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default()
         };
         let label = format!("label={LABEL}={}", std::process::id());
@@ -482,5 +576,9 @@ async fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Optio
 
 /// The path inside the shared host folder (for the table file).
 pub fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_cloudai")).parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_BIN_EXE_cloudai"))
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }

@@ -17,11 +17,7 @@ pub const IMAGE_REPO: &str = "cloudai-chaos";
 pub async fn docker(args: &[&str]) -> anyhow::Result<String> {
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new("docker")
-            .args(args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
+        tokio::process::Command::new("docker").args(args).stdin(Stdio::null()).kill_on_drop(true).output(),
     )
     .await
     .with_context(|| format!("docker {} timed out", args.join(" ")))?
@@ -92,21 +88,29 @@ pub fn remove_runs(only: Option<u32>) {
             .collect()
     };
     let filter = format!("label={LABEL}");
-    let containers: Vec<String> = list(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}} {{.Label \"cloudai-chaos.pid\"}}"])
-        .into_iter()
-        .filter(|(_, pid)| dead_or_ours(pid))
-        .map(|(name, _)| name)
-        .collect();
+    let containers: Vec<String> =
+        list(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}} {{.Label \"cloudai-chaos.pid\"}}"])
+            .into_iter()
+            .filter(|(_, pid)| dead_or_ours(pid))
+            .map(|(name, _)| name)
+            .collect();
     if !containers.is_empty() {
         let mut cmd = std::process::Command::new("docker");
         cmd.args(["rm", "-f", "-v"]).args(&containers).stdout(Stdio::null()).stderr(Stdio::null());
         let _ = cmd.status();
     }
-    let networks: Vec<String> = list(&["network", "ls", "--filter", &filter, "--format", "{{.Name}} {{.Label \"cloudai-chaos.pid\"}}"])
-        .into_iter()
-        .filter(|(_, pid)| dead_or_ours(pid))
-        .map(|(name, _)| name)
-        .collect();
+    let networks: Vec<String> = list(&[
+        "network",
+        "ls",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Name}} {{.Label \"cloudai-chaos.pid\"}}",
+    ])
+    .into_iter()
+    .filter(|(_, pid)| dead_or_ours(pid))
+    .map(|(name, _)| name)
+    .collect();
     if !networks.is_empty() {
         let mut cmd = std::process::Command::new("docker");
         cmd.args(["network", "rm"]).args(&networks).stdout(Stdio::null()).stderr(Stdio::null());

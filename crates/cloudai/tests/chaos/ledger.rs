@@ -78,7 +78,9 @@ impl Ledger {
             .iter()
             .filter(|t| {
                 let runs = self.runs_of(t);
-                runs.iter().enumerate().any(|(i, a)| runs[i + 1..].iter().any(|b| b.start <= a.last && a.start <= b.last))
+                runs.iter()
+                    .enumerate()
+                    .any(|(i, a)| runs[i + 1..].iter().any(|b| b.start <= a.last && a.start <= b.last))
             })
             .cloned()
             .collect()

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::cluster::{Cluster, HEARTBEAT_INTERVAL, INACTIVITY_TIMEOUT, TASK_LOSS_GRACE, WorkerSpec, create_network, unix_ms};
+use super::cluster::{
+    Cluster, HEARTBEAT_INTERVAL, INACTIVITY_TIMEOUT, TASK_LOSS_GRACE, WorkerSpec, create_network, unix_ms,
+};
 use super::docker::docker;
 use super::ledger::{Ledger, uptime};
 use super::verdict::Outcome;
@@ -57,7 +59,12 @@ fn placed_on<'a>(tasks: &'a [Value], ids: &[String], worker: &str) -> Vec<&'a Va
 /// Tasks of `worker` whose work finished inside `[from, to]` (uptime seconds).
 fn finished_during(ledger: &Ledger, ids: &[String], worker: &str, from: f64, to: f64) -> Vec<String> {
     ids.iter()
-        .filter(|id| ledger.runs_of(id).iter().any(|r| r.worker == worker && r.done.is_some_and(|d| d >= from && d <= to)))
+        .filter(|id| {
+            ledger
+                .runs_of(id)
+                .iter()
+                .any(|r| r.worker == worker && r.done.is_some_and(|d| d >= from && d <= to))
+        })
         .cloned()
         .collect()
 }
@@ -80,8 +87,10 @@ pub async fn worker_sigkill(image: String) -> Outcome {
         c.wait_running(&work.ids, START).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let tasks = c.tasks().await?;
-        let victims: Vec<String> =
-            placed_on(&tasks, &work.ids, "w1").iter().filter_map(|t| t["task_id"].as_str().map(str::to_owned)).collect();
+        let victims: Vec<String> = placed_on(&tasks, &work.ids, "w1")
+            .iter()
+            .filter_map(|t| t["task_id"].as_str().map(str::to_owned))
+            .collect();
         docker(&["kill", "-s", "KILL", &c.worker("w1")]).await?;
         let killed = Instant::now();
         let bound = (INACTIVITY_TIMEOUT + TASK_LOSS_GRACE).as_secs_f64() + 2.0;
@@ -91,7 +100,8 @@ pub async fn worker_sigkill(image: String) -> Outcome {
             let moved = victims.iter().all(|id| {
                 tasks.iter().any(|t| {
                     t["task_id"] == id.as_str()
-                        && (t["status"] == "completed" || (t["status"] == "running" && t["worker_id"] != "w1"))
+                        && (t["status"] == "completed"
+                            || (t["status"] == "running" && t["worker_id"] != "w1"))
                 })
             });
             if moved {
@@ -122,7 +132,8 @@ pub async fn worker_partition(image: String, secs: u64) -> Outcome {
         let work = if short {
             c.submit_work(TASKS, |i| 8 + (i as u32 % 12) * 2, |_| false).await?
         } else {
-            c.submit_work(TASKS, |i| if i % 2 == 0 { 45 } else { 15 + (i as u32 % 5) * 4 }, |i| i % 2 == 1).await?
+            c.submit_work(TASKS, |i| if i % 2 == 0 { 45 } else { 15 + (i as u32 % 5) * 4 }, |i| i % 2 == 1)
+                .await?
         };
         if let Some(why) = &work.refused_keep {
             o.fail(format!("on_disconnect=keep refused, tasks submitted without it: {why}"));
@@ -144,10 +155,14 @@ pub async fn worker_partition(image: String, secs: u64) -> Outcome {
         o.recovery.push(format!("{} finished during it", kept.len()));
         if short {
             if o.ran_twice > 0 {
-                o.fail(format!("{} tasks ran again after a {secs} s partition, shorter than the loss deadline", o.ran_twice));
+                o.fail(format!(
+                    "{} tasks ran again after a {secs} s partition, shorter than the loss deadline",
+                    o.ran_twice
+                ));
             }
         } else {
-            let rerun_keep: Vec<&String> = work.keep.iter().filter(|id| ledger.runs_of(id).len() > 1).collect();
+            let rerun_keep: Vec<&String> =
+                work.keep.iter().filter(|id| ledger.runs_of(id).len() > 1).collect();
             if !rerun_keep.is_empty() {
                 o.fail(format!("{} on_disconnect=keep tasks ran again: {rerun_keep:?}", rerun_keep.len()));
             }
@@ -245,7 +260,11 @@ pub async fn master_pause(image: String) -> Outcome {
             for w in c.workers().await.unwrap_or_default() {
                 let state = w.get("state").and_then(Value::as_str);
                 if w["is_active"] != true || matches!(state, Some("inactive" | "lost" | "unhealthy")) {
-                    inactive.insert(format!("{} ({})", w["worker_id"], w.get("state").unwrap_or(&w["is_active"])));
+                    inactive.insert(format!(
+                        "{} ({})",
+                        w["worker_id"],
+                        w.get("state").unwrap_or(&w["is_active"])
+                    ));
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -256,12 +275,16 @@ pub async fn master_pause(image: String) -> Outcome {
         let tasks = c.wait_final(&work.ids, SETTLE).await;
         let alerts = c.alerts().await?;
         if !alerts.is_empty() {
-            let rules: Vec<String> = alerts.iter().map(|a| format!("{} {} {}", a["rule"], a["worker_id"], a["status"])).collect();
+            let rules: Vec<String> =
+                alerts.iter().map(|a| format!("{} {} {}", a["rule"], a["worker_id"], a["status"])).collect();
             o.fail(format!("alerts fired: {rules:?}"));
         }
         o.judge(&work.ids, &tasks, &c.ledger(), true);
         if o.ran_twice > 0 {
-            o.fail(format!("{} tasks ran again after an 18 s pause, shorter than the loss deadline", o.ran_twice));
+            o.fail(format!(
+                "{} tasks ran again after an 18 s pause, shorter than the loss deadline",
+                o.ran_twice
+            ));
         }
         Ok(())
     })
@@ -288,9 +311,11 @@ pub async fn master_cut(image: String) -> Outcome {
         let tasks = c.wait_final(&work.ids, SETTLE).await;
         let ledger = c.ledger();
         o.judge(&work.ids, &tasks, &ledger, true);
-        let finished: usize = WORKERS.iter().map(|w| finished_during(&ledger, &work.ids, w, from, to).len()).sum();
+        let finished: usize =
+            WORKERS.iter().map(|w| finished_during(&ledger, &work.ids, w, from, to).len()).sum();
         o.recovery.push(format!("{finished} finished during it"));
-        let stopped = WORKERS.iter().filter_map(|w| stopped_after(&ledger, &work.ids, w, from)).max_by(f64::total_cmp);
+        let stopped =
+            WORKERS.iter().filter_map(|w| stopped_after(&ledger, &work.ids, w, from)).max_by(f64::total_cmp);
         if let Some(s) = stopped {
             o.recovery.push(format!("workers stopped their tasks {s:.0} s in"));
         }
@@ -314,14 +339,18 @@ pub async fn read_only_worker(image: String) -> Outcome {
         let w3 = WorkerSpec { data: Some((data.clone(), false)), ..WorkerSpec::plain("w3") };
         c.start_worker(2, &w3).await?;
         c.wait_workers_active(&["w3"], Duration::from_secs(40)).await?;
-        docker(&["rm", "-f", "-v", &c.worker("w3")]).await?;
+        // Stopped as a service manager would (SIGTERM: it unregisters), so the master places
+        // nothing on it before it comes back read-only.
+        docker(&["stop", "-t", "20", &c.worker("w3")]).await?;
+        docker(&["rm", "-v", &c.worker("w3")]).await?;
         let w3 = WorkerSpec { data: Some((data, true)), ..WorkerSpec::plain("w3") };
         c.start_worker(2, &w3).await?;
         // Let it register again (or refuse to start) before the work arrives.
         let seen = Instant::now();
         let mut state = String::from("never registered again");
         while seen.elapsed() < Duration::from_secs(10) {
-            let running = docker(&["inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", &c.worker("w3")]).await?;
+            let running =
+                docker(&["inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", &c.worker("w3")]).await?;
             if running.starts_with("false") {
                 state = format!("refused to start (exit {})", running.split(' ').nth(1).unwrap_or("?"));
                 break;
@@ -332,7 +361,8 @@ pub async fn read_only_worker(image: String) -> Outcome {
                     Some(s) => format!("registered, {s}"),
                     None => "registered, active".to_owned(),
                 };
-                if w.get("state").is_some_and(|s| s == "unhealthy") || seen.elapsed() > Duration::from_secs(3) {
+                if w.get("state").is_some_and(|s| s == "unhealthy") || seen.elapsed() > Duration::from_secs(3)
+                {
                     break;
                 }
             }
@@ -392,7 +422,11 @@ pub async fn nat_worker(image: String) -> Outcome {
         let tasks = c.wait_final(&work.ids, SETTLE).await;
         let ledger = c.ledger();
         o.judge(&work.ids, &tasks, &ledger, true);
-        let elsewhere = work.ids.iter().filter(|id| ledger.runs_of(id).iter().any(|r| !r.worker.starts_with("nat"))).count();
+        let elsewhere = work
+            .ids
+            .iter()
+            .filter(|id| ledger.runs_of(id).iter().any(|r| !r.worker.starts_with("nat")))
+            .count();
         if elsewhere > 0 {
             o.fail(format!("{elsewhere} tasks ran on a worker not behind NAT"));
         }

@@ -85,8 +85,11 @@ impl Outcome {
         let overlapped = ledger.overlapped(ids);
         self.overlapped = overlapped.len();
         for id in overlapped {
-            let runs: Vec<String> =
-                ledger.runs_of(&id).iter().map(|r| format!("{} {:.1}–{:.1}", r.worker, r.start, r.last)).collect();
+            let runs: Vec<String> = ledger
+                .runs_of(&id)
+                .iter()
+                .map(|r| format!("{} {:.1}–{:.1}", r.worker, r.start, r.last))
+                .collect();
             self.fail(format!("task {id} ran twice at once: {}", runs.join(", ")));
         }
         self.done_twice = ledger.done_twice(ids);
@@ -102,13 +105,20 @@ impl Outcome {
                 })
                 .collect();
             if !redone.is_empty() {
-                self.fail(format!("{} tasks ran again after their work was done (finished work thrown away): {redone:?}", redone.len()));
+                self.fail(format!(
+                    "{} tasks ran again after their work was done (finished work thrown away): {redone:?}",
+                    redone.len()
+                ));
             }
         }
     }
 
     pub fn row(&self) -> String {
-        let verdict = if self.failures.is_empty() { "pass".to_owned() } else { format!("FAIL ({})", self.failures.len()) };
+        let verdict = if self.failures.is_empty() {
+            "pass".to_owned()
+        } else {
+            format!("FAIL ({})", self.failures.len())
+        };
         format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {verdict} |",
             self.scenario,
