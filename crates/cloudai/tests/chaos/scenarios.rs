@@ -352,7 +352,14 @@ pub async fn read_only_worker(image: String) -> Outcome {
             let running =
                 docker(&["inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", &c.worker("w3")]).await?;
             if running.starts_with("false") {
-                state = format!("refused to start (exit {})", running.split(' ').nth(1).unwrap_or("?"));
+                let logs = std::process::Command::new("docker")
+                    .args(["logs", "--tail", "1", &c.worker("w3")])
+                    .output();
+                let why =
+                    logs.map(|l| String::from_utf8_lossy(&l.stderr).trim().to_owned()).unwrap_or_default();
+                let why: String = why.chars().take(160).collect();
+                state =
+                    format!("refused to start (exit {}: {why})", running.split(' ').nth(1).unwrap_or("?"));
                 break;
             }
             let workers = c.workers().await.unwrap_or_default();
