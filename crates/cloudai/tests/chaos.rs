@@ -10,6 +10,8 @@
 //! Without a Docker engine it prints `skipping: …` and passes, unless `CLOUDAI_REQUIRE_DOCKER=1`.
 //! `CHAOS_PARALLEL` (default 4) is how many scenarios run at once.
 
+#[path = "chaos/api.rs"]
+mod api;
 #[path = "chaos/cluster.rs"]
 mod cluster;
 #[path = "chaos/docker.rs"]

@@ -72,7 +72,8 @@ pub async fn build_image(binary: &Path) -> anyhow::Result<String> {
 }
 
 /// Removes the containers, networks and image of this run (`Some(pid)`), or of every earlier
-/// run whose test process is gone (`None`). Synchronous, so it also runs from `Drop`.
+/// run whose test process is gone (`None`, which also removes their host folders in the
+/// temporary folder). Synchronous, so it also runs from `Drop`.
 pub fn remove_runs(only: Option<u32>) {
     let dead_or_ours = |pid: &str| match (only, pid.parse::<u32>()) {
         (Some(ours), Ok(pid)) => pid == ours,
@@ -115,6 +116,17 @@ pub fn remove_runs(only: Option<u32>) {
         let mut cmd = std::process::Command::new("docker");
         cmd.args(["network", "rm"]).args(&networks).stdout(Stdio::null()).stderr(Stdio::null());
         let _ = cmd.status();
+    }
+    // The host folders (master data, shared ledger) of runs that died before their cleanup.
+    if only.is_none() {
+        let entries = std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten();
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix("cloudai-chaos-").and_then(|rest| rest.split('-').next());
+            if pid.is_some_and(dead_or_ours) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
     let images: Vec<String> = list(&["images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}} {{.Tag}}"])
         .into_iter()

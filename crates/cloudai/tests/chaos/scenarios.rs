@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use super::api::unix_ms;
 use super::cluster::{
-    Cluster, HEARTBEAT_INTERVAL, INACTIVITY_TIMEOUT, TASK_LOSS_GRACE, WorkerSpec, create_network, unix_ms,
+    Cluster, HEARTBEAT_INTERVAL, INACTIVITY_TIMEOUT, TASK_LOSS_GRACE, WorkerSpec, create_network,
 };
 use super::docker::docker;
 use super::ledger::{Ledger, uptime};

@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 
-use super::cluster::{MAX_RETRIES, is_final};
+use super::api::is_final;
+use super::cluster::MAX_RETRIES;
 use super::ledger::Ledger;
 
 #[derive(Debug, Default)]
