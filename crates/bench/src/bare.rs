@@ -61,6 +61,7 @@ impl MasterService for BareMaster {
             heartbeat_interval_ms: 0,
             protocol_version: cloudai_proto::PROTOCOL_VERSION,
             accept_compression: ACCEPTED_COMPRESSION.iter().map(|c| c.as_str().to_owned()).collect(),
+            loss_after_ms: 0,
         }))
     }
 

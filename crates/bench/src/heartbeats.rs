@@ -377,6 +377,7 @@ async fn run_shard(
                 protocol_version: cloudai_proto::PROTOCOL_VERSION,
                 drivers: vec![pb::Driver::Docker.into()],
                 running_tasks: Vec::new(),
+                ..Default::default()
             };
             async move { client.register_worker(req).await.is_err() }
         })

@@ -434,13 +434,36 @@ pub struct WorkerArgs {
     /// Compression of heartbeats to the master: zstd, gzip or none (used only if the master accepts it).
     #[arg(long, env = "GRPC_COMPRESSION", value_name = "GRPC_COMPRESSION", default_value = "zstd", value_parser = cloudai_proto::Compression::parse)]
     pub compression: cloudai_proto::Compression,
+
+    /// Time between SIGTERM and SIGKILL when the worker stops its tasks itself (at shutdown,
+    /// or cut off from the master).
+    #[arg(long = "stop-grace", env = "TASK_STOP_GRACE", value_name = "TASK_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
+}
+
+/// The data folder of `cloudai worker` (the worker's own is `<CLOUDAI_DATA_DIR>/worker`).
+#[derive(Args, Clone, Debug)]
+pub struct WorkerDataDirArg {
+    /// Data folder; the worker keeps its files in `<CLOUDAI_DATA_DIR>/worker` unless WORKER_DATA_DIR says.
+    #[arg(
+        long = "data-dir",
+        env = "CLOUDAI_DATA_DIR",
+        value_name = "CLOUDAI_DATA_DIR",
+        default_value = "./cloudai-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Check the worker running on this data folder instead of starting one: exit 0 when
+    /// its heartbeats reach the master, else print why and exit 1 (for health checks).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// The address a worker dials.
 #[derive(Args, Clone, Debug)]
 pub struct MasterAddrArg {
     /// Where the worker dials the master's gRPC port.
-    #[arg(long, env = "MASTER_ADDR", value_name = "MASTER_ADDR", default_value = "http://127.0.0.1:50051", value_parser = parse_url)]
+    #[arg(long, alias = "master", env = "MASTER_ADDR", value_name = "MASTER_ADDR", default_value = "http://127.0.0.1:50051", value_parser = parse_url)]
     pub master_addr: String,
 }
 
@@ -656,21 +679,47 @@ impl WorkerArgs {
             }
             None => self.join_token.clone(),
         };
+        let data_dir = self.worker_data_dir.clone().unwrap_or(data_dir);
+        let worker_id = match &self.worker_id {
+            Some(id) => id.clone(),
+            None => kept_worker_id(&data_dir)?,
+        };
         Ok(WorkerConfig {
             master_addr,
-            worker_id: self.worker_id.clone().unwrap_or_else(cloudai_worker::default_worker_id),
+            worker_id,
             heartbeat_interval: self.heartbeat_interval,
             drivers: self.drivers.as_ref().map(|d| d.0.clone()).unwrap_or_else(|| default_drivers.to_vec()),
             cpus: self.cpus,
             memory_mb: self.memory_mb,
             simulated_gpus: self.simulated_gpus,
             labels: self.labels.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
-            data_dir: self.worker_data_dir.clone().unwrap_or(data_dir),
+            data_dir,
             keep_workdirs: self.keep_workdirs,
             task_user: self.task_user.clone(),
             compression: self.compression,
             join_token,
+            stop_grace: self.stop_grace,
         })
+    }
+}
+
+/// Without WORKER_ID, the id this data folder's worker had before (kept in `worker-id`), or
+/// the host name, then kept: a container's random host name would otherwise change at
+/// every re-creation.
+fn kept_worker_id(data_dir: &std::path::Path) -> anyhow::Result<cloudai_domain::WorkerId> {
+    let path = data_dir.join("worker-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => cloudai_domain::WorkerId::parse(text.trim())
+            .map_err(|e| anyhow::anyhow!("{}: not a worker id: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = cloudai_worker::default_worker_id();
+            // Best effort: a worker that cannot write here refuses to start a moment later anyway.
+            if std::fs::create_dir_all(data_dir).and_then(|()| std::fs::write(&path, id.as_str())).is_err() {
+                tracing::debug!(path = %path.display(), "cannot keep the worker id");
+            }
+            Ok(id)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
 }
 

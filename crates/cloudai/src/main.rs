@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cloudai::cli::OutputArg;
-use cloudai::config::{ClientArgs, MasterAddrArg, MasterArgs, WorkerArgs};
+use cloudai::config::{ClientArgs, MasterAddrArg, MasterArgs, WorkerArgs, WorkerDataDirArg};
 use cloudai::console::ConsoleThread;
 use cloudai_domain::Driver;
 use cloudai_worker as worker;
@@ -35,6 +35,10 @@ enum Command {
     Master {
         #[command(flatten)]
         master: MasterArgs,
+        /// Check the master on this data folder and ports instead of starting one: exit 0 when
+        /// it answers /health, else print why and exit 1 (for health checks).
+        #[arg(long)]
+        check: bool,
     },
     /// Run a worker (registers with the master, heartbeats, runs tasks); or `worker ls|status`.
     #[command(args_conflicts_with_subcommands = true)]
@@ -45,6 +49,8 @@ enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         master_addr: MasterAddrArg,
+        #[command(flatten)]
+        data: WorkerDataDirArg,
         #[command(flatten)]
         api: ClientArgs,
         #[command(flatten)]
@@ -127,7 +133,8 @@ fn init_tracing() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Master { master } => run_master(master).await,
+        Command::Master { master, check: true } => check_master(&master).await,
+        Command::Master { master, check: false } => run_master(master).await,
         Command::Worker { client: Some(command), api, output, .. } => {
             cloudai::cli::run_worker(&api.client()?, output.output, command).await
         }
@@ -140,9 +147,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { args, api, output } => {
             cloudai::cli::run_audit(&api.client()?, output.output, args).await
         }
-        Command::Worker { client: None, worker, master_addr, .. } => {
-            let data_dir = std::path::PathBuf::from("cloudai-data/worker");
-            let config = worker.worker_config(master_addr.master_addr, &[Driver::Docker], data_dir)?;
+        Command::Worker { client: None, worker, data, .. } if data.check => {
+            let dir = worker.worker_data_dir.clone().unwrap_or_else(|| data.data_dir.join("worker"));
+            match worker::status::check(&dir) {
+                Ok(status) => {
+                    println!("ok: worker (pid {}) is in contact with its master", status.pid);
+                    Ok(())
+                }
+                Err(why) => Err(anyhow::anyhow!(why)),
+            }
+        }
+        Command::Worker { client: None, worker, master_addr, data, .. } => {
+            let config = worker.worker_config(
+                master_addr.master_addr,
+                &[Driver::Docker],
+                data.data_dir.join("worker"),
+            )?;
             let shutdown = CancellationToken::new();
             stop_on_signal(shutdown.clone());
             worker::run(config, shutdown).await.context("worker failed")
@@ -150,6 +170,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev { master, worker } => run_dev(master, worker).await,
         Command::Bench(bench) => bench.run().await,
     }
+}
+
+/// `cloudai master --check`: is the master of this data folder answering on its HTTP port?
+async fn check_master(args: &MasterArgs) -> anyhow::Result<()> {
+    let port = args.http_addr.port;
+    let client = if args.insecure {
+        cloudai_api::ApiClient::new(&format!("http://127.0.0.1:{port}"))
+    } else {
+        let ca = std::fs::read(args.data_dir.join("pki/ca.crt")).with_context(|| {
+            format!("no cluster CA in {}: has the master started there?", args.data_dir.display())
+        })?;
+        cloudai_api::ApiClient::new(&format!("https://localhost:{port}")).with_ca_cert(&ca)?
+    };
+    let health = tokio::time::timeout(std::time::Duration::from_secs(5), client.health())
+        .await
+        .context("the master did not answer /health within 5 s")?
+        .context("the master does not answer /health")?;
+    println!("ok: master {health:?}");
+    Ok(())
 }
 
 async fn run_master(args: MasterArgs) -> anyhow::Result<()> {

@@ -15,9 +15,9 @@ pub mod worker;
 
 pub use ids::{IdError, TaskId, WorkerId};
 pub use log::{LogBatch, LogChunk, LogStream};
-pub use run::{RunStatus, TaskCancel, TaskLaunch, TaskReport, TaskUpdate, WorkerCommand};
+pub use run::{Interruption, RunStatus, TaskCancel, TaskLaunch, TaskReport, TaskUpdate, WorkerCommand};
 pub use task::{
-    Driver, LastRun, Outcome, Placement, RecordError, SpecLimits, Task, TaskEvent, TaskRecord, TaskSpec,
-    TaskState, TaskStatus, TransitionError, ValidationError,
+    Driver, LastRun, OnDisconnect, Outcome, Placement, RecordError, SpecLimits, Task, TaskEvent, TaskRecord,
+    TaskSpec, TaskState, TaskStatus, TransitionError, ValidationError,
 };
 pub use worker::{GpuInfo, GpuStats, HeartbeatSample, RunningStatus, RunningTask, WorkerInfo};

@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::ids::{TaskId, WorkerId};
-use crate::task::{Driver, Outcome, Task};
+use crate::task::{Driver, OnDisconnect, Outcome, Task};
 
 /// What a worker needs to start one attempt of a task.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +24,8 @@ pub struct TaskLaunch {
     pub cpu_required: f64,
     pub memory_required_mb: u64,
     pub gpu_indices: Vec<u32>,
+    /// Whether the worker stops it when it loses contact with the master.
+    pub on_disconnect: OnDisconnect,
 }
 
 impl From<&Task> for TaskLaunch {
@@ -39,6 +41,7 @@ impl From<&Task> for TaskLaunch {
             cpu_required: task.spec.cpu_required,
             memory_required_mb: task.spec.memory_required,
             gpu_indices: task.gpu_indices().to_vec(),
+            on_disconnect: task.spec.on_disconnect,
         }
     }
 }
@@ -99,6 +102,30 @@ pub enum TaskUpdate {
     Status { status: RunStatus, outcome: Outcome },
     /// Worth recording on the task without a status change (a line of an image pull).
     Progress(String),
+    /// The attempt was stopped, or never started, for a reason that is not the task's own:
+    /// it should run again (elsewhere), without spending one of its retries.
+    Interrupted { cause: Interruption, message: String },
+}
+
+/// Why an attempt ended without the task being at fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Interruption {
+    /// Its worker lost contact with the master and stopped it, so that it never runs twice.
+    Fenced,
+    /// Its worker could not run it: the working folder, the driver, the image store.
+    Environment,
+    /// Its worker is shutting down.
+    WorkerStopping,
+}
+
+impl Interruption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interruption::Fenced => "fenced",
+            Interruption::Environment => "environment",
+            Interruption::WorkerStopping => "worker stopping",
+        }
+    }
 }
 
 impl TaskUpdate {
@@ -108,7 +135,11 @@ impl TaskUpdate {
     }
 
     pub fn is_final(&self) -> bool {
-        matches!(self, TaskUpdate::Status { status, .. } if status.is_final())
+        match self {
+            TaskUpdate::Status { status, .. } => status.is_final(),
+            TaskUpdate::Progress(_) => false,
+            TaskUpdate::Interrupted { .. } => true,
+        }
     }
 }
 
@@ -117,6 +148,7 @@ impl fmt::Display for TaskUpdate {
         match self {
             TaskUpdate::Status { status, .. } => status.fmt(f),
             TaskUpdate::Progress(_) => f.write_str("progress"),
+            TaskUpdate::Interrupted { cause, .. } => write!(f, "interrupted ({})", cause.as_str()),
         }
     }
 }

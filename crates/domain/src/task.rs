@@ -80,6 +80,35 @@ pub const MAX_CPU_CORES: f64 = 4096.0;
 pub const MAX_MEMORY_MB: u64 = 64 * 1024 * 1024;
 pub const MAX_IMAGE_BYTES: usize = 512;
 pub const DEFAULT_MAX_RETRIES: u32 = 1;
+/// How long a `keep` task may stay out of contact unless it says (`max_disconnect_secs`).
+pub const DEFAULT_MAX_DISCONNECT_SECS: u64 = 600;
+/// The longest `max_disconnect_secs` (a week).
+pub const MAX_DISCONNECT_SECS: u64 = 7 * 24 * 3600;
+
+/// What happens to a task whose worker loses contact with the master.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDisconnect {
+    /// The worker stops it before the master could start it elsewhere: never two copies.
+    #[default]
+    Stop,
+    /// It keeps running (work safe to run twice); the master waits up to
+    /// `max_disconnect_secs` of silence before running it elsewhere.
+    Keep,
+}
+
+impl OnDisconnect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDisconnect::Stop => "stop",
+            OnDisconnect::Keep => "keep",
+        }
+    }
+
+    fn is_stop(&self) -> bool {
+        *self == OnDisconnect::Stop
+    }
+}
 
 /// A validated task submission (the request part of every task).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,6 +137,11 @@ pub struct TaskSpec {
     /// Re-runs allowed after the task's worker is lost.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    #[serde(default, skip_serializing_if = "OnDisconnect::is_stop")]
+    pub on_disconnect: OnDisconnect,
+    /// For `keep`: seconds of silence from its worker before the task runs elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disconnect_secs: Option<u64>,
 }
 
 fn default_max_retries() -> u32 {
@@ -150,6 +184,10 @@ struct RawSpec {
     driver: Option<String>,
     #[serde(default)]
     max_retries: Option<i64>,
+    #[serde(default)]
+    on_disconnect: Option<String>,
+    #[serde(default)]
+    max_disconnect_secs: Option<f64>,
 }
 
 /// The field a serde path names; the top level (`.`) is the body.
@@ -221,6 +259,30 @@ impl TaskSpec {
             .map_err(|_| ValidationError::new("priority", "must fit in a 32-bit integer"))?;
         let max_retries = raw.max_retries.unwrap_or(i64::from(DEFAULT_MAX_RETRIES));
         let max_retries = whole("max_retries", max_retries as f64, 0.0, 100.0)? as u32;
+
+        let on_disconnect = match raw.on_disconnect.as_deref() {
+            None | Some("stop") => OnDisconnect::Stop,
+            Some("keep") => OnDisconnect::Keep,
+            Some(other) => {
+                return Err(ValidationError::new(
+                    "on_disconnect",
+                    format!("must be \"stop\" or \"keep\", not {other:?}"),
+                ));
+            }
+        };
+        let max_disconnect_secs = match (on_disconnect, raw.max_disconnect_secs) {
+            (OnDisconnect::Stop, None) => None,
+            (OnDisconnect::Stop, Some(_)) => {
+                return Err(ValidationError::new(
+                    "max_disconnect_secs",
+                    "applies only to on_disconnect \"keep\" (a \"stop\" task stops when contact is lost)",
+                ));
+            }
+            (OnDisconnect::Keep, None) => Some(DEFAULT_MAX_DISCONNECT_SECS),
+            (OnDisconnect::Keep, Some(secs)) => {
+                Some(whole("max_disconnect_secs", secs, 1.0, MAX_DISCONNECT_SECS as f64)? as u64)
+            }
+        };
 
         let image = raw.docker_image.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         if let Some(image) = &image {
@@ -312,7 +374,19 @@ impl TaskSpec {
             priority,
             driver,
             max_retries,
+            on_disconnect,
+            max_disconnect_secs,
         })
+    }
+
+    /// For `keep` tasks: how long the master waits after their worker went silent.
+    pub fn max_disconnect(&self) -> Option<std::time::Duration> {
+        match self.on_disconnect {
+            OnDisconnect::Stop => None,
+            OnDisconnect::Keep => Some(std::time::Duration::from_secs(
+                self.max_disconnect_secs.unwrap_or(DEFAULT_MAX_DISCONNECT_SECS),
+            )),
+        }
     }
 }
 
@@ -842,6 +916,44 @@ impl Task {
                 error: error.unwrap_or_else(|| reason.to_string()),
             },
         })
+    }
+
+    /// Ends the task with the result of an earlier attempt that ran on `worker_id`, reported
+    /// late (after a partition): only while no newer attempt has started (pending, or placed
+    /// but not running), and only to a final status.
+    pub fn end_with_earlier_run(
+        &mut self,
+        worker_id: WorkerId,
+        to: TaskStatus,
+        reason: &str,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> Result<TaskEvent, TransitionError> {
+        let refused = TransitionError { task_id: self.task_id.clone(), from: self.status(), to };
+        if !matches!(self.state, TaskState::Pending { .. } | TaskState::Queued { .. }) || !to.is_final() {
+            return Err(refused);
+        }
+        let run =
+            LastRun { placement: Placement { worker_id, gpu_indices: Vec::new() }, started_at_ms: None };
+        let Outcome { exit_code, error } = outcome;
+        let finished_at_ms = now_ms;
+        let next = match to {
+            TaskStatus::Completed => TaskState::Completed { run, finished_at_ms, exit_code, error },
+            TaskStatus::Failed => TaskState::Failed {
+                run: Some(run),
+                finished_at_ms,
+                exit_code,
+                error: error.unwrap_or_else(|| reason.to_string()),
+            },
+            TaskStatus::Cancelled => TaskState::Cancelled {
+                run: Some(run),
+                finished_at_ms,
+                exit_code,
+                error: error.unwrap_or_else(|| reason.to_string()),
+            },
+            _ => return Err(refused),
+        };
+        Ok(self.enter(next, reason, now_ms))
     }
 
     fn enter(&mut self, next: TaskState, reason: &str, now_ms: i64) -> TaskEvent {

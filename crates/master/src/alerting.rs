@@ -209,6 +209,7 @@ impl Evaluator {
             }
             ClusterEvent::WorkerRegistered { .. }
             | ClusterEvent::WorkerActive { .. }
+            | ClusterEvent::WorkerHealth { .. }
             | ClusterEvent::WorkerLost { .. } => {}
         }
     }

@@ -16,7 +16,16 @@ use cloudai_domain::{TaskId, WorkerId};
 pub enum ClusterEvent {
     /// A worker registered (for the first time, or again after a restart), with what it
     /// advertised and the tasks it runs.
-    WorkerRegistered { worker_id: WorkerId, info: Arc<WorkerInfo>, running: Arc<Vec<RunningTask>> },
+    WorkerRegistered {
+        worker_id: WorkerId,
+        info: Arc<WorkerInfo>,
+        running: Arc<Vec<RunningTask>>,
+        /// What it holds besides: tasks ended there whose final report is on its way, or
+        /// `None` from a worker that does not say (any task missing may still report).
+        ending: Option<Arc<Vec<String>>>,
+    },
+    /// A worker says it cannot run tasks (`Some(reason)`), or that it can again (`None`).
+    WorkerHealth { worker_id: WorkerId, unhealthy: Option<String> },
     /// A worker sent no heartbeat for the inactivity timeout.
     WorkerInactive { worker_id: WorkerId },
     /// An inactive (or lost) worker's heartbeats resumed.

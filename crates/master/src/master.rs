@@ -284,7 +284,11 @@ impl Master {
             FleetConfig {
                 inactivity_timeout: config.telemetry.inactivity_timeout,
                 loss_grace: config.tasks.loss_grace,
-                restart_grace: config.tasks.restart_grace.max(config.tasks.loss_grace),
+                // Never before a cut-off worker has stopped its tasks itself (it counts from its last heartbeat).
+                restart_grace: config
+                    .tasks
+                    .restart_grace
+                    .max(config.telemetry.inactivity_timeout + config.tasks.loss_grace),
                 forget_after: config.workers.forget_after,
                 max_workers: config.workers.max_workers,
             },

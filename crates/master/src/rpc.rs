@@ -24,7 +24,7 @@ use crate::metrics::Denied;
 use crate::tasks::{CommandHub, TaskError, TaskService};
 use crate::telemetry::{TelemetryError, TelemetryManager};
 use cloudai_domain::time::unix_secs;
-use cloudai_domain::{LogBatch, TaskReport, WorkerId};
+use cloudai_domain::{LogBatch, TaskId, TaskReport, WorkerId};
 use cloudai_proto::ACCEPTED_COMPRESSION;
 use cloudai_proto::RETRY_AFTER_MS;
 use cloudai_proto::codec::SizeLimitStatus;
@@ -150,12 +150,24 @@ impl MasterService for MasterRpc {
         }
         let running = std::mem::take(&mut request.running_tasks);
         let running = cloudai_proto::running_tasks(running, &self.limits)?;
+        let ending = std::mem::take(&mut request.ending_tasks);
+        if ending.len() > self.limits.running_tasks {
+            return Err(Status::invalid_argument(format!(
+                "ending_tasks: {} tasks, at most {}",
+                ending.len(),
+                self.limits.running_tasks
+            )));
+        }
+        if let Some(bad) = ending.iter().find(|id| TaskId::parse(id).is_err()) {
+            return Err(Status::invalid_argument(format!("ending_tasks: {bad:?} is not a task id")));
+        }
+        let ending = request.complete_inventory.then_some(ending);
         let info = Arc::new(cloudai_proto::worker_info(request, unix_secs(), &self.limits)?);
         let worker_id = info.worker_id.clone();
         self.trust.check(&caller, &worker_id)?;
         // The slot first: the fleet's announcement may reach the history restorer at once.
         self.telemetry.attach(Arc::clone(&info))?;
-        if let Err(e) = self.fleet.register(info, running) {
+        if let Err(e) = self.fleet.register(info, running, ending) {
             // Not a member (e.g. the fleet is full): no slot either.
             if !self.fleet.is_registered(&worker_id) {
                 self.telemetry.detach(&worker_id);
@@ -167,6 +179,7 @@ impl MasterService for MasterRpc {
             heartbeat_interval_ms: 0,
             accept_compression: ACCEPTED_COMPRESSION.iter().map(|c| c.as_str().to_owned()).collect(),
             protocol_version: PROTOCOL_VERSION,
+            loss_after_ms: self.fleet.loss_after().as_millis() as u64,
         }))
     }
 
@@ -190,10 +203,13 @@ impl MasterService for MasterRpc {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = std::time::Instant::now();
         let caller = self.trust.caller(&request)?;
-        let sample = cloudai_proto::heartbeat_sample(request.into_inner(), &self.limits)?;
+        let mut heartbeat = request.into_inner();
+        let unhealthy = std::mem::take(&mut heartbeat.unhealthy);
+        let sample = cloudai_proto::heartbeat_sample(heartbeat, &self.limits)?;
         let worker_id = sample.worker_id.clone();
         self.trust.check(&caller, &worker_id)?;
-        let came_back = match self.fleet.heartbeat(&worker_id) {
+        let unhealthy = (!unhealthy.is_empty()).then(|| cloudai_proto::bounded_text(unhealthy));
+        let came_back = match self.fleet.heartbeat(&worker_id, unhealthy.as_deref()) {
             Ok(came_back) => came_back,
             Err(FleetError::UnknownWorker(id)) => return Err(self.telemetry.reject(id).into()),
             Err(e) => return Err(e.into()),

@@ -17,7 +17,7 @@ pub mod v1 {
 }
 
 pub use compression::{ACCEPTED_COMPRESSION, Compression};
-pub use convert::{WireError, heartbeat_sample, limits, running_tasks, worker_info};
+pub use convert::{WireError, bounded_text, heartbeat_sample, limits, running_tasks, worker_info};
 pub use version::{PROTOCOL_VERSION, PROTOCOL_VERSION_KEY, refused_version, version_refusal};
 
 /// Metadata key of a rate-limited heartbeat's answer: when to send the next one.

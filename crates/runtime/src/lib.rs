@@ -30,4 +30,4 @@ pub use driver::{
     Leftover, ProcessDriver, TaskControl, TaskUser, TaskUserError, error_chain,
 };
 pub use link::{GrpcMasterLink, MasterLink, ReportAck, SendCompression};
-pub use runtime::TaskRuntime;
+pub use runtime::{TaskRuntime, probe_writable};

@@ -34,11 +34,20 @@ pub(crate) struct Inner {
     pub give_up: CancellationToken,
     pub tracker: TaskTracker,
     pub policy: RetryPolicy,
+    /// When recent attempts failed for the worker's own reasons (working folder, driver).
+    environment_failures: Mutex<VecDeque<(std::time::Instant, String)>>,
 }
+
+/// This many environment failures within [`ENVIRONMENT_WINDOW`] make the worker unhealthy…
+pub(crate) const ENVIRONMENT_FAILURES: usize = 3;
+/// …until the window holds fewer again.
+pub(crate) const ENVIRONMENT_WINDOW: Duration = Duration::from_secs(60);
 
 /// One task here: its attempt, phase, and how its supervisor is reached.
 pub(crate) struct Entry {
     pub attempt: u32,
+    /// `on_disconnect: keep`: not stopped when the worker loses contact with the master.
+    pub keep_on_disconnect: bool,
     pub phase: Phase,
     pub stop: mpsc::UnboundedSender<StopRequest>,
     /// Cancelled once the supervisor has cleaned up (a next attempt reuses the working folder).
@@ -75,7 +84,30 @@ impl Inner {
             give_up: CancellationToken::new(),
             tracker: TaskTracker::new(),
             policy,
+            environment_failures: Mutex::default(),
         }
+    }
+
+    /// An attempt could not run for a reason of this worker's, not the task's.
+    pub fn environment_failed(&self, error: &str) {
+        let mut failures = self.environment_failures.lock();
+        if failures.len() == ENVIRONMENT_FAILURES {
+            failures.pop_front();
+        }
+        failures.push_back((std::time::Instant::now(), error.to_owned()));
+    }
+
+    /// Why the recent environment failures make this worker unfit for tasks, if they do.
+    pub fn environment_trouble(&self) -> Option<String> {
+        let failures = self.environment_failures.lock();
+        let recent = failures.iter().filter(|(at, _)| at.elapsed() < ENVIRONMENT_WINDOW).count();
+        (recent >= ENVIRONMENT_FAILURES).then(|| {
+            let last = failures.back().map_or("", |(_, e)| e.as_str());
+            format!(
+                "{recent} tasks could not run here within {}s; the last: {last}",
+                ENVIRONMENT_WINDOW.as_secs()
+            )
+        })
     }
 
     /// A report from this worker about `attempt` of `task_id`, stamped now.

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use cloudai_domain::time::unix_ms;
 use cloudai_domain::{
-    Outcome, RunStatus, RunningStatus, RunningTask, TaskCancel, TaskId, TaskLaunch, TaskReport, TaskUpdate,
+    Interruption, OnDisconnect, Outcome, RunStatus, RunningStatus, RunningTask, TaskCancel, TaskId,
+    TaskLaunch, TaskReport, TaskUpdate,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,8 +34,8 @@ const CLEANUP_WAIT: Duration = Duration::from_secs(2);
 /// Worker shutdown (the token given to [`TaskRuntime::new`] is cancelled, or
 /// [`TaskRuntime::shutdown`]): tasks cannot be left running, since process-driver
 /// tasks are our children (killed when we exit). So every task (containers too) is
-/// stopped with `default_grace` and reported `failed` with "worker shut down"; the
-/// master may then run it again elsewhere. Only containers outlive a worker that
+/// stopped with `default_grace` and reported interrupted ("worker shut down"); the
+/// master then runs it again elsewhere. Only containers outlive a worker that
 /// dies; [`TaskRuntime::adopt_existing`] follows them again after a restart.
 #[derive(Clone)]
 pub struct TaskRuntime {
@@ -69,7 +70,11 @@ impl TaskRuntime {
             );
         }
         if inner.stop_all.is_cancelled() {
-            return self.refuse(task_id, task.attempt, "the worker is shutting down".to_owned());
+            let update = TaskUpdate::Interrupted {
+                cause: Interruption::WorkerStopping,
+                message: "the worker is shutting down".to_owned(),
+            };
+            return self.send_alone(task_id, task.attempt, update);
         }
         let Some(driver) = inner.drivers.get(&task.driver).cloned() else {
             let mut enabled: Vec<_> = inner.drivers.keys().map(|d| d.as_str()).collect();
@@ -105,7 +110,13 @@ impl TaskRuntime {
             let phase = Phase::Queued { since_ms: unix_ms() };
             tasks.insert(
                 task_id.clone(),
-                Entry { attempt: task.attempt, phase, stop: stop_tx, done: done.clone() },
+                Entry {
+                    attempt: task.attempt,
+                    keep_on_disconnect: task.on_disconnect == OnDisconnect::Keep,
+                    phase,
+                    stop: stop_tx,
+                    done: done.clone(),
+                },
             );
             prev_done
         };
@@ -196,7 +207,10 @@ impl TaskRuntime {
                 return false; // a start won the race; it runs the task
             }
             let phase = Phase::Running { started_ms: unix_ms(), control: execution.control.clone() };
-            tasks.insert(task_id.clone(), Entry { attempt, phase, stop: stop_tx, done: done.clone() });
+            // What the task asked is not known here: stopped on disconnect, the safe side.
+            let entry =
+                Entry { attempt, keep_on_disconnect: false, phase, stop: stop_tx, done: done.clone() };
+            tasks.insert(task_id.clone(), entry);
         }
         let channels = SupervisorChannels { stops, done, prev_done: None };
         self.supervise(launch, driver.clone(), None, Some(execution), channels, &span);
@@ -255,6 +269,10 @@ impl TaskRuntime {
             debug!(task_id = %cancel.task_id, "cancel for a task not on this worker; ignored");
             return;
         };
+        if matches!(entry.phase, Phase::Ending) {
+            debug!(task_id = %cancel.task_id, reason = %cancel.reason, "cancel for a task that has already ended here; nothing to stop");
+            return;
+        }
         info!(task_id = %cancel.task_id, reason = %cancel.reason, ?grace, "cancelling task");
         entry.stop.send(StopRequest { reason: StopReason::Cancel(cancel.reason), grace }).ok();
     }
@@ -295,6 +313,48 @@ impl TaskRuntime {
         running
     }
 
+    /// Tasks that ended here but whose final report is still on its way to the master.
+    pub fn ending_tasks(&self) -> Vec<String> {
+        let tasks = self.inner.tasks.lock();
+        let mut ending: Vec<String> = tasks
+            .iter()
+            .filter(|(_, entry)| matches!(entry.phase, Phase::Ending))
+            .map(|(task_id, _)| task_id.as_str().to_owned())
+            .collect();
+        ending.sort_unstable();
+        ending
+    }
+
+    /// The worker lost contact with the master: stops every task that must not run while
+    /// the master may start it elsewhere (`on_disconnect: stop`), giving each `grace`
+    /// between SIGTERM and SIGKILL. `why` goes into their logs and final reports. Returns
+    /// how many it stopped.
+    pub fn fence(&self, grace: Duration, why: &str) -> usize {
+        let tasks = self.inner.tasks.lock();
+        let mut stopped = 0;
+        for (task_id, entry) in tasks.iter() {
+            if entry.keep_on_disconnect || matches!(entry.phase, Phase::Ending) {
+                continue;
+            }
+            warn!(task_id = %task_id, reason = why, "stopping task: out of contact with the master");
+            let reason = StopReason::Fenced(why.to_owned());
+            if entry.stop.send(StopRequest { reason, grace }).is_ok() {
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+
+    /// Why this worker cannot run tasks now, if it cannot: its working folders cannot be
+    /// written, or recent attempts failed for the worker's own reasons.
+    pub async fn health(&self) -> Option<String> {
+        let dir = self.inner.config.tasks_dir();
+        if let Err(e) = probe_writable(&dir).await {
+            return Some(format!("cannot write to its task folder {}: {e}", dir.display()));
+        }
+        self.inner.environment_trouble()
+    }
+
     /// Stops every task (see the type's docs) and waits, under one deadline, for their
     /// final reports and output to reach the master; past it, gives up on them.
     pub async fn shutdown(&self) {
@@ -317,14 +377,17 @@ impl TaskRuntime {
     /// Reports a task that will not run here as failed, without registering it (a start
     /// this worker cannot carry out, or a command it could not read).
     pub fn refuse(&self, task_id: TaskId, attempt: u32, error: String) {
-        let inner = &self.inner;
         warn!(task_id = %task_id, error = %error, "cannot run task");
-        let span = info_span!("task", task_id = %task_id);
         let outcome = Outcome { exit_code: None, error: Some(error) };
-        let failed =
-            inner.report(&task_id, attempt, TaskUpdate::Status { status: RunStatus::Failed, outcome });
+        self.send_alone(task_id, attempt, TaskUpdate::Status { status: RunStatus::Failed, outcome });
+    }
+
+    /// Delivers the one report of an attempt that never ran here.
+    fn send_alone(&self, task_id: TaskId, attempt: u32, update: TaskUpdate) {
+        let inner = &self.inner;
+        let span = info_span!("task", task_id = %task_id);
         let (reports, queue) = mpsc::unbounded_channel();
-        reports.send(failed).ok();
+        reports.send(inner.report(&task_id, attempt, update)).ok();
         let reporter = Reporter {
             reports: queue,
             link: inner.link.clone(),
@@ -334,4 +397,12 @@ impl TaskRuntime {
         };
         inner.tracker.spawn(reporter.run().instrument(span));
     }
+}
+
+/// Creates and removes a file in `dir` (made if missing): can tasks get working folders here?
+pub async fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    let probe = dir.join(".cloudai-probe");
+    tokio::fs::write(&probe, b"").await?;
+    tokio::fs::remove_file(&probe).await
 }

@@ -6,8 +6,11 @@ use std::time::Duration;
 pub(crate) enum StopReason {
     /// The master asked (CancelTask): report `cancelled` with this reason.
     Cancel(String),
-    /// The worker shuts down: report `failed`.
+    /// The worker shuts down: report the attempt interrupted, to run again elsewhere.
     Shutdown,
+    /// The worker lost contact with the master (the reason says for how long): report the
+    /// attempt interrupted once it can.
+    Fenced(String),
     /// The master no longer wants the task here: report nothing.
     Stale,
 }
@@ -17,8 +20,9 @@ impl StopReason {
     fn rank(&self) -> u8 {
         match self {
             StopReason::Shutdown => 0,
-            StopReason::Cancel(_) => 1,
-            StopReason::Stale => 2,
+            StopReason::Fenced(_) => 1,
+            StopReason::Cancel(_) => 2,
+            StopReason::Stale => 3,
         }
     }
 }

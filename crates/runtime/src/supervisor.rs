@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cloudai_domain::time::unix_ms;
-use cloudai_domain::{LogStream, Outcome, RunStatus, TaskReport, TaskUpdate};
+use cloudai_domain::{Interruption, LogStream, Outcome, RunStatus, TaskReport, TaskUpdate};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -134,8 +134,8 @@ impl Supervisor {
     async fn start(&mut self) -> Result<Execution, Option<TaskReport>> {
         if let Err(e) = prepare_workdir(&self.launch.workdir).await {
             let error = format!("cannot create working folder {}: {e}", self.launch.workdir.display());
-            warn!(error = %error, "task failed to start");
-            return Err(Some(self.failed(error)));
+            warn!(error = %error, "task cannot start here: the worker's fault, not the task's");
+            return Err(Some(self.interrupted(Interruption::Environment, error)));
         }
         if let Some(reason) = self.stop_before_start() {
             info!(?reason, "task stopped before it started");
@@ -177,6 +177,10 @@ impl Supervisor {
         };
         if let Err(e) = prepared {
             let error = error_chain(&e);
+            if is_environment(&e) {
+                warn!(error = %error, "task cannot be prepared here: the worker's fault, not the task's");
+                return Err(Some(self.interrupted(Interruption::Environment, error)));
+            }
             warn!(error = %error, "task failed to prepare");
             return Err(Some(self.failed(error)));
         }
@@ -187,8 +191,13 @@ impl Supervisor {
         }
         self.driver.start(&self.launch).await.map_err(|e| {
             let error = error_chain(&e);
-            warn!(error = %error, "task failed to start");
-            Some(self.failed(error))
+            if is_environment(&e) {
+                warn!(error = %error, "task cannot start here: the worker's fault, not the task's");
+                Some(self.interrupted(Interruption::Environment, error))
+            } else {
+                warn!(error = %error, "task failed to start");
+                Some(self.failed(error))
+            }
         })
     }
 
@@ -250,6 +259,15 @@ impl Supervisor {
                 }
             };
             let first = stop.is_none();
+            if let StopReason::Fenced(why) = &request.reason {
+                // Said in the task's own log, where its user looks first.
+                let line = format!("[cloudai] stopped by worker {}: {why}\n", self.inner.config.worker_id);
+                buffer.push(OutputChunk {
+                    stream: LogStream::Stderr,
+                    data: line.into_bytes(),
+                    timestamp_ms: unix_ms(),
+                });
+            }
             stop = Some(strongest(stop, request.reason));
             let at = Instant::now() + request.grace;
             kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
@@ -305,7 +323,14 @@ impl Supervisor {
                 return None;
             }
             (Some(StopReason::Cancel(reason)), _) => (RunStatus::Cancelled, reason),
-            (Some(StopReason::Shutdown), _) => (RunStatus::Failed, "worker shut down".to_owned()),
+            (Some(StopReason::Shutdown), _) => {
+                info!(exit_code = ?code, "task stopped: the worker shuts down");
+                return Some(self.interrupted(Interruption::WorkerStopping, "worker shut down".to_owned()));
+            }
+            (Some(StopReason::Fenced(why)), _) => {
+                info!(exit_code = ?code, "task stopped: out of contact with the master");
+                return Some(self.interrupted(Interruption::Fenced, why));
+            }
             (None, Some(ExitStatus::Exited(0))) => (RunStatus::Completed, String::new()),
             (None, Some(ExitStatus::Exited(code))) => (RunStatus::Failed, format!("exited with code {code}")),
             (None, Some(ExitStatus::OutOfMemory(_))) => {
@@ -329,10 +354,22 @@ impl Supervisor {
         self.inner.report(&self.launch.task_id, self.launch.attempt, update)
     }
 
+    fn interrupted(&self, cause: Interruption, message: String) -> TaskReport {
+        if cause == Interruption::Environment {
+            self.inner.environment_failed(&message);
+        }
+        self.report(TaskUpdate::Interrupted { cause, message })
+    }
+
     fn failed(&self, error: String) -> TaskReport {
         let outcome = Outcome { exit_code: None, error: Some(error) };
         self.report(TaskUpdate::Status { status: RunStatus::Failed, outcome })
     }
+}
+
+/// A driver error that says the worker cannot run tasks, whatever the task.
+fn is_environment(e: &DriverError) -> bool {
+    matches!(e, DriverError::EngineUnreachable { .. } | DriverError::Workdir { .. })
 }
 
 /// Lines of preparation output kept for the task's log.

@@ -116,20 +116,21 @@ async fn ack_keep_running_false_stops_the_task() {
 }
 
 #[tokio::test]
-async fn shutdown_stops_tasks_and_reports_them_failed() {
+async fn shutdown_stops_tasks_and_reports_them_interrupted() {
     let h = Harness::with(|c| c.default_grace = Duration::from_millis(300));
     h.runtime.start(start("t-long", &["sh", "-c", "trap '' TERM; echo $$; sleep 1000"]));
     let pgid = h.pgid("t-long").await;
     h.shutdown.cancel();
     tokio::time::timeout(DEADLINE, h.runtime.shutdown()).await.expect("shutdown within its deadline");
     let done = h.link.final_report("t-long").expect("final report delivered before shutdown returns").report;
-    assert_eq!(done.status, "failed");
+    // Not the task's fault: the master runs it again elsewhere without spending a retry.
+    assert_eq!(done.status, "interrupted (worker stopping)");
     assert_eq!(done.error, "worker shut down");
     wait_group_gone(pgid).await;
 
     h.runtime.start(start("t-late", &["true"]));
     let late = h.finished("t-late").await;
-    assert_eq!(late.status, "failed");
+    assert_eq!(late.status, "interrupted (worker stopping)");
     assert_eq!(late.error, "the worker is shutting down");
 }
 
@@ -161,4 +162,56 @@ async fn output_the_master_refuses_is_dropped_not_retried() {
         assert_eq!(h.link.stdout(&task), "", "nothing was taken");
         assert_eq!(h.link.output_calls(), 1, "{code:?}: one refusal stops the shipping, no retries");
     }
+}
+
+#[tokio::test]
+async fn fencing_stops_stop_tasks_with_a_reason_and_leaves_keep_tasks_running() {
+    let h = Harness::new();
+    h.runtime.start(start("t-stop", &["sh", "-c", "trap '' TERM; echo $$; sleep 1000"]));
+    let mut keep = start("t-keep", &["sh", "-c", "echo started; sleep 1000"]);
+    keep.on_disconnect = cloudai_domain::OnDisconnect::Keep;
+    h.runtime.start(keep);
+    let pgid = h.pgid("t-stop").await;
+    wait_until("both tasks to run", || h.link.has_status("t-keep", "running")).await;
+
+    // The master is out of reach: the reports wait, the stop does not.
+    h.link.set_unreachable(true);
+    let stopped = h.runtime.fence(Duration::from_millis(200), "no heartbeat acknowledged for 20s");
+    assert_eq!(stopped, 1, "only the task that must not run twice is stopped");
+    wait_group_gone(pgid).await;
+    let running: Vec<String> = h.runtime.running_tasks().into_iter().map(|t| t.task_id).collect();
+    assert_eq!(running, ["t-keep"]);
+    assert_eq!(h.runtime.ending_tasks(), ["t-stop"], "its report is still to be delivered");
+
+    h.link.set_unreachable(false);
+    let done = h.finished("t-stop").await;
+    assert_eq!(done.status, "interrupted (fenced)");
+    assert_eq!(done.error, "no heartbeat acknowledged for 20s");
+    assert!(
+        h.link.stderr("t-stop").contains("stopped by worker w1: no heartbeat acknowledged for 20s"),
+        "the task's log says why: {:?}",
+        h.link.stderr("t-stop")
+    );
+    assert!(h.runtime.ending_tasks().is_empty());
+}
+
+#[tokio::test]
+async fn a_task_folder_that_cannot_be_made_is_the_workers_fault() {
+    let h = Harness::new();
+    // A file where the task folders go: no working folder can be made under it.
+    let tasks = h.workdir("x").parent().expect("tasks dir").to_path_buf();
+    std::fs::create_dir_all(tasks.parent().expect("data dir")).expect("data dir");
+    let _ = std::fs::remove_dir_all(&tasks);
+    std::fs::write(&tasks, b"not a folder").expect("file");
+    for id in ["t-env-1", "t-env-2", "t-env-3"] {
+        h.runtime.start(start(id, &["true"]));
+        let done = h.finished(id).await;
+        assert_eq!(done.status, "interrupted (environment)", "{done:?}");
+        assert!(done.error.contains("cannot create working folder"), "{}", done.error);
+    }
+    let why = h.runtime.health().await.expect("unhealthy");
+    assert!(why.contains("task folder"), "{why}");
+    std::fs::remove_file(&tasks).expect("remove");
+    let why = h.runtime.health().await.expect("still unhealthy from the recent failures");
+    assert!(why.contains("3 tasks could not run here"), "{why}");
 }

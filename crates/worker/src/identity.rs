@@ -94,8 +94,10 @@ pub(crate) async fn secure_channel(
         .map_err(|_| IdentityError::BadAddr(master_addr.into()))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
+        // A dead connection (a partition) is noticed in seconds, not at the next call's timeout.
+        .http2_keep_alive_interval(crate::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(crate::KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     let dir = IdentityDir(data_dir.join("identity"));
     let pinned = join_token.map(|t| t.ca_fingerprint.as_str());
     let identity = match dir.load(worker_id, pinned) {

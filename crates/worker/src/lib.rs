@@ -5,8 +5,10 @@
 #![forbid(unsafe_code)]
 
 mod collector;
+pub mod fence;
 pub mod gpu;
 mod identity;
+pub mod status;
 
 pub use cloudai_pki::JoinToken;
 pub use identity::IdentityError;
@@ -31,9 +33,16 @@ use cloudai_domain::time::unix_ms;
 use cloudai_domain::{Driver, TaskId, WorkerCommand, WorkerId};
 use cloudai_proto::{Compression, PROTOCOL_VERSION};
 
-/// Longest wait between registration attempts.
+/// Longest wait between registration attempts (and command stream reopenings); shorter
+/// for a worker that heartbeats more often.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const UNREGISTER_DEADLINE: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on the channel to the master: a dead connection is dropped within
+/// about interval + timeout, so calls after a partition heals go over a fresh one.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// While heartbeats fail, the next is tried after about this long, not a whole interval.
+const FAILING_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -56,6 +65,9 @@ pub struct WorkerConfig {
     /// For an `https://` master: the token to join with, when there is no certificate from
     /// an earlier join in `<data_dir>/identity/` (or the token names another cluster's CA).
     pub join_token: Option<JoinToken>,
+    /// Time between SIGTERM and SIGKILL when the worker stops tasks itself (shutdown,
+    /// lost contact with the master).
+    pub stop_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +92,8 @@ pub enum WorkerError {
     NoDriver { configured: String },
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error("this worker cannot run tasks: {0}")]
+    Unfit(String),
 }
 
 /// The host name as a worker id, or `worker` if it is unusable.
@@ -96,6 +110,12 @@ fn hostname() -> String {
 
 /// Runs a worker until `shutdown` fires, then unregisters.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    // Made here with the usual mode, before the identity's private folder inside it: made by
+    // that first, it would be 0700 and the task user could not reach its working folder.
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        let dir = config.data_dir.display();
+        return Err(WorkerError::Unfit(format!("its data folder {dir} cannot be made: {e}")));
+    }
     // An https:// master gets mTLS and nothing else; http:// is plain text (loopback masters).
     let (channel, renewal) = if config.master_addr.starts_with("https://") {
         let secured = identity::secure_channel(
@@ -116,6 +136,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         (channel, None)
     };
@@ -134,6 +157,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     // places a task here that cannot run.
     let mut runtime_config = RuntimeConfig::new(config.worker_id.clone(), config.data_dir.clone());
     runtime_config.keep_workdirs = config.keep_workdirs;
+    runtime_config.default_grace = config.stop_grace;
+    // A worker that could run nothing does not register: it would be a black hole.
+    check_fit(&runtime_config, &collector, &config).await?;
     let mut drivers = Vec::new();
     for &driver in &config.drivers {
         match driver {
@@ -188,6 +214,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         protocol_version: PROTOCOL_VERSION,
         drivers: drivers.iter().map(|&d| pb::Driver::from(d).into()).collect(),
         running_tasks: Vec::new(),
+        ending_tasks: Vec::new(),
+        complete_inventory: true,
     };
     info!(
         worker_id = %config.worker_id,
@@ -201,6 +229,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
 
     // The agent stops at shutdown, or when the master turns out to speak another protocol.
     let stop = shutdown.child_token();
+    let (contact, _) = tokio::sync::watch::channel(tokio::time::Instant::now());
     let agent = Agent {
         client,
         registration,
@@ -209,11 +238,21 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         shutdown: stop.clone(),
         compression: config.compression,
         send_compression,
+        contact: Arc::new(contact),
+        fence: Arc::new(parking_lot::Mutex::new(None)),
+        stop_grace: config.stop_grace,
+        reconnected: Arc::new(tokio::sync::Notify::new()),
+        backoff_cap: config.heartbeat_interval.clamp(Duration::from_secs(1), MAX_BACKOFF),
+        status: status::StatusFile::new(&config.data_dir, config.heartbeat_interval),
     };
     if !agent.register_until_accepted().await? {
         runtime.shutdown().await;
         return Ok(()); // shut down before the master answered
     }
+    let fencing = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.fence_watch().await }
+    });
 
     let heartbeats = tokio::spawn({
         let agent = agent.clone();
@@ -234,13 +273,16 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     stop.cancelled().await;
     let failure = heartbeats.await.ok().and_then(Result::err);
     let _ = commands.await;
-    if failure.is_none() {
-        // Unregister first: the master re-queues this worker's tasks, and the reports of
-        // the copies stopped below are then stale and ignored.
-        agent.unregister().await;
-    }
+    fencing.abort();
+    // Stop the tasks first and report them interrupted (the master re-queues them and sends
+    // nothing more here), then leave: the other order would let a second copy start while
+    // this one is still being stopped.
     runtime_stop.cancel();
     runtime.shutdown().await;
+    if failure.is_none() {
+        agent.unregister().await;
+    }
+    agent.status.remove();
     if let Some(renewal) = renewal {
         renewal.abort();
     }
@@ -257,6 +299,17 @@ struct Agent {
     compression: Compression,
     /// Agreed with the master at registration; used for heartbeats and logs.
     send_compression: SendCompression,
+    /// When the latest call the master acknowledged (registration, heartbeat) was sent.
+    contact: Arc<tokio::sync::watch::Sender<tokio::time::Instant>>,
+    /// When to stop tasks out of contact, from the master's word at registration.
+    fence: Arc<parking_lot::Mutex<Option<(fence::FencePolicy, Duration)>>>,
+    stop_grace: Duration,
+    /// Wakes the command loop when the master is reachable again.
+    reconnected: Arc<tokio::sync::Notify>,
+    /// Longest wait between reconnection attempts.
+    backoff_cap: Duration,
+    /// What `cloudai worker --check` reads.
+    status: status::StatusFile,
 }
 
 impl Agent {
@@ -268,8 +321,11 @@ impl Agent {
         loop {
             let mut client = self.client.clone();
             let mut request = self.registration.clone();
-            // What runs here now, so a restarted master can reconcile.
+            // What runs here now, and what ended but is still being reported, so the master
+            // reconciles at once: whatever else it placed here is gone.
             request.running_tasks = self.running_tasks();
+            request.ending_tasks = self.runtime.ending_tasks();
+            let sent = tokio::time::Instant::now();
             let call = client.register_worker(request);
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(false),
@@ -287,6 +343,13 @@ impl Agent {
                     }
                     let encoding = self.compression.negotiate(&resp.accept_compression);
                     self.send_compression.set(encoding);
+                    self.contact.send_replace(sent);
+                    // Masters that predate fencing say 0: they give no deadline to keep.
+                    let loss_after = Duration::from_millis(resp.loss_after_ms);
+                    *self.fence.lock() = (!loss_after.is_zero())
+                        .then(|| (fence::FencePolicy::new(loss_after, self.stop_grace), loss_after));
+                    self.status.write(true);
+                    self.reconnected.notify_one();
                     let compression = encoding.map_or("none", |_| self.compression.as_str());
                     info!(worker_id = %self.worker_id, master_id = %resp.master_id, compression, "registered with master");
                     return Ok(true);
@@ -313,12 +376,11 @@ impl Agent {
                     }
                 }
             }
-            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(false),
-                _ = tokio::time::sleep(backoff + jitter) => {}
+                _ = tokio::time::sleep(jittered(backoff)) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = (backoff * 2).min(self.backoff_cap);
         }
     }
 
@@ -339,16 +401,20 @@ impl Agent {
     /// Heartbeats until shutdown; ends with an error only when the master, registered
     /// with again, speaks another protocol version, or refuses this worker (revoked).
     async fn heartbeat_loop(&self, collector: Collector, interval: Duration) -> Result<(), WorkerError> {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         // The collector moves into each blocking sample call and back.
         let mut owned = Some(collector);
+        // A call that takes longer than an interval is as good as lost: the next one goes out.
+        let call_timeout = interval.clamp(Duration::from_secs(2), Duration::from_secs(10));
+        let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep_until(next) => {}
             }
+            // Out of contact, try again soon (jittered, so a returning master is not stampeded).
+            next = tokio::time::Instant::now()
+                + if failing { jittered(FAILING_RETRY.min(interval)) } else { interval };
             let Some(mut c) = owned.take() else { break };
             let Ok((c, sample)) = tokio::task::spawn_blocking(move || {
                 let s = c.sample();
@@ -375,17 +441,24 @@ impl Agent {
                     .map(|g| pb::GpuStats { uuid: String::new(), model: String::new(), ..g.into() })
                     .collect(),
                 running_tasks: self.running_tasks(),
+                unhealthy: self.runtime.health().await.unwrap_or_default(),
             };
             let mut client = self.send_compression.apply(self.client.clone());
+            let mut request = tonic::Request::new(heartbeat);
+            request.set_timeout(call_timeout);
+            let sent = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                r = client.send_heartbeat(heartbeat) => r,
+                r = client.send_heartbeat(request) => r,
             };
             match result {
                 Ok(_) => {
+                    self.contact.send_replace(sent);
+                    self.status.write(true);
                     if failing {
                         info!("heartbeats reach the master again");
                         failing = false;
+                        self.reconnected.notify_one();
                     }
                 }
                 Err(status) if status.code() == Code::NotFound => {
@@ -422,6 +495,7 @@ impl Agent {
                     if !failing {
                         warn!(code = ?status.code(), message = status.message(), "heartbeat failed; will keep trying");
                         failing = true;
+                        self.status.write(false);
                     } else {
                         debug!(code = ?status.code(), "heartbeat failed again");
                     }
@@ -429,6 +503,45 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Stops this worker's tasks when the master has acknowledged nothing for the fence
+    /// policy's time, before the master could start them elsewhere (see [`fence`]).
+    async fn fence_watch(&self) {
+        let mut contact = self.contact.subscribe();
+        loop {
+            let last = *contact.borrow_and_update();
+            let policy = *self.fence.lock();
+            let Some((policy, loss_after)) = policy else {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    r = contact.changed() => if r.is_err() { return } else { continue },
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = contact.changed() => if r.is_err() { return } else { continue },
+                _ = tokio::time::sleep_until(last + policy.fence_after) => {}
+            }
+            let why = format!(
+                "no heartbeat acknowledged by the master for {}s; it may run this task elsewhere after {}s of silence, so it is stopped here first",
+                last.elapsed().as_secs(),
+                loss_after.as_secs()
+            );
+            let stopped = self.runtime.fence(policy.stop_grace, &why);
+            if stopped > 0 {
+                warn!(
+                    tasks = stopped,
+                    silent_s = last.elapsed().as_secs(),
+                    "out of contact with the master: stopped this worker's tasks"
+                );
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = contact.changed() => if r.is_err() { return },
+            }
+            info!("contact with the master restored");
+        }
     }
 
     /// Keeps the command stream open, reopening it after errors.
@@ -465,9 +578,11 @@ impl Agent {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(jittered(backoff)) => {}
+                // Registered again or heartbeats are back: the stream can open now.
+                _ = self.reconnected.notified() => backoff = Duration::from_millis(200),
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = (backoff * 2).min(self.backoff_cap);
         }
     }
 
@@ -505,3 +620,33 @@ impl Agent {
 
 /// Software version a worker reports when it registers.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `d` less up to a quarter of it, at random, so that many workers do not retry in step.
+fn jittered(d: Duration) -> Duration {
+    let quarter = (d.as_millis() / 4).max(1) as u64;
+    d.saturating_sub(Duration::from_millis(rand::random::<u64>() % quarter))
+}
+
+/// Refuses to register a worker that could run no task: its data folder cannot be written,
+/// or it has no CPU or memory to offer.
+async fn check_fit(
+    runtime: &RuntimeConfig,
+    collector: &Collector,
+    config: &WorkerConfig,
+) -> Result<(), WorkerError> {
+    let tasks = runtime.tasks_dir();
+    if let Err(e) = cloudai_runtime::probe_writable(&tasks).await {
+        return Err(WorkerError::Unfit(format!(
+            "its task folder {} cannot be written: {e}",
+            tasks.display()
+        )));
+    }
+    let cpus = config.cpus.unwrap_or_else(|| collector.cpu_cores());
+    if cpus <= 0.0 || !cpus.is_finite() {
+        return Err(WorkerError::Unfit(format!("it offers {cpus} CPUs")));
+    }
+    if config.memory_mb.unwrap_or_else(|| collector.memory_total_mb()) == 0 {
+        return Err(WorkerError::Unfit("it offers no memory".to_owned()));
+    }
+    Ok(())
+}

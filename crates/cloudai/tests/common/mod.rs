@@ -89,6 +89,7 @@ pub fn worker_config(master_grpc: std::net::SocketAddr, id: &str) -> WorkerConfi
         task_user: None,
         compression: cloudai_proto::Compression::Zstd,
         join_token: None,
+        stop_grace: Duration::from_secs(10),
     }
 }
 

@@ -84,6 +84,9 @@ struct Member {
     tag: AtomicU8,
     /// Milliseconds on the fleet's clock at the latest heartbeat's arrival.
     last_seen_ms: AtomicU64,
+    /// The worker said it cannot run tasks; why is in `unhealthy_reason`.
+    unhealthy: std::sync::atomic::AtomicBool,
+    unhealthy_reason: Mutex<Option<String>>,
 }
 
 impl Member {
@@ -233,7 +236,13 @@ impl Fleet {
     }
 
     /// Registers a worker, or refreshes its registration; `true` if it was not a member.
-    pub fn register(&self, info: Arc<WorkerInfo>, running: Vec<RunningTask>) -> Result<bool, FleetError> {
+    /// `ending`: the tasks it ended whose reports are on their way, when it says.
+    pub fn register(
+        &self,
+        info: Arc<WorkerInfo>,
+        running: Vec<RunningTask>,
+        ending: Option<Vec<String>>,
+    ) -> Result<bool, FleetError> {
         let inner = &self.inner;
         if inner.cancel.is_cancelled() {
             return Err(FleetError::ShuttingDown);
@@ -258,6 +267,8 @@ impl Fleet {
                         state: Mutex::new(WorkerState::Registered { at_ms: now }),
                         tag: AtomicU8::new(TAG_OTHER),
                         last_seen_ms: AtomicU64::new(now),
+                        unhealthy: Default::default(),
+                        unhealthy_reason: Mutex::new(None),
                     });
                     members.insert(worker_id.clone(), Arc::clone(&member));
                     inner.count_memory(info.memory_mb);
@@ -269,19 +280,23 @@ impl Fleet {
         inner.signal(&worker_id, &member, Signal::Register, now);
         inner.awaited.lock().remove(&worker_id);
         info!(worker_id = %worker_id, new = is_new, "worker registered");
-        inner.events.publish(ClusterEvent::WorkerRegistered { worker_id, info, running: Arc::new(running) });
+        let (running, ending) = (Arc::new(running), ending.map(Arc::new));
+        inner.events.publish(ClusterEvent::WorkerRegistered { worker_id, info, running, ending });
         Ok(is_new)
     }
 
     /// A heartbeat arrived: the worker is alive. Cheap unless its state changes; `true` when
     /// the worker came back from silence.
-    pub fn heartbeat(&self, worker_id: &WorkerId) -> Result<bool, FleetError> {
+    pub fn heartbeat(&self, worker_id: &WorkerId, unhealthy: Option<&str>) -> Result<bool, FleetError> {
         let inner = &self.inner;
         let Some(member) = inner.member(worker_id) else {
             return Err(FleetError::UnknownWorker(worker_id.clone()));
         };
         let now = inner.now_ms();
         member.last_seen_ms.store(now, Ordering::Relaxed);
+        if member.unhealthy.load(Ordering::Relaxed) != unhealthy.is_some() {
+            self.set_health(worker_id, &member, unhealthy);
+        }
         if member.tag.load(Ordering::Acquire) == TAG_ACTIVE {
             return Ok(false);
         }
@@ -289,6 +304,30 @@ impl Fleet {
         Ok(changed.is_some_and(|(before, _)| {
             matches!(before, WorkerState::Inactive { .. } | WorkerState::Lost { .. })
         }))
+    }
+
+    /// The worker's own word on whether it can run tasks changed: published once per change.
+    fn set_health(&self, worker_id: &WorkerId, member: &Member, unhealthy: Option<&str>) {
+        let mut reason = member.unhealthy_reason.lock();
+        if reason.is_some() == unhealthy.is_some() {
+            return; // another heartbeat got here first
+        }
+        *reason = unhealthy.map(str::to_owned);
+        member.unhealthy.store(unhealthy.is_some(), Ordering::Relaxed);
+        match unhealthy {
+            Some(why) => {
+                warn!(worker_id = %worker_id, reason = why, "worker unhealthy: no tasks go there until it recovers")
+            }
+            None => info!(worker_id = %worker_id, "worker healthy again"),
+        }
+        let unhealthy = reason.clone();
+        drop(reason);
+        self.inner.events.publish(ClusterEvent::WorkerHealth { worker_id: worker_id.clone(), unhealthy });
+    }
+
+    /// Why the worker cannot run tasks, when it said so in its latest heartbeat.
+    pub fn unhealthy(&self, worker_id: &WorkerId) -> Option<String> {
+        self.inner.member(worker_id).and_then(|m| m.unhealthy_reason.lock().clone())
     }
 
     /// A worker left cleanly: it is forgotten. `false` if it was not registered.
@@ -309,6 +348,13 @@ impl Fleet {
         }
         let lost_at = inner.now_ms().saturating_add(inner.config.restart_grace.as_millis() as u64);
         inner.awaited.lock().entry(worker_id).or_insert(lost_at);
+    }
+
+    /// The least time after a worker's last heartbeat before its tasks may run elsewhere;
+    /// workers are told at registration, so they stop their tasks before it when cut off.
+    pub fn loss_after(&self) -> Duration {
+        let config = &self.inner.config;
+        config.inactivity_timeout + config.loss_grace
     }
 
     pub fn info(&self, worker_id: &WorkerId) -> Option<Arc<WorkerInfo>> {
@@ -343,15 +389,56 @@ impl Fleet {
     }
 }
 
+/// A pause of the checker this long is the master's own stall, not normal scheduling delay:
+/// a quarter of the inactivity timeout (a shorter one could not make a worker look silent).
+fn stall_threshold(config: &FleetConfig) -> Duration {
+    (config.inactivity_timeout / 4).max(Duration::from_millis(200))
+}
+
+impl Inner {
+    /// Moves every worker's last heartbeat and loss deadline `stalled_ms` later (no later
+    /// than `now`), so time the master did not run never counts as a worker's silence.
+    fn forgive(&self, stalled_ms: u64, now: u64) {
+        let members: Vec<Arc<Member>> = self.members.read().values().cloned().collect();
+        for member in members {
+            let _ = member.last_seen_ms.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
+                Some(seen.saturating_add(stalled_ms).min(now))
+            });
+            let mut state = member.state.lock();
+            if let WorkerState::Inactive { since_ms, lost_at_ms } = *state {
+                *state =
+                    WorkerState::Inactive { since_ms, lost_at_ms: lost_at_ms.saturating_add(stalled_ms) };
+            }
+        }
+        for lost_at in self.awaited.lock().values_mut() {
+            *lost_at = lost_at.saturating_add(stalled_ms);
+        }
+    }
+}
+
 async fn checker(inner: &Inner) {
     let timeout_ms = inner.config.inactivity_timeout.as_millis() as u64;
     let loss_grace_ms = inner.config.loss_grace.as_millis() as u64;
     let forget_ms = inner.config.forget_after.as_millis() as u64;
-    let mut tick = tokio::time::interval(inner.config.check_interval());
+    let interval = inner.config.check_interval();
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stall_after_ms = stall_threshold(&inner.config).as_millis() as u64;
+    let mut last_check = inner.now_ms();
     loop {
         tick.tick().await;
         let now = inner.now_ms();
+        // The master itself did not run (paused, swapped out, a stopped VM): the silence it
+        // would see is its own, so it gives every worker that time back, as after a restart.
+        let stalled = now.saturating_sub(last_check).saturating_sub(interval.as_millis() as u64);
+        last_check = now;
+        if stalled >= stall_after_ms {
+            warn!(
+                stalled_ms = stalled,
+                "the master was not running; workers get that time back before any is marked inactive"
+            );
+            inner.forgive(stalled, now);
+        }
         let members: Vec<(WorkerId, Arc<Member>)> =
             inner.members.read().iter().map(|(id, m)| (id.clone(), Arc::clone(m))).collect();
         for (worker_id, member) in members {
@@ -453,17 +540,38 @@ mod tests {
     fn the_largest_memory_follows_registrations_and_leaves() {
         let fleet = Fleet::new(FleetConfig::default(), EventBus::new(16));
         assert_eq!(fleet.largest_memory_mb(), None);
-        fleet.register(info("a", 4096), Vec::new()).expect("register");
-        fleet.register(info("b", 8192), Vec::new()).expect("register");
-        fleet.register(info("c", 8192), Vec::new()).expect("register");
+        fleet.register(info("a", 4096), Vec::new(), None).expect("register");
+        fleet.register(info("b", 8192), Vec::new(), None).expect("register");
+        fleet.register(info("c", 8192), Vec::new(), None).expect("register");
         assert_eq!(fleet.largest_memory_mb(), Some(8192));
         fleet.leave(&WorkerId::parse("b").expect("id"));
         assert_eq!(fleet.largest_memory_mb(), Some(8192), "c still has 8192");
         // Registering again with less memory replaces the old figure.
-        fleet.register(info("c", 1024), Vec::new()).expect("register");
+        fleet.register(info("c", 1024), Vec::new(), None).expect("register");
         assert_eq!(fleet.largest_memory_mb(), Some(4096));
         fleet.leave(&WorkerId::parse("a").expect("id"));
         fleet.leave(&WorkerId::parse("c").expect("id"));
         assert_eq!(fleet.largest_memory_mb(), None);
+    }
+
+    #[test]
+    fn a_stall_of_the_master_is_not_a_workers_silence() {
+        let config = FleetConfig { inactivity_timeout: Duration::from_secs(10), ..FleetConfig::default() };
+        let fleet = Fleet::new(config, EventBus::new(16));
+        let id = WorkerId::parse("a").expect("id");
+        fleet.register(info("a", 4096), Vec::new(), None).expect("register");
+        let inner = &fleet.inner;
+        let member = inner.member(&id).expect("member");
+        // Last heard at 1 s; the master then did not run for 18 s, and looks at 20 s.
+        member.last_seen_ms.store(1_000, Ordering::Relaxed);
+        *member.state.lock() = WorkerState::Inactive { since_ms: 12_000, lost_at_ms: 40_000 };
+        inner.forgive(18_000, 20_000);
+        assert_eq!(member.last_seen_ms.load(Ordering::Relaxed), 19_000, "silent 1 s, not 19 s");
+        assert_eq!(*member.state.lock(), WorkerState::Inactive { since_ms: 12_000, lost_at_ms: 58_000 });
+        // Never past now: a worker heard during the stall is not heard in the future.
+        member.last_seen_ms.store(19_500, Ordering::Relaxed);
+        inner.forgive(18_000, 20_000);
+        assert_eq!(member.last_seen_ms.load(Ordering::Relaxed), 20_000);
+        assert_eq!(stall_threshold(&inner.config), Duration::from_millis(2_500));
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use cloudai_domain::{
-    Outcome, RunStatus, Task, TaskCancel, TaskId, TaskLaunch, TaskReport, TaskState, TaskStatus, TaskUpdate,
-    WorkerCommand, WorkerId,
+    Interruption, Outcome, RunStatus, Task, TaskCancel, TaskId, TaskLaunch, TaskReport, TaskState,
+    TaskStatus, TaskUpdate, WorkerCommand, WorkerId,
 };
 use cloudai_scheduler::{PendingTask, Scheduler, WorkerResources};
 use tokio::sync::{mpsc, oneshot};
@@ -36,7 +36,18 @@ struct Active {
     seq: u64,
     /// A final transition is being written; the task stays as it is until then.
     ending: Option<Ending>,
+    /// Earlier attempts (worker, attempt) given up on, newest last: one of them may still
+    /// report its result after a partition.
+    earlier: Vec<(WorkerId, u32)>,
+    /// Attempts that ended for no fault of the task's (interrupted): not counted as retries.
+    free_requeues: u32,
 }
+
+/// Earlier attempts remembered per task.
+const EARLIER_KEPT: usize = 8;
+
+/// Interrupted attempts a task may have without spending a retry; past it, they count.
+const MAX_FREE_REQUEUES: u32 = 20;
 
 /// What a restarted master resumes: the unfinished tasks and those of them whose cancel was
 /// asked (and acknowledged) before the restart.
@@ -69,6 +80,14 @@ pub(super) struct Actor {
     unconfirmed: HashMap<TaskId, Instant>,
     /// Stale copies already told to stop, so every heartbeat does not repeat the command.
     stale_told: HashMap<(WorkerId, String), Instant>,
+    /// `keep` tasks of lost workers, run elsewhere at the deadline unless their worker returns.
+    kept: HashMap<TaskId, Instant>,
+    /// The least silence after which the fleet declares a worker lost.
+    loss_after: Duration,
+    /// Workers that get no new tasks: silent, unhealthy by their own word, or shutting down.
+    silent: HashSet<WorkerId>,
+    unhealthy: HashSet<WorkerId>,
+    draining: HashSet<WorkerId>,
 }
 
 /// How long before a stale copy that is still reported gets its stop command again.
@@ -95,6 +114,11 @@ impl Actor {
             next_seq: 0,
             unconfirmed: HashMap::new(),
             stale_told: HashMap::new(),
+            kept: HashMap::new(),
+            loss_after: fleet.loss_after(),
+            silent: HashSet::new(),
+            unhealthy: HashSet::new(),
+            draining: HashSet::new(),
         };
         for worker in actor.restore(unfinished) {
             fleet.expect(worker);
@@ -115,7 +139,10 @@ impl Actor {
                 TaskState::Queued { placement } | TaskState::Running { placement, .. } => {
                     workers.insert(placement.worker_id.clone());
                     let id = task.task_id.clone();
-                    self.insert(task, true, 0);
+                    // Their order of submission, should they go back to the queue.
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.insert(task, true, seq);
                     if cancelling.contains(&id)
                         && let Some(active) = self.tasks.get_mut(&id)
                     {
@@ -141,8 +168,16 @@ impl Actor {
 
     /// `confirmed`: restored after a restart (reported before it), so also not yet reserved.
     fn insert(&mut self, task: Task, confirmed: bool, seq: u64) {
-        let active =
-            Active { task, confirmed, unreserved: confirmed, cancel_requested: false, seq, ending: None };
+        let active = Active {
+            task,
+            confirmed,
+            unreserved: confirmed,
+            cancel_requested: false,
+            seq,
+            ending: None,
+            earlier: Vec::new(),
+            free_requeues: 0,
+        };
         self.tasks.insert(active.task.task_id.clone(), active);
     }
 
@@ -278,6 +313,16 @@ impl Actor {
         outcome: Outcome,
         waiter: Option<Waiter>,
     ) {
+        self.end_by(task_id, waiter, |task| task.transition(to, reason, outcome, unix_ms())).await;
+    }
+
+    /// [`Actor::end`] with the final transition `make` makes.
+    async fn end_by(
+        &mut self,
+        task_id: &TaskId,
+        waiter: Option<Waiter>,
+        make: impl FnOnce(&mut Task) -> Result<cloudai_domain::TaskEvent, cloudai_domain::TransitionError>,
+    ) {
         let Some(active) = self.tasks.get_mut(task_id) else {
             if let Some(w) = waiter {
                 w.ignored(task_id);
@@ -285,7 +330,7 @@ impl Actor {
             return;
         };
         let mut task = active.task.clone();
-        let event = match task.transition(to, reason, outcome, unix_ms()) {
+        let event = match make(&mut task) {
             Ok(e) => e,
             Err(e) => {
                 debug!(error = %e, "ignored transition");
@@ -318,6 +363,7 @@ impl Actor {
                 let to = task.status();
                 self.tasks.remove(&task_id);
                 self.unconfirmed.remove(&task_id);
+                self.kept.remove(&task_id);
                 self.scheduler.release(&task_id);
                 info!(task_id = %task_id, status = %to, "task ended");
                 // Once per task: it has just left the actor, so no later transition reaches here.
@@ -446,8 +492,11 @@ impl Actor {
     /// A report for an unfinished task placed on another worker: refused, since a worker
     /// speaks only for the tasks placed on it (a stale copy here is told to stop either way).
     fn placed_elsewhere(&self, report: &TaskReport) -> Option<TaskError> {
-        let placed = self.tasks.get(&report.task_id)?.task.worker_id()?;
-        (placed != &report.worker_id).then(|| TaskError::NotPlacedHere {
+        let active = self.tasks.get(&report.task_id)?;
+        let placed = active.task.worker_id()?;
+        // An earlier attempt that ran there may still tell how it ended.
+        let ran_there = active.earlier.iter().any(|(w, a)| w == &report.worker_id && *a == report.attempt);
+        (placed != &report.worker_id && !ran_there).then(|| TaskError::NotPlacedHere {
             task_id: report.task_id.clone(),
             worker_id: report.worker_id.clone(),
             placed: placed.clone(),
@@ -456,11 +505,16 @@ impl Actor {
 
     async fn on_report(&mut self, report: TaskReport) -> ReportOutcome {
         let stale = ReportOutcome { keep_running: false, persisted: None };
-        let task_id = report.task_id;
+        let task_id = report.task_id.clone();
         let Some(active) = self.tasks.get_mut(&task_id) else { return stale };
         let ours =
             active.task.worker_id() == Some(&report.worker_id) && active.task.attempt == report.attempt;
         if !ours {
+            if report.update.is_final()
+                && active.earlier.contains(&(report.worker_id.clone(), report.attempt))
+            {
+                return self.late_result(&task_id, report).await;
+            }
             debug!(task_id = %task_id, worker_id = %report.worker_id, "report from a stale copy");
             return stale;
         }
@@ -479,6 +533,22 @@ impl Actor {
         let cancel_requested = active.cancel_requested;
         let (status, outcome) = match report.update {
             TaskUpdate::Status { status, outcome } => (status, outcome),
+            TaskUpdate::Interrupted { cause, message } => {
+                let reason = format!(
+                    "attempt {} interrupted on worker {} ({}): {message}",
+                    report.attempt,
+                    report.worker_id,
+                    cause.as_str()
+                );
+                if cause == Interruption::WorkerStopping {
+                    // Nothing more goes there: it would only be interrupted again.
+                    self.draining.insert(report.worker_id.clone());
+                    self.refresh(&report.worker_id);
+                }
+                self.requeue(&task_id, &reason, true).await;
+                self.schedule().await;
+                return ReportOutcome { keep_running: true, persisted: None };
+            }
             TaskUpdate::Progress(message) => {
                 // Progress without a status change (an image pull): recorded as an event.
                 let task = active.task.clone();
@@ -520,6 +590,81 @@ impl Actor {
         ReportOutcome { keep_running: true, persisted: Some(rx) }
     }
 
+    /// The final result of an earlier attempt, reported after a partition: kept when no
+    /// newer attempt has started (which is then withdrawn), recorded on the task either way.
+    async fn late_result(&mut self, task_id: &TaskId, report: TaskReport) -> ReportOutcome {
+        let stale = ReportOutcome { keep_running: false, persisted: None };
+        let Some(active) = self.tasks.get(task_id) else { return stale };
+        let (n, worker) = (report.attempt, report.worker_id.clone());
+        let current = active.task.attempt;
+        let (status, outcome) = match report.update {
+            TaskUpdate::Status { status, outcome } => (status, outcome),
+            TaskUpdate::Interrupted { message, .. } => {
+                let note =
+                    format!("attempt {n} was stopped on worker {worker} while out of contact: {message}");
+                self.note(task_id, &note).await;
+                return stale;
+            }
+            TaskUpdate::Progress(_) => return stale,
+        };
+        let (to, what) = match status {
+            RunStatus::Completed => (TaskStatus::Completed, "completed"),
+            RunStatus::Failed if active.cancel_requested => (TaskStatus::Cancelled, "was cancelled"),
+            RunStatus::Failed => (TaskStatus::Failed, "failed"),
+            RunStatus::Cancelled => (TaskStatus::Cancelled, "was cancelled"),
+            RunStatus::Queued | RunStatus::Running => return stale,
+        };
+        let started = active.ending.is_some() || active.task.status() == TaskStatus::Running;
+        if started {
+            let note = format!(
+                "attempt {n} {what} on worker {worker} during the partition; discarded, attempt {current} already running"
+            );
+            info!(task_id = %task_id, "{note}");
+            self.note(task_id, &note).await;
+            return stale;
+        }
+        let reason = format!("attempt {n} {what} on worker {worker} during the partition; kept");
+        info!(task_id = %task_id, "{reason}");
+        // A newer attempt placed but not started is withdrawn.
+        if let Some(placed) = active.task.worker_id().cloned() {
+            self.send_cancel(
+                &placed,
+                task_id.as_str(),
+                "the task ended: an earlier attempt's result was kept",
+            );
+        }
+        let (tx, rx) = oneshot::channel();
+        let now = unix_ms();
+        self.end_by(task_id, Some(Waiter::Report(tx)), |task| {
+            task.end_with_earlier_run(worker, to, &reason, outcome, now)
+        })
+        .await;
+        ReportOutcome { keep_running: true, persisted: Some(rx) }
+    }
+
+    /// Records `note` on the task without changing its status.
+    async fn note(&mut self, task_id: &TaskId, note: &str) {
+        let Some(active) = self.tasks.get(task_id) else { return };
+        let task = active.task.clone();
+        let event = cloudai_domain::TaskEvent {
+            task_id: task.task_id.clone(),
+            time_ms: unix_ms(),
+            from: Some(task.status()),
+            to: task.status(),
+            reason: note.chars().take(1024).collect(),
+            worker_id: task.worker_id().cloned(),
+        };
+        self.persist(&task, event).await;
+    }
+
+    /// Tells the scheduler whether `worker` takes new tasks now.
+    fn refresh(&mut self, worker: &WorkerId) {
+        let schedulable = !self.silent.contains(worker)
+            && !self.unhealthy.contains(worker)
+            && !self.draining.contains(worker);
+        let _ = self.scheduler.set_active(worker, schedulable);
+    }
+
     fn resources(info: &WorkerInfo, active: bool) -> WorkerResources {
         WorkerResources {
             worker_id: info.worker_id.clone(),
@@ -531,9 +676,13 @@ impl Actor {
         }
     }
 
-    async fn on_registered(&mut self, info: &WorkerInfo, running: &[RunningTask]) {
+    async fn on_registered(&mut self, info: &WorkerInfo, running: &[RunningTask], ending: Option<&[String]>) {
         let worker = info.worker_id.clone();
-        if let Err(e) = self.scheduler.upsert_worker(Self::resources(info, true)) {
+        // A new process of the worker: it runs what it says, and takes tasks again.
+        self.silent.remove(&worker);
+        self.draining.remove(&worker);
+        let schedulable = !self.unhealthy.contains(&worker);
+        if let Err(e) = self.scheduler.upsert_worker(Self::resources(info, schedulable)) {
             warn!(worker_id = %worker, error = %e, "cannot add worker to the scheduler");
             return;
         }
@@ -561,8 +710,17 @@ impl Actor {
             .map(|a| a.task.task_id.clone())
             .collect();
         for id in missing {
-            // It may have ended while the master was away: its final report is on its way.
-            self.unconfirmed.entry(id).or_insert(deadline);
+            self.kept.remove(&id);
+            match ending {
+                // The worker lists what it holds: a task it neither runs nor is reporting is gone.
+                Some(ending) if !ending.iter().any(|e| e == id.as_str()) => {
+                    self.lose_task(&id, "task vanished from its worker (restarted?)").await;
+                }
+                // It may have ended while the master was away: its final report is on its way.
+                _ => {
+                    self.unconfirmed.entry(id).or_insert(deadline);
+                }
+            }
         }
         let ids: Vec<String> = running.iter().map(|r| r.task_id.clone()).collect();
         self.on_running(&worker, &ids);
@@ -593,23 +751,45 @@ impl Actor {
 
     async fn on_cluster_event(&mut self, event: ClusterEvent) {
         match event {
-            ClusterEvent::WorkerRegistered { info, running, .. } => self.on_registered(&info, &running).await,
+            ClusterEvent::WorkerRegistered { info, running, ending, .. } => {
+                self.on_registered(&info, &running, ending.as_deref().map(Vec::as_slice)).await
+            }
             ClusterEvent::WorkerInactive { worker_id } => {
-                let _ = self.scheduler.set_active(&worker_id, false);
+                self.silent.insert(worker_id.clone());
+                self.refresh(&worker_id);
             }
             ClusterEvent::WorkerActive { worker_id } => {
-                let _ = self.scheduler.set_active(&worker_id, true);
+                self.silent.remove(&worker_id);
+                self.refresh(&worker_id);
+                // Its `keep` tasks are back in contact.
+                let back: Vec<TaskId> = self.placed_on(&worker_id);
+                for id in back {
+                    self.kept.remove(&id);
+                }
                 self.schedule().await;
             }
             ClusterEvent::WorkerLost { worker_id } => {
-                let _ = self.scheduler.set_active(&worker_id, false);
-                self.lose_worker_tasks(&worker_id, "worker lost").await;
+                self.silent.insert(worker_id.clone());
+                self.refresh(&worker_id);
+                self.lose_silent_worker_tasks(&worker_id).await;
+                self.schedule().await;
+            }
+            ClusterEvent::WorkerHealth { worker_id, unhealthy } => {
+                if unhealthy.is_some() {
+                    self.unhealthy.insert(worker_id.clone());
+                } else {
+                    self.unhealthy.remove(&worker_id);
+                }
+                self.refresh(&worker_id);
                 self.schedule().await;
             }
             ClusterEvent::WorkerUnregistered { worker_id, .. } => {
                 // Left cleanly: its tasks go elsewhere now.
                 self.lose_worker_tasks(&worker_id, "worker left the cluster").await;
                 self.scheduler.remove_worker(&worker_id);
+                for set in [&mut self.silent, &mut self.unhealthy, &mut self.draining] {
+                    set.remove(&worker_id);
+                }
                 self.schedule().await;
             }
             // Task ends are our own.
@@ -628,11 +808,18 @@ impl Actor {
             self.scheduler.remove_worker(&worker_id);
         }
         for (info, state) in &fleet.workers {
-            if let Err(e) = self.scheduler.upsert_worker(Self::resources(info, state.is_active())) {
-                warn!(worker_id = %info.worker_id, error = %e, "cannot update worker in the scheduler");
+            let worker = &info.worker_id;
+            if state.is_active() {
+                self.silent.remove(worker);
+            } else {
+                self.silent.insert(worker.clone());
             }
+            if let Err(e) = self.scheduler.upsert_worker(Self::resources(info, state.is_active())) {
+                warn!(worker_id = %worker, error = %e, "cannot update worker in the scheduler");
+            }
+            self.refresh(worker);
             if matches!(state, crate::fleet::WorkerState::Lost { .. }) {
-                self.lose_worker_tasks(&info.worker_id, "worker lost").await;
+                self.lose_silent_worker_tasks(worker).await;
             }
         }
         self.schedule().await;
@@ -647,38 +834,89 @@ impl Actor {
             self.unconfirmed.remove(&task_id);
             self.lose_task(&task_id, "task vanished from its worker").await;
         }
+        let overdue: Vec<TaskId> =
+            self.kept.iter().filter(|(_, d)| **d <= now).map(|(t, _)| t.clone()).collect();
+        for task_id in overdue {
+            self.kept.remove(&task_id);
+            self.lose_task(&task_id, "worker out of contact past the task's max_disconnect").await;
+        }
         self.schedule().await;
     }
 
-    async fn lose_worker_tasks(&mut self, worker: &WorkerId, reason: &str) {
-        let ids: Vec<TaskId> = self
-            .tasks
+    /// The placed tasks of `worker`.
+    fn placed_on(&self, worker: &WorkerId) -> Vec<TaskId> {
+        self.tasks
             .values()
             .filter(|a| a.task.worker_id() == Some(worker) && a.task.status().is_placed())
             .map(|a| a.task.task_id.clone())
-            .collect();
-        for id in ids {
+            .collect()
+    }
+
+    async fn lose_worker_tasks(&mut self, worker: &WorkerId, reason: &str) {
+        for id in self.placed_on(worker) {
             self.lose_task(&id, reason).await;
+        }
+    }
+
+    /// A worker silent past the loss grace: its tasks run elsewhere, but those that may
+    /// keep running out of contact (`on_disconnect: keep`) only at their `max_disconnect`.
+    async fn lose_silent_worker_tasks(&mut self, worker: &WorkerId) {
+        let now = Instant::now();
+        for id in self.placed_on(worker) {
+            let wait = self.tasks.get(&id).and_then(|a| a.task.spec.max_disconnect());
+            match wait.map(|d| d.saturating_sub(self.loss_after)) {
+                Some(more) if !more.is_zero() => {
+                    info!(task_id = %id, worker_id = %worker, wait_s = more.as_secs(), "worker lost; its keep task waits for it");
+                    self.kept.entry(id).or_insert(now + more);
+                }
+                _ => self.lose_task(&id, "worker lost").await,
+            }
         }
     }
 
     /// A placed task whose worker is gone: retry while attempts remain.
     async fn lose_task(&mut self, task_id: &TaskId, reason: &str) {
-        let Some(a) = self.tasks.get(task_id) else { return };
+        self.requeue(task_id, reason, false).await;
+    }
+
+    /// Puts a placed task back in the queue, at the place it had: `free` when its attempt
+    /// ended for no fault of the task's (up to [`MAX_FREE_REQUEUES`] times), else spending one
+    /// of its retries, or failing it when none is left.
+    async fn requeue(&mut self, task_id: &TaskId, reason: &str, free: bool) {
+        let Some(a) = self.tasks.get_mut(task_id) else { return };
         // An ending task's outcome is on its way to the store.
         if !a.task.status().is_placed() || a.ending.is_some() {
             return;
         }
-        let (cancel, attempt, max) = (a.cancel_requested, a.task.attempt, a.task.spec.max_retries);
+        let free = free && a.free_requeues < MAX_FREE_REQUEUES;
+        // Runs so far that count against the retries.
+        let runs = a.task.attempt.saturating_sub(a.free_requeues);
+        let (cancel, max) = (a.cancel_requested, a.task.spec.max_retries);
         if cancel {
             let why = "cancelled by user (worker lost)";
             self.end(task_id, TaskStatus::Cancelled, why, Outcome::default(), None).await;
-        } else if attempt <= max {
+        } else if free || runs <= max {
+            if let Some(placed) = a.task.worker_id().cloned() {
+                if a.earlier.len() == EARLIER_KEPT {
+                    a.earlier.remove(0);
+                }
+                a.earlier.push((placed, a.task.attempt));
+            }
+            a.confirmed = false;
+            a.unreserved = false;
+            let why = if free {
+                a.free_requeues += 1;
+                format!("{reason}; queued again (not counted as a retry)")
+            } else {
+                format!("{reason}; retrying (run {} of {})", runs + 1, max + 1)
+            };
             self.scheduler.release(task_id);
-            let why = format!("{reason}; retrying (run {} of {})", attempt + 1, max + 1);
+            self.unconfirmed.remove(task_id);
+            self.kept.remove(task_id);
             self.transition(task_id, TaskStatus::Pending, &why, Outcome::default()).await;
-            if let Some(a) = self.tasks.remove(task_id) {
-                self.enqueue(a.task);
+            if let Some(a) = self.tasks.get(task_id) {
+                let (task, seq) = (a.task.clone(), a.seq);
+                self.queue(&task, seq);
             }
         } else {
             let outcome = Outcome { exit_code: None, error: Some(reason.to_string()) };

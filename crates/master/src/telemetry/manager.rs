@@ -758,7 +758,7 @@ mod tests {
         let named = |u: &str, m: &str| (u.to_string(), m.to_string());
         let register = |info: Arc<WorkerInfo>| {
             telemetry.attach(Arc::clone(&info)).expect("slot");
-            fleet.register(info, Vec::new()).expect("registered");
+            fleet.register(info, Vec::new(), None).expect("registered");
         };
         register(info("GPU-a", "A100"));
         assert_eq!(names_after(&telemetry, 1.0, None).await, named("GPU-a", "A100"));

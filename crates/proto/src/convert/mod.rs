@@ -8,6 +8,7 @@ mod worker;
 
 use cloudai_domain::IdError;
 
+pub use task::bounded_text;
 pub use worker::{heartbeat_sample, limits, running_tasks, worker_info};
 
 /// A message from the network that breaks the protocol: which field, and why.

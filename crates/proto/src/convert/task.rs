@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use cloudai_domain::{
-    LogBatch, LogChunk, LogStream, Outcome, RunStatus, TaskCancel, TaskId, TaskLaunch, TaskReport,
-    TaskUpdate, WorkerCommand, WorkerId,
+    Interruption, LogBatch, LogChunk, LogStream, OnDisconnect, Outcome, RunStatus, TaskCancel, TaskId,
+    TaskLaunch, TaskReport, TaskUpdate, WorkerCommand, WorkerId,
 };
 
 use super::WireError;
@@ -35,6 +35,7 @@ impl From<WorkerCommand> for pb::WorkerCommand {
                 memory_required_mb: l.memory_required_mb,
                 gpu_indices: l.gpu_indices,
                 attempt: l.attempt,
+                keep_on_disconnect: l.on_disconnect == OnDisconnect::Keep,
             }),
             WorkerCommand::Cancel(c) => Command::CancelTask(pb::CancelTask {
                 task_id: c.task_id.to_string(),
@@ -61,6 +62,7 @@ impl TryFrom<pb::WorkerCommand> for WorkerCommand {
                 cpu_required: s.cpu_required,
                 memory_required_mb: s.memory_required_mb,
                 gpu_indices: s.gpu_indices,
+                on_disconnect: if s.keep_on_disconnect { OnDisconnect::Keep } else { OnDisconnect::Stop },
             })),
             Some(Command::CancelTask(c)) => Ok(WorkerCommand::Cancel(TaskCancel {
                 task_id: task_id("task_id", &c.task_id)?,
@@ -95,6 +97,25 @@ fn run_status(field: &'static str, raw: i32) -> Result<RunStatus, WireError> {
     }
 }
 
+impl From<Interruption> for pb::Interruption {
+    fn from(i: Interruption) -> Self {
+        match i {
+            Interruption::Fenced => pb::Interruption::Fenced,
+            Interruption::Environment => pb::Interruption::Environment,
+            Interruption::WorkerStopping => pb::Interruption::WorkerStopping,
+        }
+    }
+}
+
+fn interruption(field: &'static str, raw: i32) -> Result<Interruption, WireError> {
+    match pb::Interruption::try_from(raw) {
+        Ok(pb::Interruption::Fenced) => Ok(Interruption::Fenced),
+        Ok(pb::Interruption::Environment) => Ok(Interruption::Environment),
+        Ok(pb::Interruption::WorkerStopping) => Ok(Interruption::WorkerStopping),
+        Ok(pb::Interruption::Unspecified) | Err(_) => Err(WireError::enumeration(field, "interruption", raw)),
+    }
+}
+
 impl From<TaskReport> for pb::TaskStatusReport {
     fn from(r: TaskReport) -> Self {
         let update = match r.update {
@@ -108,6 +129,10 @@ impl From<TaskReport> for pb::TaskStatusReport {
             TaskUpdate::Progress(message) => {
                 Update::Progress(pb::Progress { message: bounded_text(message) })
             }
+            TaskUpdate::Interrupted { cause, message } => Update::Interrupted(pb::Interrupted {
+                cause: pb::Interruption::from(cause).into(),
+                message: bounded_text(message),
+            }),
         };
         Self {
             worker_id: r.worker_id.to_string(),
@@ -125,7 +150,7 @@ impl From<TaskReport> for pb::TaskStatusReport {
 /// Cut rather than refused: a refused final report would leave the task stuck on its
 /// worker's retries (the worker cannot shorten what the driver said), and the start of an
 /// error is the part that explains it.
-fn bounded_text(mut text: String) -> String {
+pub fn bounded_text(mut text: String) -> String {
     if text.len() <= MAX_REPORT_TEXT_BYTES {
         return text;
     }
@@ -152,6 +177,10 @@ impl TryFrom<pb::TaskStatusReport> for TaskReport {
                 },
             },
             Some(Update::Progress(p)) => TaskUpdate::Progress(bounded_text(p.message)),
+            Some(Update::Interrupted(i)) => TaskUpdate::Interrupted {
+                cause: interruption("interrupted.cause", i.cause)?,
+                message: bounded_text(i.message),
+            },
             None => {
                 return Err(WireError::new("update", "is missing: a report carries a status or progress"));
             }
@@ -235,6 +264,7 @@ mod tests {
             cpu_required: 0.5,
             memory_required_mb: 64,
             gpu_indices: vec![1, 3],
+            on_disconnect: OnDisconnect::Keep,
         };
         let cancel =
             TaskCancel { task_id: id("t1"), grace: Some(Duration::from_millis(1500)), reason: "r".into() };

@@ -51,6 +51,11 @@ impl From<TaskReport> for Report {
                 String::new(),
             ),
             TaskUpdate::Progress(message) => (String::new(), None, String::new(), message),
+            // "interrupted (fenced)", "interrupted (environment)", …
+            update @ TaskUpdate::Interrupted { .. } => {
+                let TaskUpdate::Interrupted { message, .. } = &update else { unreachable!() };
+                (update.to_string(), None, message.clone(), String::new())
+            }
         };
         Self {
             worker_id: r.worker_id.to_string(),
@@ -147,9 +152,10 @@ impl Recorder {
 
     /// The final report, once the master has it.
     pub fn final_report(&self, task_id: &str) -> Option<Received> {
-        self.reports(task_id)
-            .into_iter()
-            .find(|r| matches!(r.report.status.as_str(), "completed" | "failed" | "cancelled"))
+        self.reports(task_id).into_iter().find(|r| {
+            matches!(r.report.status.as_str(), "completed" | "failed" | "cancelled")
+                || r.report.status.starts_with("interrupted")
+        })
     }
 
     pub fn has_status(&self, task_id: &str, status: &str) -> bool {
@@ -256,6 +262,7 @@ pub fn start(task_id: &str, argv: &[&str]) -> TaskLaunch {
         cpu_required: 1.0,
         memory_required_mb: 64,
         gpu_indices: Vec::new(),
+        on_disconnect: cloudai_domain::OnDisconnect::Stop,
     }
 }
 
