@@ -64,7 +64,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             needs `Authorization: Bearer <token>` (401 without a valid one, 403 without the role; \
             failed attempts are limited per client address, then 429)."
     ),
-    modifiers(&BearerAuth, &CommonResponses, &EmptyMeansDefault),
+    modifiers(&BearerAuth, &CommonResponses, &EmptyMeansDefault, &DriverNeeds),
     security(("bearer" = [])),
     paths(
         health, telemetry, worker_telemetry, workers, api_workers, worker, worker_metrics,
@@ -183,6 +183,40 @@ impl utoipa::Modify for EmptyMeansDefault {
                 param.schema = Some(AnyOfBuilder::new().item(schema).item(empty).into());
             }
         }
+    }
+}
+
+/// A submission's driver decides what else it needs: `command` (at least one argument) for
+/// `process`; a `docker_image` that is not blank for `docker`, the default. Added to the
+/// derived `SubmitTask` as `allOf: [SubmitTask, oneOf: [process, docker]]`.
+struct DriverNeeds;
+
+impl utoipa::Modify for DriverNeeds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{
+            AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let Some(schemas) = openapi.components.as_mut().map(|c| &mut c.schemas) else { return };
+        let Some(submit) = schemas.remove("SubmitTask") else { return };
+        let driver = |values: Vec<serde_json::Value>| {
+            ObjectBuilder::new().schema_type(SchemaType::AnyValue).enum_values(Some(values))
+        };
+        let process = ObjectBuilder::new()
+            .title(Some("process"))
+            .property("driver", driver(vec!["process".into()]))
+            .property(
+                "command",
+                ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).min_items(Some(1)),
+            )
+            .required("driver")
+            .required("command");
+        let docker = ObjectBuilder::new()
+            .title(Some("docker"))
+            .property("driver", driver(vec!["docker".into(), serde_json::Value::Null]))
+            .property("docker_image", ObjectBuilder::new().schema_type(Type::String).pattern(Some("\\S")))
+            .required("docker_image");
+        let needs = OneOfBuilder::new().item(process).item(docker);
+        schemas.insert("SubmitTask".to_string(), AllOfBuilder::new().item(submit).item(needs).into());
     }
 }
 
