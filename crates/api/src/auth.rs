@@ -55,7 +55,9 @@ pub const MAX_TOKEN_NAME_BYTES: usize = 64;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "ci", "role": "reader"}))]
 pub struct CreateToken {
-    /// Who or what uses the token (1-64 of `A-Z a-z 0-9 . _ - @`); tasks it submits record it.
+    /// Who or what uses the token (1-64 of `A-Z a-z 0-9 . _ - @`, not `local`); tasks it
+    /// submits record it.
+    #[schema(pattern = "^(?!local$)[A-Za-z0-9._@-]{1,64}$")]
     pub name: String,
     pub role: Role,
 }

@@ -64,7 +64,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             needs `Authorization: Bearer <token>` (401 without a valid one, 403 without the role; \
             failed attempts are limited per client address, then 429)."
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses, &EmptyMeansDefault, &DriverNeeds),
     security(("bearer" = [])),
     paths(
         health, telemetry, worker_telemetry, workers, api_workers, worker, worker_metrics,
@@ -77,7 +77,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         GpuInfo, WorkerDetail, WorkerMetrics, History, Point, WorkerTask, WorkerTaskList, TaskUsage, SubmitTask,
         TaskSpec, Task, TaskList, TaskEvent, TaskSummary, TaskLogs, LogChunk, LogStream, AlertList, Alert,
         AlertStatus, Severity, Role, CreateToken, CreatedToken, TokenInfo, AuditEntry, AuditList,
-        JoinTokenInfo, RevokedWorker
+        JoinTokenInfo, RevokedWorker, crate::schema::OrderSchema
     )),
     tags(
         (name = "telemetry", description = "The seeds' telemetry API"),
@@ -103,6 +103,120 @@ impl utoipa::Modify for BearerAuth {
             .build();
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// What any operation may answer before its handler runs, added to each so that every status
+/// the master sends is documented: 401 and 429 from authentication (where a token is needed),
+/// 403 from the role check and, on a loopback master, from the `Host`/`Origin` check.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::SecurityRequirement;
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+                // Without its own `security`, an operation takes the document's: a token.
+                let secured = op
+                    .security
+                    .as_ref()
+                    .is_none_or(|reqs| reqs.iter().any(|r| *r != SecurityRequirement::default()));
+                let mut add = |status: &str, description: &str| {
+                    if !op.responses.responses.contains_key(status) {
+                        op.responses.responses.insert(status.to_string(), error_response(description));
+                    }
+                };
+                if secured {
+                    add("401", "No valid token: none sent, not one this master issued, or revoked");
+                    add(
+                        "403",
+                        "The token has not the role this needs (named in the message); or, on a master on a loopback address, a `Host` or `Origin` that is not this machine's",
+                    );
+                    add(
+                        "429",
+                        "Too many failed token attempts from this address (MAX_FAILED_TOKEN_ATTEMPTS a minute): refused until the minute ends",
+                    );
+                } else {
+                    add(
+                        "403",
+                        "On a master on a loopback address: a `Host` or `Origin` that is not this machine's (protection against DNS rebinding)",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A response with the API's error body.
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    let body = Content::new(Some(Ref::from_schema_name("ApiErrorBody")));
+    ResponseBuilder::new().description(description).content("application/json", body).into()
+}
+
+/// Query parameters whose empty value (`?status=`) means the same as leaving them out.
+const EMPTY_MEANS_DEFAULT: &[(&str, &[&str])] = &[
+    ("/api/tasks", &["status", "after", "limit", "order", "brief"]),
+    ("/api/workers/{worker_id}/tasks", &["after", "limit", "order", "brief"]),
+    ("/api/audit", &["before", "limit"]),
+    ("/api/alerts", &["status"]),
+];
+
+/// Documents [`EMPTY_MEANS_DEFAULT`]: those parameters' schemas also admit `""`.
+struct EmptyMeansDefault;
+
+impl utoipa::Modify for EmptyMeansDefault {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+        use utoipa::openapi::{RefOr, path::ParameterIn};
+        for (path, names) in EMPTY_MEANS_DEFAULT {
+            let Some(op) = openapi.paths.paths.get_mut(*path).and_then(|item| item.get.as_mut()) else {
+                continue;
+            };
+            for param in op.parameters.iter_mut().flatten() {
+                let RefOr::T(param) = param else { continue };
+                if param.parameter_in != ParameterIn::Query || !names.contains(&param.name.as_str()) {
+                    continue;
+                }
+                let Some(schema) = param.schema.take() else { continue };
+                let empty = ObjectBuilder::new().schema_type(Type::String).enum_values(Some([""]));
+                param.schema = Some(AnyOfBuilder::new().item(schema).item(empty).into());
+            }
+        }
+    }
+}
+
+/// A submission's driver decides what else it needs: `command` (at least one argument) for
+/// `process`; a `docker_image` that is not blank for `docker`, the default. Added to the
+/// derived `SubmitTask` as `allOf: [SubmitTask, oneOf: [process, docker]]`.
+struct DriverNeeds;
+
+impl utoipa::Modify for DriverNeeds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{
+            AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let Some(schemas) = openapi.components.as_mut().map(|c| &mut c.schemas) else { return };
+        let Some(submit) = schemas.remove("SubmitTask") else { return };
+        let driver = |values: Vec<serde_json::Value>| {
+            ObjectBuilder::new().schema_type(SchemaType::AnyValue).enum_values(Some(values))
+        };
+        let process = ObjectBuilder::new()
+            .title(Some("process"))
+            .property("driver", driver(vec!["process".into()]))
+            .property(
+                "command",
+                ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).min_items(Some(1)),
+            )
+            .required("driver")
+            .required("command");
+        let docker = ObjectBuilder::new()
+            .title(Some("docker"))
+            .property("driver", driver(vec!["docker".into(), serde_json::Value::Null]))
+            .property("docker_image", ObjectBuilder::new().schema_type(Type::String).pattern(Some("\\S")))
+            .required("docker_image");
+        let needs = OneOfBuilder::new().item(process).item(docker);
+        schemas.insert("SubmitTask".to_string(), AllOfBuilder::new().item(submit).item(needs).into());
     }
 }
 
@@ -160,9 +274,10 @@ fn worker_metrics() {}
 #[utoipa::path(get, path = "/api/workers/{worker_id}/tasks", tag = "workers",
     params(
         ("worker_id" = String, Path, description = "Worker id"),
-        ("after" = Option<String>, Query, description = "A previous page's `next`"),
-        ("limit" = Option<usize>, Query, description = "Page size: default 100, at most 1000"),
-        ("order" = Option<String>, Query, description = "`oldest` (default) or `newest` first"),
+        ("after" = Option<String>, Query, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "A previous page's `next` (a task id)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size: default 100, at most 1000"),
+        ("order" = Option<crate::schema::OrderSchema>, Query, description = "`oldest` (default) or `newest` first"),
+        ("brief" = Option<bool>, Query, description = "Leave out `env` and `command`"),
     ),
     responses(
         (status = 200, description = "A page of the tasks placed on the worker", body = WorkerTaskList),
@@ -175,9 +290,9 @@ fn worker_tasks() {}
 #[utoipa::path(get, path = "/api/tasks", tag = "tasks",
     params(
         ("status" = Option<crate::schema::TaskStatusSchema>, Query, description = "Only tasks in this state"),
-        ("after" = Option<String>, Query, description = "A previous page's `next`"),
-        ("limit" = Option<usize>, Query, description = "Page size: default 100, at most 1000 (a page also ends at about 8 MiB)"),
-        ("order" = Option<String>, Query, description = "`oldest` (default) or `newest` first"),
+        ("after" = Option<String>, Query, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "A previous page's `next` (a task id)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size: default 100, at most 1000 (a page also ends at about 8 MiB)"),
+        ("order" = Option<crate::schema::OrderSchema>, Query, description = "`oldest` (default) or `newest` first"),
         ("brief" = Option<bool>, Query, description = "Leave out `env` and `command`"),
     ),
     responses(
@@ -240,7 +355,7 @@ fn task_events() {}
 #[utoipa::path(get, path = "/api/tasks/{id}/logs", tag = "tasks",
     params(
         ("id" = String, Path, description = "Task id"),
-        ("tail" = Option<usize>, Query, description = "Only the last N lines (N ≥ 1)"),
+        ("tail" = Option<usize>, Query, minimum = 1, description = "Only the last N lines (N ≥ 1)"),
         ("follow" = Option<bool>, Query,
             description = "Stream NDJSON, one `LogChunk` per line, until the task ends"),
     ),
@@ -298,6 +413,7 @@ fn list_tokens() {}
         (status = 403, description = "Not an admin token", body = ApiErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down: not created", body = ApiErrorBody),
+        (status = 507, description = "The master's disk is full: not created; retry once there is room", body = ApiErrorBody),
     ))]
 fn create_token() {}
 
@@ -310,6 +426,7 @@ fn create_token() {}
         (status = 404, description = "Unknown token", body = ApiErrorBody),
         (status = 409, description = "The last valid admin token cannot be revoked", body = ApiErrorBody),
         (status = 503, description = "Store unavailable or shutting down: not revoked", body = ApiErrorBody),
+        (status = 507, description = "The master's disk is full: not revoked; retry once there is room", body = ApiErrorBody),
     ))]
 fn revoke_token() {}
 
@@ -333,7 +450,8 @@ fn join_token() {}
 fn rotate_join_token() {}
 
 #[utoipa::path(post, path = "/api/workers/{worker_id}/revoke", tag = "cluster",
-    params(("worker_id" = String, Path, description = "Worker id")),
+    params(("worker_id" = String, Path, pattern = "^[A-Za-z0-9._:-]{1,128}$",
+        description = "Worker id: 1-128 of letters, digits, `-`, `_`, `.` and `:`")),
     responses(
         (status = 200, description = "Revoked (durable): its certificates are refused from now on", body = RevokedWorker),
         (status = 400, description = "Not a valid worker id", body = ApiErrorBody),
@@ -346,8 +464,8 @@ fn revoke_worker() {}
 
 #[utoipa::path(get, path = "/api/audit", tag = "auth",
     params(
-        ("before" = Option<i64>, Query, description = "A previous page's `next`: only older entries"),
-        ("limit" = Option<usize>, Query, description = "Page size: default 100, at most 1000"),
+        ("before" = Option<i64>, Query, minimum = 1, description = "A previous page's `next`: only older entries"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size: default 100, at most 1000"),
     ),
     responses(
         (status = 200, description = "Audited calls, newest first", body = AuditList),

@@ -28,6 +28,16 @@ pub(crate) enum DriverSchema {
     Process,
 }
 
+/// The order of a listing.
+#[derive(ToSchema)]
+#[schema(as = Order)]
+#[allow(dead_code, reason = "documentation only: the server reads `?order=` as text")]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OrderSchema {
+    Oldest,
+    Newest,
+}
+
 #[cfg(test)]
 mod tests {
     use cloudai_domain::{Driver, TaskStatus};

@@ -14,22 +14,27 @@ pub struct SubmitTask {
     /// Required for the docker driver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_image: Option<String>,
-    /// Argv (no shell); required for the process driver.
+    /// Argv (no shell); required for the process driver. `null` is the same as left out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub env: BTreeMap<String, String>,
     /// Names in `env` whose values no answer shows (the task still gets them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub secret_env: Vec<String>,
-    /// CPU cores, > 0.
-    #[schema(exclusive_minimum = 0.0)]
+    /// CPU cores, > 0 and at most 4096.
+    #[schema(exclusive_minimum = 0.0, maximum = 4096.0)]
     pub cpu_required: f64,
-    /// Memory, MB, > 0.
-    #[schema(minimum = 1)]
+    /// Memory, MB, > 0 and at most 64 TiB (a fraction is rounded up); also at most what the
+    /// largest registered worker has.
+    #[schema(value_type = f64, exclusive_minimum = 0.0, maximum = 67108864.0)]
     pub memory_required: u64,
-    /// Whole GPUs; default 0.
+    /// Whole GPUs, at most 64; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 64)]
     pub gpu_required: Option<u32>,
     /// Higher runs first; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,8 +43,9 @@ pub struct SubmitTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::schema::DriverSchema>)]
     pub driver: Option<Driver>,
-    /// Re-runs allowed after the task's worker is lost; default 1.
+    /// Re-runs allowed after the task's worker is lost, at most 100; default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 100)]
     pub max_retries: Option<u32>,
 }
 

@@ -334,6 +334,11 @@ pub struct MasterArgs {
     /// Most pending tasks one submitter (token name) may have; past it, submissions get 429.
     #[arg(long, env = "MAX_PENDING_PER_SUBMITTER", value_name = "MAX_PENDING_PER_SUBMITTER", default_value = "1000", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pending_per_submitter: u32,
+
+    /// Failed token attempts allowed from one client address per minute; past it, every
+    /// request from that address gets 429 until the minute ends.
+    #[arg(long, env = "MAX_FAILED_TOKEN_ATTEMPTS", value_name = "MAX_FAILED_TOKEN_ATTEMPTS", default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failed_token_attempts: u32,
 }
 
 /// A history span: whole minutes from 1 minute to 30 days.
@@ -606,6 +611,7 @@ impl MasterArgs {
                 required: !self.insecure,
                 metrics_public: self.metrics_public,
                 max_pending_per_submitter: self.max_pending_per_submitter as usize,
+                max_failed_attempts: self.max_failed_token_attempts,
                 ..cloudai_master::auth::AuthConfig::default()
             },
             http: cloudai_master::HttpLimits {
