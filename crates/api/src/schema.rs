@@ -28,6 +28,18 @@ pub(crate) enum DriverSchema {
     Process,
 }
 
+/// What a task's worker does with it when it loses contact with the master.
+#[derive(ToSchema)]
+#[schema(as = OnDisconnect)]
+#[allow(dead_code, reason = "documentation only: the API uses cloudai_domain::OnDisconnect")]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OnDisconnectSchema {
+    /// Stopped before the master could run it elsewhere: never two copies (the default).
+    Stop,
+    /// Keeps running; the master waits `max_disconnect_secs` before running it elsewhere.
+    Keep,
+}
+
 /// The order of a listing.
 #[derive(ToSchema)]
 #[schema(as = Order)]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cloudai_domain::{Driver, TaskId, TaskStatus, WorkerId};
+use cloudai_domain::{Driver, OnDisconnect, TaskId, TaskStatus, WorkerId};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -47,6 +47,16 @@ pub struct SubmitTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 100)]
     pub max_retries: Option<u32>,
+    /// `stop` (default): the worker stops the task when it loses contact with the master, so
+    /// it never runs twice at once; `keep`: work safe to run twice keeps running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schema::OnDisconnectSchema>)]
+    pub on_disconnect: Option<OnDisconnect>,
+    /// For `keep`: seconds of silence from its worker before the task runs elsewhere
+    /// (1 to 604800; default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub max_disconnect_secs: Option<u64>,
 }
 
 impl SubmitTask {
@@ -72,6 +82,8 @@ impl SubmitTask {
             priority: None,
             driver: Some(driver),
             max_retries: None,
+            on_disconnect: None,
+            max_disconnect_secs: None,
         }
     }
 }
@@ -98,6 +110,11 @@ pub struct TaskSpec {
     #[schema(value_type = crate::schema::DriverSchema)]
     pub driver: Driver,
     pub max_retries: u32,
+    #[serde(default)]
+    #[schema(value_type = crate::schema::OnDisconnectSchema)]
+    pub on_disconnect: OnDisconnect,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disconnect_secs: Option<u64>,
 }
 
 /// What every answer shows in place of a secret env value.
@@ -122,6 +139,8 @@ impl From<cloudai_domain::TaskSpec> for TaskSpec {
             priority: s.priority,
             driver: s.driver,
             max_retries: s.max_retries,
+            on_disconnect: s.on_disconnect,
+            max_disconnect_secs: s.max_disconnect_secs,
         }
     }
 }

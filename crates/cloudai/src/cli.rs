@@ -171,6 +171,8 @@ fn submission(a: SubmitArgs) -> SubmitTask {
         priority: Some(a.priority),
         driver: Some(driver),
         max_retries: a.max_retries,
+        on_disconnect: None,
+        max_disconnect_secs: None,
     }
 }
 
