@@ -1,4 +1,4 @@
-//! The fuzz targets' smoke run (docs/fuzzing.md): `cargo fuzz build --dev`, then every target in
+//! The fuzz targets' smoke run (docs/fuzzing.md): `cargo fuzz build` (optimised), then every target in
 //! fuzz/ for a few seconds (`CLOUDAI_FUZZ_SECONDS`, default 5), starting from its committed
 //! seeds and regression inputs, so each of those replays first. Any crash, hang or bad answer
 //! fails the test, with the input's path and libFuzzer's report.
@@ -64,7 +64,7 @@ fn every_fuzz_target_runs_clean_from_its_seeds() {
     let targets: Vec<String> = String::from_utf8_lossy(&list.stdout).lines().map(str::to_string).collect();
     assert!(targets.len() >= 11, "fuzz targets: {targets:?}");
 
-    let bin_dir = fuzz.join("target/x86_64-unknown-linux-gnu/debug");
+    let bin_dir = fuzz.join("target/x86_64-unknown-linux-gnu/release");
     let scratch = tempfile::tempdir().expect("tempdir");
     let mut failed = Vec::new();
     for target in &targets {
