@@ -468,3 +468,55 @@ async fn a_huge_error_in_a_final_report_lands_cut_to_the_limit() {
     assert_eq!(task["exit_code"], 3);
     master.shutdown().await;
 }
+
+/// Sends `frames` as the whole body of a gRPC request to `method`, with `grpc-encoding` when
+/// given: a client that gets the framing wrong.
+async fn call_framed(
+    addr: std::net::SocketAddr,
+    method: &str,
+    encoding: Option<&str>,
+    frames: &str,
+) -> Status {
+    use tonic::codegen::Service;
+    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut request =
+        tonic::codegen::http::Request::post(format!("http://{addr}/cloudai.v1.MasterService/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    if let Some(encoding) = encoding {
+        request = request.header("grpc-encoding", encoding);
+    }
+    let request = request.body(tonic::body::Body::new(frames.to_string())).expect("request");
+    std::future::poll_fn(|cx| channel.poll_ready(cx)).await.expect("channel ready");
+    let response = channel.call(request).await.expect("an answer");
+    // Refused before any handler ran: the status is in the headers (a trailers-only answer).
+    Status::from_header_map(response.headers()).expect("a gRPC status")
+}
+
+/// Found by the `grpc_wire` fuzz target (docs/fuzzing.md): tonic answered these `INTERNAL`,
+/// telling the worker the master broke.
+#[tokio::test]
+async fn a_frame_the_master_cannot_read_is_invalid_argument() {
+    let master = start_master(master_config(Duration::from_secs(30))).await;
+    let cases = [
+        ("flagged compressed without an encoding", None, "\x01\x00\x00\x00\x01x"),
+        ("a compression flag that does not exist", None, "\x02\x00\x00\x00\x01x"),
+        ("cut short", None, "\x00\x00\x00\x00\x05ab"),
+        ("no message", None, ""),
+        ("not gzip", Some("gzip"), "\x01\x00\x00\x00\x03abc"),
+        ("not zstd", Some("zstd"), "\x01\x00\x00\x00\x03abc"),
+    ];
+    for (what, encoding, frames) in cases {
+        let status = call_framed(master.grpc_addr, "SendHeartbeat", encoding, frames).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(status.message().starts_with("malformed request frame: "), "{what}: {}", status.message());
+    }
+    // The master is none the worse for it.
+    let mut client = connect(master.grpc_addr).await;
+    client.register_worker(registration("w1")).await.expect("a good message still works");
+    master.shutdown().await;
+}

@@ -23,6 +23,7 @@ pub mod telemetry;
 pub use http::{HttpLimits, MAX_BODY_BYTES, REQUEST_TIMEOUT};
 pub use identity::WorkerTrust;
 pub use master::{Master, MasterConfig, MasterError, Security, TlsConfig, WorkerLimits, history_config};
+pub use rpc::MasterRpc;
 pub use shutdown::StageReport;
 
 /// Software version reported by the API.

@@ -239,6 +239,8 @@ pub struct Master {
     /// An admin token living in this process only, for the console on the master's
     /// terminal; `None` without authentication.
     pub console_token: Option<String>,
+    rpc: MasterRpc,
+    api: axum::Router,
     store: Arc<dyn Store>,
     shutdown: Shutdown,
 }
@@ -340,7 +342,8 @@ impl Master {
         )
         .with_limits(config.workers.message)
         .with_trust(served.trust.clone());
-        grpc_stage.spawn(server("grpc server", rpc::serve(grpc, rpc, served.grpc, grpc_stage.token())?));
+        grpc_stage
+            .spawn(server("grpc server", rpc::serve(grpc, rpc.clone(), served.grpc, grpc_stage.token())?));
         info!("gRPC listening on {grpc_addr}");
 
         let audit = crate::auth::AuditLog::start(store.clone(), audit_stage.tracker(), audit_stage.token());
@@ -355,6 +358,7 @@ impl Master {
             trust: served.trust.clone(),
             grpc_port: grpc_addr.port(),
         };
+        let api = http::router(state.clone());
         http_stage.spawn(server(
             "http server",
             http::serve(http, state, config.http, served.api, http_stage.token()),
@@ -375,9 +379,24 @@ impl Master {
             tokens,
             audit,
             console_token,
+            rpc,
+            api,
             store,
             shutdown,
         })
+    }
+
+    /// The gRPC service's handlers, the ones the gRPC server calls, for calling in-process
+    /// (the fuzz targets do): a request's bytes are already decoded, and it has no peer.
+    pub fn grpc_handlers(&self) -> MasterRpc {
+        self.rpc.clone()
+    }
+
+    /// The HTTP API's router as the server runs it, for requests sent in-process (the fuzz
+    /// targets send them). It lacks the server's connection layer: the peer address and, on
+    /// loopback, the same-host check.
+    pub fn api_router(&self) -> axum::Router {
+        self.api.clone()
     }
 
     /// Ordered shutdown under one deadline: HTTP server, audit writer (the records the API

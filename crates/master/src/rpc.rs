@@ -27,7 +27,7 @@ use cloudai_domain::time::unix_secs;
 use cloudai_domain::{LogBatch, TaskId, TaskReport, WorkerId};
 use cloudai_proto::ACCEPTED_COMPRESSION;
 use cloudai_proto::RETRY_AFTER_MS;
-use cloudai_proto::codec::SizeLimitStatus;
+use cloudai_proto::codec::ClientErrorStatus;
 use cloudai_proto::limits::WireLimits;
 use cloudai_proto::{PROTOCOL_VERSION, version_refusal};
 
@@ -114,8 +114,9 @@ impl MasterRpc {
         self
     }
 
-    /// The gRPC service; a request over the size limit is answered `RESOURCE_EXHAUSTED`.
-    pub fn into_server(self) -> SizeLimitStatus<MasterServiceServer<Self>> {
+    /// The gRPC service; a request over the size limit is answered `RESOURCE_EXHAUSTED`, one
+    /// whose frame cannot be read `INVALID_ARGUMENT`.
+    pub fn into_server(self) -> ClientErrorStatus<MasterServiceServer<Self>> {
         let limit = self
             .limits
             .message_bytes
@@ -125,7 +126,7 @@ impl MasterRpc {
             .filter_map(|c| c.encoding())
             .fold(MasterServiceServer::new(self), |server, encoding| server.accept_compressed(encoding))
             .max_decoding_message_size(limit);
-        SizeLimitStatus::new(server, limit)
+        ClientErrorStatus::new(server, limit)
     }
 }
 

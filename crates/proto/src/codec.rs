@@ -4,9 +4,12 @@
 //! tells a client the server broke; the client sent bad input, so ours says
 //! `INVALID_ARGUMENT`, naming the message. tonic itself refuses a message over the
 //! decoding limit before any codec sees it, from the length in the frame header, with
-//! `OUT_OF_RANGE`; [`SizeLimitStatus`] turns that answer into `RESOURCE_EXHAUSTED` (the code
+//! `OUT_OF_RANGE`; [`ClientErrorStatus`] turns that answer into `RESOURCE_EXHAUSTED` (the code
 //! gRPC documents for it) naming the limit. The check stays tonic's, so a header claiming
-//! gigabytes never makes the server reserve them.
+//! gigabytes never makes the server reserve them. tonic answers a request frame it cannot
+//! read (cut short, an unknown compression flag, compressed without a `grpc-encoding`, not
+//! decompressing, no message at all) with `INTERNAL`, as the gRPC documents say; the client
+//! sent it, so [`ClientErrorStatus`] says `INVALID_ARGUMENT` there too.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -92,17 +95,18 @@ pub fn over_limit(len: Option<usize>, limit: usize) -> Status {
     }
 }
 
-/// Wraps a gRPC server so that tonic's refusal of a request over the decoding limit
-/// (`OUT_OF_RANGE`, decided from the frame header) is answered `RESOURCE_EXHAUSTED` with the
-/// limit. Every other answer passes unchanged.
+/// Wraps a gRPC server so that tonic's own refusals of a bad request blame the client: a
+/// request over the decoding limit (`OUT_OF_RANGE`, decided from the frame header) is
+/// answered `RESOURCE_EXHAUSTED` with the limit, a frame it cannot read (`INTERNAL`)
+/// `INVALID_ARGUMENT`. Every other answer passes unchanged.
 #[derive(Debug, Clone)]
-pub struct SizeLimitStatus<S> {
+pub struct ClientErrorStatus<S> {
     inner: S,
     /// The decoding limit set on `inner`, named in the answer.
     limit: usize,
 }
 
-impl<S> SizeLimitStatus<S> {
+impl<S> ClientErrorStatus<S> {
     pub fn new(inner: S, limit: usize) -> Self {
         Self { inner, limit }
     }
@@ -111,18 +115,34 @@ impl<S> SizeLimitStatus<S> {
 /// How tonic 0.14 words its own refusal (`codec/decode.rs`); a test pins it.
 const TONIC_TOO_LARGE: &str = "decoded message length too large: found ";
 
+/// How tonic 0.14 begins its `INTERNAL` answers to a request frame it cannot read
+/// (`codec/decode.rs`, `server/grpc.rs`); a test pins them. Our handlers never answer
+/// `INTERNAL`, so nothing else is taken for one of these.
+const TONIC_BAD_FRAME: &[&str] = &[
+    // A compressed flag without a `grpc-encoding`, or a flag other than 0 and 1.
+    "protocol error: received message with ",
+    "Error decompressing: ",
+    "Unexpected EOF decoding stream.",
+    "Missing request message.",
+];
+
 fn rewrite(response: http::Response<tonic::body::Body>, limit: usize) -> http::Response<tonic::body::Body> {
     // A status answered before any handler ran travels in the response's extensions.
     let Some(status) = response.extensions().get::<Status>() else { return response };
-    if status.code() != tonic::Code::OutOfRange {
-        return response;
+    match status.code() {
+        tonic::Code::OutOfRange => {
+            let Some((_, rest)) = status.message().split_once(TONIC_TOO_LARGE) else { return response };
+            let len = rest.split(' ').next().and_then(|n| n.parse().ok());
+            over_limit(len, limit).into_http()
+        }
+        tonic::Code::Internal if TONIC_BAD_FRAME.iter().any(|p| status.message().starts_with(p)) => {
+            Status::invalid_argument(format!("malformed request frame: {}", status.message())).into_http()
+        }
+        _ => response,
     }
-    let Some((_, rest)) = status.message().split_once(TONIC_TOO_LARGE) else { return response };
-    let len = rest.split(' ').next().and_then(|n| n.parse().ok());
-    over_limit(len, limit).into_http()
 }
 
-impl<S, B> Service<http::Request<B>> for SizeLimitStatus<S>
+impl<S, B> Service<http::Request<B>> for ClientErrorStatus<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Unpin,
@@ -140,7 +160,7 @@ where
     }
 }
 
-/// The inner server's answer, rewritten as [`SizeLimitStatus`] says. No allocation of its
+/// The inner server's answer, rewritten as [`ClientErrorStatus`] says. No allocation of its
 /// own: the generated server's future is already boxed (so `Unpin`).
 pub struct Rewritten<F> {
     answer: F,
@@ -159,7 +179,7 @@ where
     }
 }
 
-impl<S: tonic::server::NamedService> tonic::server::NamedService for SizeLimitStatus<S> {
+impl<S: tonic::server::NamedService> tonic::server::NamedService for ClientErrorStatus<S> {
     const NAME: &'static str = S::NAME;
 }
 
@@ -186,5 +206,27 @@ mod tests {
         let other = rewrite(Status::out_of_range("page 9 of 3").into_http(), 4194304);
         let status = other.extensions().get::<Status>().expect("a status");
         assert_eq!((status.code(), status.message()), (tonic::Code::OutOfRange, "page 9 of 3"));
+    }
+
+    /// Found by the `grpc_wire` fuzz target: a frame flagged compressed without a
+    /// `grpc-encoding` was answered `INTERNAL`, as if the master broke.
+    #[test]
+    fn tonics_refusals_of_a_bad_frame_are_invalid_argument() {
+        let tonic_words = [
+            "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+            "protocol error: received message with invalid compression flag: 2 (valid flags are 0 and 1), while sending request",
+            "Error decompressing: corrupt deflate stream, while sending request",
+            "Unexpected EOF decoding stream.",
+            "Missing request message.",
+        ];
+        for words in tonic_words {
+            let answer = rewrite(Status::internal(words).into_http(), 4194304);
+            let status = answer.extensions().get::<Status>().expect("a status");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{words}");
+            assert_eq!(status.message(), format!("malformed request frame: {words}"));
+        }
+        let ours = rewrite(Status::internal("a bug of ours").into_http(), 4194304);
+        let status = ours.extensions().get::<Status>().expect("a status");
+        assert_eq!((status.code(), status.message()), (tonic::Code::Internal, "a bug of ours"));
     }
 }
