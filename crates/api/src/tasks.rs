@@ -110,8 +110,9 @@ pub struct TaskSpec {
     #[schema(value_type = crate::schema::DriverSchema)]
     pub driver: Driver,
     pub max_retries: u32,
-    #[serde(default)]
-    #[schema(value_type = crate::schema::OnDisconnectSchema)]
+    /// Left out when `stop`, the default.
+    #[serde(default, skip_serializing_if = "OnDisconnect::is_stop")]
+    #[schema(value_type = Option<crate::schema::OnDisconnectSchema>)]
     pub on_disconnect: OnDisconnect,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_disconnect_secs: Option<u64>,

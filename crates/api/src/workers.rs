@@ -75,12 +75,22 @@ pub struct WorkerDetail {
     #[serde(flatten)]
     pub info: WorkerInfo,
     pub is_active: bool,
+    /// Why the worker says it cannot run tasks now (it gets none until it recovers); absent
+    /// when it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<String>,
     pub telemetry: WorkerTelemetry,
 }
 
 impl WorkerDetail {
     pub fn new(info: WorkerInfo, telemetry: WorkerTelemetry) -> Self {
-        Self { info, is_active: telemetry.is_active, telemetry }
+        Self { info, is_active: telemetry.is_active, unhealthy: None, telemetry }
+    }
+
+    /// The worker as it says it is: unable to run tasks for `reason`.
+    pub fn unhealthy(mut self, reason: Option<String>) -> Self {
+        self.unhealthy = reason;
+        self
     }
 }
 

@@ -108,7 +108,8 @@ async fn a_late_result_is_discarded_and_said_so_when_the_newer_attempt_runs() {
 
     cut_off.report(&id, 1, Wire::Completed, Some(0), String::new()).await.expect("answered");
     let reasons = events(&api, &id).await;
-    let said = "attempt 1 completed on worker cut-off during the partition; discarded, attempt 2 already running";
+    let said =
+        "attempt 1 completed on worker cut-off during the partition; discarded, attempt 2 already running";
     assert!(reasons.iter().any(|r| r == said), "{reasons:?}");
     let t = get_task(&api, &id).await;
     assert_eq!((t["status"].as_str(), t["worker_id"].as_str()), (Some("running"), Some("rescuer")), "{t}");

@@ -105,7 +105,8 @@ impl OnDisconnect {
         }
     }
 
-    fn is_stop(&self) -> bool {
+    /// For `skip_serializing_if`: the default is left out.
+    pub fn is_stop(&self) -> bool {
         *self == OnDisconnect::Stop
     }
 }

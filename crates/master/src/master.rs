@@ -357,6 +357,7 @@ impl Master {
             auth: crate::auth::Auth::new(config.auth.clone(), tokens.clone(), audit.clone()),
             trust: served.trust.clone(),
             grpc_port: grpc_addr.port(),
+            fleet: fleet.clone(),
         };
         let api = http::router(state.clone());
         http_stage.spawn(server(

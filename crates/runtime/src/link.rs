@@ -86,12 +86,15 @@ impl MasterLink for GrpcMasterLink {
 }
 
 /// How deliveries to the master are retried.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RetryPolicy {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// Deadline of one call; a hung call counts as a failure.
     pub call_timeout: Duration,
+    /// Notified when the master is reachable again: every delivery waiting out a backoff
+    /// tries at once, so results reach the master right after a partition heals.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Why a delivery ended without the master accepting it.
@@ -109,7 +112,7 @@ pub(crate) enum Undelivered {
 /// worker until it registers again) except those `permanent` says no retry fixes, which end
 /// it as [`Undelivered::Rejected`].
 pub(crate) async fn deliver_unless<T, F, Fut>(
-    policy: RetryPolicy,
+    policy: &RetryPolicy,
     give_up: &CancellationToken,
     permanent: fn(Code) -> bool,
     mut op: F,
@@ -136,6 +139,10 @@ where
         tokio::select! {
             _ = give_up.cancelled() => return Err(Undelivered::GaveUp),
             _ = tokio::time::sleep(backoff) => {}
+            _ = policy.wake.notified() => {
+                backoff = policy.initial_backoff;
+                continue;
+            }
         }
         backoff = (backoff * 2).min(policy.max_backoff);
     }

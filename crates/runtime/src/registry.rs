@@ -73,6 +73,7 @@ impl Inner {
             initial_backoff: Duration::from_millis(100),
             max_backoff: config.max_retry_backoff,
             call_timeout: config.call_timeout,
+            wake: Arc::new(tokio::sync::Notify::new()),
         };
         Self {
             config,

@@ -25,7 +25,7 @@ impl Reporter {
     pub(crate) async fn run(mut self) {
         while let Some(report) = self.reports.recv().await {
             let link = &self.link;
-            let ack = deliver_unless(self.policy, &self.give_up, report_refused, || {
+            let ack = deliver_unless(&self.policy, &self.give_up, report_refused, || {
                 link.report_status(report.clone())
             })
             .await;

@@ -239,7 +239,7 @@ impl TaskRuntime {
         let reporter = Reporter {
             reports: queue,
             link: inner.link.clone(),
-            policy: inner.policy,
+            policy: inner.policy.clone(),
             give_up: discard.clone(),
             on_stale: Box::new(move || mark_stale(&weak, &stale_id, Some(attempt))),
         };
@@ -311,6 +311,11 @@ impl TaskRuntime {
             .collect();
         running.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         running
+    }
+
+    /// The master answers again: reports and output waiting out a retry backoff go now.
+    pub fn master_reachable(&self) {
+        self.inner.policy.wake.notify_waiters();
     }
 
     /// Tasks that ended here but whose final report is still on its way to the master.
@@ -391,7 +396,7 @@ impl TaskRuntime {
         let reporter = Reporter {
             reports: queue,
             link: inner.link.clone(),
-            policy: inner.policy,
+            policy: inner.policy.clone(),
             give_up: inner.give_up.child_token(),
             on_stale: Box::new(|| {}),
         };

@@ -187,7 +187,7 @@ impl Shipper {
             };
             let bytes: usize = batch.chunks.iter().map(|c| c.data.len()).sum();
             let ship = || self.link.ship_logs(batch.clone());
-            match deliver_unless(self.policy, &self.give_up, output_refused, ship).await {
+            match deliver_unless(&self.policy, &self.give_up, output_refused, ship).await {
                 Ok(()) => {}
                 // The master does not take this task's output from here: nor will it take the
                 // rest, so stop shipping (the buffer stays bounded; the task is stopped as stale).

@@ -97,7 +97,7 @@ impl Supervisor {
             task_id: self.launch.task_id.clone(),
             batch_interval: config.log_batch_interval,
             batch_bytes: config.log_batch_bytes,
-            policy: self.inner.policy,
+            policy: self.inner.policy.clone(),
             give_up: self.discard.clone(),
         };
         let shipper = self.inner.tracker.spawn(shipper.run().instrument(Span::current()));

@@ -110,14 +110,12 @@ fn hostname() -> String {
 
 /// Runs a worker until `shutdown` fires, then unregisters.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    // Made here with the usual mode, before the identity's private folder inside it: made by
-    // that first, it would be 0700 and the task user could not reach its working folder.
-    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-        let dir = config.data_dir.display();
-        return Err(WorkerError::Unfit(format!("its data folder {dir} cannot be made: {e}")));
-    }
     // An https:// master gets mTLS and nothing else; http:// is plain text (loopback masters).
     let (channel, renewal) = if config.master_addr.starts_with("https://") {
+        // Made with the usual mode before the identity's private folder inside it: made by
+        // that first, it would be 0700 and the task user could not reach its working folder.
+        // A folder that cannot be made is reported by the identity, which needs it first.
+        let _ = std::fs::create_dir_all(&config.data_dir);
         let secured = identity::secure_channel(
             &config.master_addr,
             &config.worker_id,
@@ -158,8 +156,6 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let mut runtime_config = RuntimeConfig::new(config.worker_id.clone(), config.data_dir.clone());
     runtime_config.keep_workdirs = config.keep_workdirs;
     runtime_config.default_grace = config.stop_grace;
-    // A worker that could run nothing does not register: it would be a black hole.
-    check_fit(&runtime_config, &collector, &config).await?;
     let mut drivers = Vec::new();
     for &driver in &config.drivers {
         match driver {
@@ -195,6 +191,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         let configured = config.drivers.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ");
         return Err(WorkerError::NoDriver { configured });
     }
+    // A worker that could run nothing does not register: it would be a black hole.
+    check_fit(&runtime_config, &collector, &config).await?;
     let runtime_stop = CancellationToken::new();
     let send_compression = SendCompression::default();
     let link = Arc::new(GrpcMasterLink::new(client.clone()).with_compression(send_compression.clone()));
@@ -350,6 +348,7 @@ impl Agent {
                         .then(|| (fence::FencePolicy::new(loss_after, self.stop_grace), loss_after));
                     self.status.write(true);
                     self.reconnected.notify_one();
+                    self.runtime.master_reachable();
                     let compression = encoding.map_or("none", |_| self.compression.as_str());
                     info!(worker_id = %self.worker_id, master_id = %resp.master_id, compression, "registered with master");
                     return Ok(true);
@@ -459,6 +458,7 @@ impl Agent {
                         info!("heartbeats reach the master again");
                         failing = false;
                         self.reconnected.notify_one();
+                        self.runtime.master_reachable();
                     }
                 }
                 Err(status) if status.code() == Code::NotFound => {

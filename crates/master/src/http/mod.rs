@@ -49,6 +49,8 @@ pub struct ApiState {
     pub trust: crate::identity::WorkerTrust,
     /// Where workers dial, for the join token's answer.
     pub grpc_port: u16,
+    /// Workers' own word on whether they can run tasks.
+    pub fleet: crate::fleet::Fleet,
 }
 
 /// One served route. The method is written once, by the helper that mounts the handler

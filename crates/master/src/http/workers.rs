@@ -22,13 +22,13 @@ pub(super) fn routes() -> Vec<Route> {
     ]
 }
 
-fn detail(info: &WorkerInfo, telemetry: WorkerTelemetry) -> WorkerDetail {
-    WorkerDetail::new(info.into(), telemetry.into())
+fn detail(state: &ApiState, info: &WorkerInfo, telemetry: WorkerTelemetry) -> WorkerDetail {
+    WorkerDetail::new(info.into(), telemetry.into()).unhealthy(state.fleet.unhealthy(&info.worker_id))
 }
 
 async fn list(State(state): State<ApiState>) -> Json<Vec<WorkerDetail>> {
     let all = state.telemetry.list_workers();
-    Json(all.into_iter().map(|(info, telemetry)| detail(&info, telemetry)).collect())
+    Json(all.into_iter().map(|(info, telemetry)| detail(&state, &info, telemetry)).collect())
 }
 
 fn lookup(state: &ApiState, raw: &str) -> Result<(Arc<WorkerInfo>, WorkerTelemetry), ApiError> {
@@ -40,7 +40,7 @@ fn lookup(state: &ApiState, raw: &str) -> Result<(Arc<WorkerInfo>, WorkerTelemet
 
 async fn one(State(state): State<ApiState>, Path(raw): Path<String>) -> Result<Json<WorkerDetail>, ApiError> {
     let (info, telemetry) = lookup(&state, &raw)?;
-    Ok(Json(detail(&info, telemetry)))
+    Ok(Json(detail(&state, &info, telemetry)))
 }
 
 /// `?since=&until=&step=&fields=`: times are a duration ago (`15m`), unix seconds or

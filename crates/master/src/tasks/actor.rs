@@ -88,7 +88,14 @@ pub(super) struct Actor {
     silent: HashSet<WorkerId>,
     unhealthy: HashSet<WorkerId>,
     draining: HashSet<WorkerId>,
+    /// Re-queued tasks kept out of the queue for a moment after a lost worker came back,
+    /// so that results finished during the partition arrive before a new attempt starts.
+    held: HashSet<TaskId>,
+    hold_until: Option<Instant>,
 }
+
+/// How long re-queued tasks wait after a lost worker returns (at most the loss time).
+const RETURN_SETTLE: Duration = Duration::from_secs(2);
 
 /// How long before a stale copy that is still reported gets its stop command again.
 const STALE_RESEND: Duration = Duration::from_secs(10);
@@ -119,6 +126,8 @@ impl Actor {
             silent: HashSet::new(),
             unhealthy: HashSet::new(),
             draining: HashSet::new(),
+            held: HashSet::new(),
+            hold_until: None,
         };
         for worker in actor.restore(unfinished) {
             fleet.expect(worker);
@@ -239,7 +248,7 @@ impl Actor {
     async fn handle(&mut self, request: Request) {
         match request {
             Request::Enqueue(task) => {
-                self.enqueue(task);
+                self.enqueue(*task);
                 self.schedule().await;
             }
             Request::Cancel(task_id, reply) => self.cancel(task_id, reply).await,
@@ -679,7 +688,9 @@ impl Actor {
     async fn on_registered(&mut self, info: &WorkerInfo, running: &[RunningTask], ending: Option<&[String]>) {
         let worker = info.worker_id.clone();
         // A new process of the worker: it runs what it says, and takes tasks again.
-        self.silent.remove(&worker);
+        if self.silent.remove(&worker) {
+            self.hold_requeued();
+        }
         self.draining.remove(&worker);
         let schedulable = !self.unhealthy.contains(&worker);
         if let Err(e) = self.scheduler.upsert_worker(Self::resources(info, schedulable)) {
@@ -759,7 +770,9 @@ impl Actor {
                 self.refresh(&worker_id);
             }
             ClusterEvent::WorkerActive { worker_id } => {
-                self.silent.remove(&worker_id);
+                if self.silent.remove(&worker_id) {
+                    self.hold_requeued();
+                }
                 self.refresh(&worker_id);
                 // Its `keep` tasks are back in contact.
                 let back: Vec<TaskId> = self.placed_on(&worker_id);
@@ -825,8 +838,44 @@ impl Actor {
         self.schedule().await;
     }
 
+    /// A silent worker is back: what the workers ran during the partition may still be
+    /// reported, so re-queued tasks wait a moment before a new attempt could start.
+    fn hold_requeued(&mut self) {
+        let requeued: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|a| a.task.status() == TaskStatus::Pending && !a.earlier.is_empty() && a.ending.is_none())
+            .map(|a| a.task.task_id.clone())
+            .collect();
+        if requeued.is_empty() {
+            return;
+        }
+        for id in requeued {
+            self.scheduler.remove_pending(&id);
+            self.held.insert(id);
+        }
+        let settle = RETURN_SETTLE.min(self.loss_after);
+        self.hold_until = Some(Instant::now() + settle);
+        debug!(tasks = self.held.len(), ?settle, "re-queued tasks wait for late results");
+    }
+
+    /// Puts the held tasks back in the queue, at their places.
+    fn release_held(&mut self) {
+        self.hold_until = None;
+        for id in std::mem::take(&mut self.held) {
+            let Some(a) = self.tasks.get(&id) else { continue };
+            if a.task.status() == TaskStatus::Pending && a.ending.is_none() {
+                let (task, seq) = (a.task.clone(), a.seq);
+                self.queue(&task, seq);
+            }
+        }
+    }
+
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        if self.hold_until.is_some_and(|at| at <= now) {
+            self.release_held();
+        }
         self.stale_told.retain(|_, at| now.duration_since(*at) < STALE_RESEND);
         let expired: Vec<TaskId> =
             self.unconfirmed.iter().filter(|(_, d)| **d <= now).map(|(t, _)| t.clone()).collect();

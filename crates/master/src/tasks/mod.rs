@@ -98,7 +98,7 @@ impl From<StoreError> for TaskError {
 }
 
 pub(crate) enum Request {
-    Enqueue(Task),
+    Enqueue(Box<Task>),
     Cancel(TaskId, oneshot::Sender<Result<Task, TaskError>>),
     /// Worker reports come with their answer channel; a final one is answered once durable.
     Report(TaskReport, oneshot::Sender<Result<ReportOutcome, TaskError>>),
@@ -224,7 +224,11 @@ impl TaskService {
         }
         let task = Task::new(TaskId::generate(), spec, unix_ms()).with_submitter(submitter);
         let queued = match self.store.insert_task(&task, &task.created_event()).await {
-            Ok(()) => self.tx.send(Request::Enqueue(task.clone())).await.map_err(|_| TaskError::ShuttingDown),
+            Ok(()) => self
+                .tx
+                .send(Request::Enqueue(Box::new(task.clone())))
+                .await
+                .map_err(|_| TaskError::ShuttingDown),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = queued {
