@@ -42,7 +42,7 @@ const UNREGISTER_DEADLINE: Duration = Duration::from_secs(2);
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// While heartbeats fail, the next is tried after about this long, not a whole interval.
-const FAILING_RETRY: Duration = Duration::from_secs(1);
+const FAILING_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
