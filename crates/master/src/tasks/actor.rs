@@ -560,16 +560,7 @@ impl Actor {
             }
             TaskUpdate::Progress(message) => {
                 // Progress without a status change (an image pull): recorded as an event.
-                let task = active.task.clone();
-                let event = cloudai_domain::TaskEvent {
-                    task_id: task.task_id.clone(),
-                    time_ms: unix_ms(),
-                    from: Some(task.status()),
-                    to: task.status(),
-                    reason: message.chars().take(1024).collect(),
-                    worker_id: task.worker_id().cloned(),
-                };
-                self.persist(&task, event).await;
+                self.note(&task_id, &message).await;
                 return ReportOutcome { keep_running: true, persisted: None };
             }
         };
